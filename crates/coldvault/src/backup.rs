@@ -1,0 +1,127 @@
+//! `backup`: plan the job, run its tasks on the local engine, commit the snapshot.
+//!
+//! The snapshot is committed only when every task has a receipt; a run with any failed task
+//! commits nothing and its report lists each failed task with its error. The staging directory is
+//! removed at the end of the run, whatever happened.
+
+use serde::Serialize;
+
+use crate::catalog::{now_rfc3339, Manifest, SnapshotId, SourceInfo, FORMAT_VERSION};
+use crate::engine::{local::map_parallel, Progress};
+use crate::error::Result;
+use crate::job::{Job, Source};
+use crate::plan::Plan;
+use crate::repo::Repository;
+use crate::source::sqlite::SnapshotGuard;
+use crate::stage::Staging;
+use crate::task::run_task;
+
+/// A failed task.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedTask {
+    /// The task's id.
+    pub task: String,
+    /// The task's kind.
+    pub kind: String,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// The committed snapshot; `None` when a task failed.
+    pub snapshot: Option<SnapshotId>,
+    /// Tasks planned.
+    pub tasks: u64,
+    /// Regular files read.
+    pub files: u64,
+    /// Rows read.
+    pub rows: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes of data files (one copy each).
+    pub bytes_stored: u64,
+    /// The tasks that failed.
+    pub failed_tasks: Vec<FailedTask>,
+    /// Nodes holding the manifest.
+    pub manifest_nodes: Vec<String>,
+    /// Problems that did not stop the backup (a node that missed the manifest).
+    pub warnings: Vec<String>,
+}
+
+/// Runs a backup of `job` with `parallel` tasks at once.
+pub fn backup(job: &Job, parallel: usize, progress: &Progress) -> Result<BackupReport> {
+    let time = now_rfc3339();
+    let repo = Repository::open(job);
+    repo.ensure_marker(false)?;
+    let (guard, sqlite) = match &job.source {
+        Source::Sqlite { path, .. } => {
+            let guard = SnapshotGuard::open(path)?;
+            let schema = guard.schema(path)?;
+            (Some(guard), Some(schema))
+        }
+        Source::Fs { .. } => (None, None),
+    };
+    let plan = Plan::new(job)?;
+    progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
+    let staging = Staging::create(&job.run.staging, &job.name)?;
+    let reports = map_parallel(&plan.tasks, parallel, |task| {
+        run_task(job, &repo, &staging, task, progress)
+    });
+    drop(staging);
+    drop(guard);
+    let mut entries = Vec::with_capacity(reports.len());
+    let mut failed_tasks = Vec::new();
+    for r in reports {
+        match (r.entry, r.error) {
+            (Some(e), _) => entries.push(e),
+            (None, error) => failed_tasks.push(FailedTask {
+                task: r.task.id.to_string(),
+                kind: r.task.kind.name().to_owned(),
+                error: error.unwrap_or_else(|| "unknown failure".into()),
+            }),
+        }
+    }
+    let totals = Manifest::totals_of(&entries);
+    let mut report = BackupReport {
+        snapshot: None,
+        tasks: plan.tasks.len() as u64,
+        files: totals.read.files,
+        rows: totals.read.rows,
+        bytes_read: totals.read.bytes_read,
+        bytes_stored: totals.bytes_stored,
+        failed_tasks,
+        manifest_nodes: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if !report.failed_tasks.is_empty() {
+        return Ok(report);
+    }
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        id: SnapshotId::generate(&job.name, &time),
+        job: job.name.clone(),
+        time,
+        source: source_info(job),
+        replicas: job.repository.replicas,
+        totals,
+        tasks: entries,
+        sqlite,
+    };
+    let (nodes, failures) = repo.commit(&manifest)?;
+    report.snapshot = Some(manifest.id);
+    report.manifest_nodes = nodes;
+    report.warnings = failures.iter().map(|e| e.to_string()).collect();
+    Ok(report)
+}
+
+fn source_info(job: &Job) -> SourceInfo {
+    let location = match &job.source {
+        Source::Fs { path } | Source::Sqlite { path, .. } => path.display().to_string(),
+    };
+    SourceInfo {
+        kind: job.source.type_name().to_owned(),
+        location,
+    }
+}

@@ -1,0 +1,238 @@
+//! The catalog: snapshot manifests and the repository marker, their ids and their encoding.
+//!
+//! A manifest is JSON with a `format` version. It lists every task of the snapshot with its
+//! parameters, what it read and the [`Receipt`] of its data file (key, size, BLAKE3, nodes). It is
+//! written to every node only after every task has a receipt, under a temporary name and renamed,
+//! so a snapshot is listed whole or not at all. A reader refuses a format newer than it knows.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::plan::{TaskId, TaskKind};
+use crate::source::fs::FileMeta;
+use crate::source::sqlite::SqliteSchema;
+use crate::source::ReadStats;
+use crate::store::Receipt;
+
+/// The manifest and marker format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A snapshot's id: 16 hex digits; a unique prefix names it too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SnapshotId(String);
+
+impl SnapshotId {
+    /// A fresh id for a snapshot of `job` taken at `time`.
+    pub fn generate(job: &str, time: &str) -> SnapshotId {
+        let mut h = blake3::Hasher::new();
+        h.update(job.as_bytes());
+        h.update(time.as_bytes());
+        h.update(&std::process::id().to_le_bytes());
+        h.update(&fastrand::u64(..).to_le_bytes());
+        SnapshotId(h.finalize().to_hex()[..16].to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 8 digits, for people.
+    pub fn short(&self) -> &str {
+        &self.0[..8.min(self.0.len())]
+    }
+
+    fn parse(s: &str) -> Result<SnapshotId> {
+        if s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(SnapshotId(s.to_owned()))
+        } else {
+            Err(Error::integrity(format!("{s:?} is not a snapshot id")))
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One task of a committed snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEntry {
+    /// The task's id.
+    pub id: TaskId,
+    /// What it read.
+    #[serde(flatten)]
+    pub kind: TaskKind,
+    /// Its data file.
+    pub data: Receipt,
+    /// What reading found.
+    pub stats: ReadStats,
+    /// For a file part: the file's metadata, to restore once every part is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileMeta>,
+}
+
+/// Totals over the tasks of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Tasks.
+    pub tasks: u64,
+    /// What the tasks read, added up.
+    #[serde(flatten)]
+    pub read: ReadStats,
+    /// Bytes of data files (one copy each).
+    pub bytes_stored: u64,
+}
+
+/// Where a snapshot's data came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// `fs`, `sqlite`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The path or address (never a secret).
+    pub location: String,
+}
+
+/// A committed snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The format version.
+    pub format: u32,
+    /// The snapshot's id.
+    pub id: SnapshotId,
+    /// The job's name.
+    pub job: String,
+    /// When the backup started, RFC 3339 UTC with nanoseconds (sorts as text).
+    pub time: String,
+    /// Where the data came from.
+    pub source: SourceInfo,
+    /// Copies per data file.
+    pub replicas: usize,
+    /// Totals.
+    pub totals: Totals,
+    /// The tasks.
+    pub tasks: Vec<TaskEntry>,
+    /// A SQLite source's schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite: Option<SqliteSchema>,
+}
+
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
+}
+
+impl Manifest {
+    /// Encodes as JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Decodes JSON written by any version up to [`FORMAT_VERSION`].
+    pub fn decode(bytes: &[u8]) -> Result<Manifest> {
+        let format = serde_json::from_slice::<FormatOnly>(bytes)
+            .map_err(|e| Error::integrity("not a coldvault manifest").with_source(e))?
+            .format;
+        if format > FORMAT_VERSION {
+            return Err(Error::integrity(format!(
+                "manifest format {format} is newer than this coldvault reads ({FORMAT_VERSION}); upgrade coldvault"
+            )));
+        }
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| Error::integrity("malformed manifest").with_source(e))?;
+        SnapshotId::parse(m.id.as_str())?;
+        Ok(m)
+    }
+
+    /// The sum of the tasks' stats.
+    pub fn totals_of(tasks: &[TaskEntry]) -> Totals {
+        let mut t = Totals {
+            tasks: tasks.len() as u64,
+            ..Totals::default()
+        };
+        for task in tasks {
+            t.read.add(&task.stats);
+            t.bytes_stored += task.data.size;
+        }
+        t
+    }
+}
+
+/// The repository marker on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoMarker {
+    /// The format version.
+    pub format: u32,
+    /// Random id shared by every node of one repository.
+    pub repository_id: String,
+    /// The job that created it.
+    pub job: String,
+}
+
+impl RepoMarker {
+    /// Decodes a marker, refusing newer formats.
+    pub fn decode(bytes: &[u8]) -> Result<RepoMarker> {
+        let m: RepoMarker = serde_json::from_slice(bytes)
+            .map_err(|e| Error::integrity("malformed repository marker").with_source(e))?;
+        if m.format > FORMAT_VERSION {
+            return Err(Error::integrity(format!(
+                "repository format {} is newer than this coldvault reads ({FORMAT_VERSION})",
+                m.format
+            )));
+        }
+        Ok(m)
+    }
+}
+
+/// Now, as RFC 3339 UTC with nanoseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: FORMAT_VERSION,
+            id: SnapshotId::generate("j", "t"),
+            job: "j".into(),
+            time: now_rfc3339(),
+            source: SourceInfo {
+                kind: "fs".into(),
+                location: "/x".into(),
+            },
+            replicas: 2,
+            totals: Totals::default(),
+            tasks: vec![],
+            sqlite: None,
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips() {
+        let m = sample();
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn newer_format_is_refused_clearly() {
+        let mut m = sample();
+        m.format = FORMAT_VERSION + 1;
+        let e = Manifest::decode(&m.encode()).unwrap_err().to_string();
+        assert!(e.contains("newer than this coldvault"), "{e}");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [&b""[..], b"{", b"[]", b"{\"format\":1}", b"\xff\xfe"] {
+            assert!(Manifest::decode(bad).is_err());
+        }
+    }
+}

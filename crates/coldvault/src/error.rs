@@ -1,0 +1,219 @@
+//! The library's one public error type.
+//!
+//! Every error has a [`ErrorKind`] (what went wrong), a [`Status`] (whether trying again can help),
+//! a message, context pairs (task, node, key, path) and an optional cause. Modules build errors with
+//! the constructors here; callers decide on retry from `status` alone and on exit codes from `kind`.
+
+use std::fmt;
+
+/// What went wrong, coarsely: enough for exit codes and for deciding where to look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The job file or the command's arguments are wrong.
+    Config,
+    /// The source could not be read (a file tree, a database).
+    Source,
+    /// A storage node failed.
+    Target,
+    /// Something that should exist does not (a snapshot, an object).
+    NotFound,
+    /// Stored data does not match its checksum, or a stored file is malformed or hostile.
+    Integrity,
+    /// The repository holds something that conflicts with the request.
+    Conflict,
+    /// A local I/O error (staging, restore target).
+    Io,
+}
+
+/// Whether the same request may succeed when sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Sending it again will not help.
+    Permanent,
+    /// Sending it again, after a pause, may help.
+    Temporary,
+    /// It was temporary, but it stayed that way through every retry.
+    Persistent,
+}
+
+/// The library's error.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    status: Status,
+    message: String,
+    context: Vec<(&'static str, String)>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// The library's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A permanent error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            status: Status::Permanent,
+            message: message.into(),
+            context: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// A job file or argument error.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    /// A source error.
+    pub fn source_err(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Source, message)
+    }
+
+    /// A storage node error.
+    pub fn target(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Target, message)
+    }
+
+    /// Stored data that is damaged, malformed or hostile.
+    pub fn integrity(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Integrity, message)
+    }
+
+    /// Something that should exist does not.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// A local I/O error, with what was being done in `message`.
+    pub fn io(message: impl Into<String>, cause: std::io::Error) -> Self {
+        let status = io_status(&cause);
+        Self::new(ErrorKind::Io, message)
+            .with_status(status)
+            .with_source(cause)
+    }
+
+    /// Sets the status.
+    pub fn with_status(mut self, status: Status) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Marks the error as temporary.
+    pub fn temporary(self) -> Self {
+        self.with_status(Status::Temporary)
+    }
+
+    /// Adds a context pair (`task`, `node`, `key`, `path`, ...).
+    pub fn with_context(mut self, key: &'static str, value: impl fmt::Display) -> Self {
+        if !self.context.iter().any(|(k, _)| *k == key) {
+            self.context.push((key, value.to_string()));
+        }
+        self
+    }
+
+    /// Sets the cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether sending the request again may help.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// True when a retry may help.
+    pub fn is_temporary(&self) -> bool {
+        self.status == Status::Temporary
+    }
+
+    /// The message without context or cause.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The value of a context pair.
+    pub fn context(&self, key: &str) -> Option<&str> {
+        self.context
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if !self.context.is_empty() {
+            f.write_str(" (")?;
+            for (i, (k, v)) in self.context.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{k} {v}")?;
+            }
+            f.write_str(")")?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Whether an I/O error may go away when the operation is tried again.
+pub(crate) fn io_status(e: &std::io::Error) -> Status {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::Interrupted
+        | K::TimedOut
+        | K::WouldBlock
+        | K::ConnectionReset
+        | K::ConnectionAborted => Status::Temporary,
+        _ => Status::Permanent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_context_and_cause() {
+        let e = Error::target("could not store data file")
+            .with_context("node", "disk2")
+            .with_context("task", "ab12")
+            .with_source(std::io::Error::other("disk full"));
+        assert_eq!(
+            e.to_string(),
+            "could not store data file (node disk2, task ab12): disk full"
+        );
+        assert_eq!(e.context("node"), Some("disk2"));
+    }
+
+    #[test]
+    fn io_errors_classify_for_retry() {
+        let t = Error::io("x", std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(t.is_temporary());
+        let p = Error::io(
+            "x",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(!p.is_temporary());
+    }
+}

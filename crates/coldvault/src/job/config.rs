@@ -1,0 +1,80 @@
+//! The raw, serde-shaped mirror of a job file. Nothing here is checked beyond types; `validate()` in
+//! the parent module turns it into a [`super::Job`].
+//!
+//! Every struct denies unknown keys. The source is an internally tagged enum whose variants each wrap
+//! their own struct carrying `deny_unknown_fields`, because the attribute on the enum itself is not
+//! honoured for internally tagged enums (serde #2123).
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobConfig {
+    pub name: String,
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub split: SplitConfig,
+    pub repository: RepositoryConfig,
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(crate) enum SourceConfig {
+    Fs(FsSourceConfig),
+    Sqlite(SqliteSourceConfig),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FsSourceConfig {
+    pub path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SqliteSourceConfig {
+    pub path: String,
+    pub tables: Option<Vec<String>>,
+}
+
+/// A size: a number of bytes, or a string such as "256MiB".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum SizeConfig {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SplitConfig {
+    pub target_bytes: Option<SizeConfig>,
+    pub max_rows: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RepositoryConfig {
+    pub directory: String,
+    pub replicas: Option<i64>,
+    pub nodes: Vec<NodeConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NodeConfig {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunConfig {
+    pub parallel: Option<i64>,
+    pub staging: Option<String>,
+    pub retries: Option<i64>,
+    pub retry_delay: Option<String>,
+    pub zstd_level: Option<i32>,
+}

@@ -1,0 +1,397 @@
+//! The job: a TOML file parsed in two phases.
+//!
+//! Phase one ([`config`]) is a raw serde mirror of the file; syntax errors, unknown keys and wrong
+//! types are reported there with the file's line and column. Phase two ([`validate`]) checks every
+//! value and builds the typed [`Job`]: sizes parsed, paths made absolute (relative paths are taken
+//! from the job file's directory), node URLs parsed, replicas checked against the nodes.
+
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use config::{JobConfig, SizeConfig, SourceConfig};
+
+/// A validated backup job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    /// Snapshots are grouped by this name.
+    pub name: String,
+    /// What to back up.
+    pub source: Source,
+    /// How to split it into map tasks.
+    pub split: Split,
+    /// Where to store it.
+    pub repository: Repository,
+    /// How to run it.
+    pub run: Run,
+}
+
+/// What to back up.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Source {
+    /// A file tree.
+    Fs {
+        /// Root of the tree.
+        path: PathBuf,
+    },
+    /// A SQLite database file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// Table names or glob patterns; every table when empty.
+        tables: Vec<String>,
+    },
+}
+
+impl Source {
+    /// The source type's name as in the job file.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Source::Fs { .. } => "fs",
+            Source::Sqlite { .. } => "sqlite",
+        }
+    }
+}
+
+/// How a job splits into map tasks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Split {
+    /// About this many bytes of a file tree per task; larger files are split into parts of this size.
+    pub target_bytes: u64,
+    /// About this many rows of a table per task.
+    pub max_rows: u64,
+}
+
+/// The repository: a directory on each of several nodes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repository {
+    /// The job's cold-backup directory on every node.
+    pub directory: String,
+    /// Each data file is stored on this many nodes.
+    pub replicas: usize,
+    /// The storage nodes.
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// One storage node as declared in the job.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSpec {
+    /// Unique name, used in receipts and messages.
+    pub name: String,
+    /// Where it is.
+    pub url: NodeUrl,
+}
+
+/// Where a node is. One variant per kind of storage; `s3://` joins when remote nodes land.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "scheme", rename_all = "lowercase")]
+pub enum NodeUrl {
+    /// A local directory (`file:///abs/path`, or `file:rel/path` from the job file's directory).
+    File {
+        /// The node's root directory.
+        path: PathBuf,
+    },
+}
+
+impl NodeUrl {
+    /// Parses a node URL. Relative `file:` paths are taken from `base`.
+    pub fn parse(url: &str, base: &Path) -> Result<NodeUrl> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            return Err(Error::config(format!(
+                "node URL {url:?} has no scheme (expected file:///path)"
+            )));
+        };
+        match scheme {
+            "file" => {
+                let path = if let Some(abs) = rest.strip_prefix("//") {
+                    if !abs.starts_with('/') {
+                        return Err(Error::config(format!(
+                            "node URL {url:?}: a file URL with a host is not supported; use file:///path"
+                        )));
+                    }
+                    PathBuf::from(abs)
+                } else {
+                    base.join(rest)
+                };
+                if path.as_os_str().is_empty() || rest.is_empty() {
+                    return Err(Error::config(format!("node URL {url:?} has no path")));
+                }
+                Ok(NodeUrl::File { path })
+            }
+            other => Err(Error::config(format!(
+                "node URL {url:?} has an unknown scheme {other:?} (supported: file)"
+            ))),
+        }
+    }
+}
+
+/// How to run a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// Tasks running at once.
+    pub parallel: usize,
+    /// The local spool directory.
+    pub staging: PathBuf,
+    /// How many times a failed store request is sent again to one node.
+    pub retries: u32,
+    /// The first pause before sending again; it doubles each time, with jitter.
+    #[serde(with = "duration_text")]
+    pub retry_delay: Duration,
+    /// zstd compression level of data files.
+    pub zstd_level: i32,
+}
+
+mod duration_text {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// The default parallelism: the machine's cores.
+pub fn default_parallel() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+impl Job {
+    /// Reads, parses and validates a job file. Errors name the file and the line or key.
+    pub fn load(path: &Path) -> Result<Job> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read job file {}", path.display())).with_source(e)
+        })?;
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).map_err(|e| {
+            Error::config(format!("cannot resolve {}", base.display())).with_source(e)
+        })?;
+        Job::parse(&text, &base)
+            .map_err(|e| Error::config(format!("job file {}: {}", path.display(), e.message())))
+    }
+
+    /// Parses and validates job text; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Job> {
+        let raw: JobConfig = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        validate(raw, base)
+    }
+}
+
+fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
+    if raw.name.is_empty() || !raw.name.chars().all(is_name_char) {
+        return Err(Error::config(format!(
+            "name = {:?}: a job name is letters, digits, '-', '_' and '.'",
+            raw.name
+        )));
+    }
+    let source = match raw.source {
+        SourceConfig::Fs(fs) => {
+            let path = existing_path(base, &fs.path, "[source] path")?;
+            if !path.is_dir() {
+                return Err(Error::config(format!(
+                    "[source] path = {:?}: {} is not a directory",
+                    fs.path,
+                    path.display()
+                )));
+            }
+            Source::Fs { path }
+        }
+        SourceConfig::Sqlite(sq) => {
+            let path = existing_path(base, &sq.path, "[source] path")?;
+            let tables = sq.tables.unwrap_or_default();
+            for t in &tables {
+                glob::Pattern::new(t).map_err(|e| {
+                    Error::config(format!(
+                        "[source] tables: {t:?} is not a valid pattern: {e}"
+                    ))
+                })?;
+            }
+            Source::Sqlite { path, tables }
+        }
+    };
+    let target_bytes = match raw.split.target_bytes {
+        None => 256 << 20,
+        Some(SizeConfig::Bytes(n)) => n,
+        Some(SizeConfig::Text(t)) => parse_size(&t)
+            .map_err(|e| Error::config(format!("[split] target_bytes = {t:?}: {e}")))?,
+    };
+    if target_bytes < 4096 {
+        return Err(Error::config(format!(
+            "[split] target_bytes = {target_bytes}: must be at least 4KiB"
+        )));
+    }
+    let max_rows = raw.split.max_rows.unwrap_or(1_000_000);
+    if max_rows == 0 {
+        return Err(Error::config("[split] max_rows must be at least 1"));
+    }
+    let repository = validate_repository(raw.repository, base)?;
+    let run = validate_run(raw.run, base)?;
+    Ok(Job {
+        name: raw.name,
+        source,
+        split: Split {
+            target_bytes,
+            max_rows,
+        },
+        repository,
+        run,
+    })
+}
+
+fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<Repository> {
+    let directory = raw.directory.trim_matches('/').to_owned();
+    if directory.is_empty()
+        || directory
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(Error::config(format!(
+            "[repository] directory = {:?}: must be a relative path without '.' or '..'",
+            raw.directory
+        )));
+    }
+    if raw.nodes.is_empty() {
+        return Err(Error::config(
+            "[repository] nodes: at least one node is needed",
+        ));
+    }
+    let mut nodes: Vec<NodeSpec> = Vec::with_capacity(raw.nodes.len());
+    for n in raw.nodes {
+        if n.name.is_empty() || !n.name.chars().all(is_name_char) {
+            return Err(Error::config(format!(
+                "[repository] nodes: name = {:?}: a node name is letters, digits, '-', '_' and '.'",
+                n.name
+            )));
+        }
+        if nodes.iter().any(|m| m.name == n.name) {
+            return Err(Error::config(format!(
+                "[repository] nodes: the node name {:?} is used twice",
+                n.name
+            )));
+        }
+        let url = NodeUrl::parse(&n.url, base)
+            .map_err(|e| Error::config(format!("[repository] nodes: {}", e.message())))?;
+        if let Some(m) = nodes.iter().find(|m| m.url == url) {
+            return Err(Error::config(format!(
+                "[repository] nodes: {:?} and {:?} have the same URL",
+                m.name, n.name
+            )));
+        }
+        nodes.push(NodeSpec { name: n.name, url });
+    }
+    let replicas = raw.replicas.unwrap_or(nodes.len().min(2) as i64);
+    if replicas < 1 || replicas > nodes.len() as i64 {
+        return Err(Error::config(format!(
+            "[repository] replicas = {replicas}: must be between 1 and the number of nodes ({})",
+            nodes.len()
+        )));
+    }
+    Ok(Repository {
+        directory,
+        replicas: replicas as usize,
+        nodes,
+    })
+}
+
+fn validate_run(raw: config::RunConfig, base: &Path) -> Result<Run> {
+    let parallel = match raw.parallel {
+        None => default_parallel(),
+        Some(n) if (1..=1024).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(Error::config(format!(
+                "[run] parallel = {n}: must be between 1 and 1024"
+            )))
+        }
+    };
+    let retries = match raw.retries {
+        None => 5,
+        Some(n) if (0..=100).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(Error::config(format!(
+                "[run] retries = {n}: must be between 0 and 100"
+            )))
+        }
+    };
+    let retry_delay = match raw.retry_delay {
+        None => Duration::from_millis(200),
+        Some(t) => humantime::parse_duration(&t)
+            .map_err(|e| Error::config(format!("[run] retry_delay = {t:?}: {e}")))?,
+    };
+    let zstd_level = raw.zstd_level.unwrap_or(3);
+    if !(1..=19).contains(&zstd_level) {
+        return Err(Error::config(format!(
+            "[run] zstd_level = {zstd_level}: must be between 1 and 19"
+        )));
+    }
+    let staging = match raw.staging {
+        Some(s) => base.join(s),
+        None => std::env::temp_dir().join("coldvault"),
+    };
+    Ok(Run {
+        parallel,
+        staging,
+        retries,
+        retry_delay,
+        zstd_level,
+    })
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn existing_path(base: &Path, raw: &str, key: &str) -> Result<PathBuf> {
+    if raw.is_empty() {
+        return Err(Error::config(format!("{key} is empty")));
+    }
+    let path = base.join(raw);
+    match std::fs::metadata(&path) {
+        Ok(_) => Ok(path),
+        Err(e) => Err(Error::config(format!(
+            "{key} = {raw:?}: {} does not exist or cannot be read ({e})",
+            path.display()
+        ))),
+    }
+}
+
+/// Parses "256MiB", "1G", "512k", "1000000", "10MB" (decimal), into bytes.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a size such as 256MiB".to_string())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        u => return Err(format!("unknown size unit {u:?} (use KiB, MiB, GiB, TiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "size too large".to_string())
+}
+
+#[cfg(test)]
+mod tests;

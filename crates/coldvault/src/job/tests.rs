@@ -1,0 +1,154 @@
+use super::*;
+
+fn base() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+const GOOD: &str = r#"
+name = "photos"
+
+[source]
+type = "fs"
+path = "."
+
+[split]
+target_bytes = "1MiB"
+
+[repository]
+directory = "cold/photos"
+replicas = 2
+nodes = [
+  { name = "disk1", url = "file:n1" },
+  { name = "disk2", url = "file:///tmp/n2" },
+]
+
+[run]
+parallel = 3
+retries = 2
+"#;
+
+fn parse(text: &str) -> Result<Job> {
+    let dir = base();
+    Job::parse(text, dir.path())
+}
+
+fn err(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn a_good_job_parses() {
+    let dir = base();
+    let job = Job::parse(GOOD, dir.path()).unwrap();
+    assert_eq!(job.name, "photos");
+    assert_eq!(job.split.target_bytes, 1 << 20);
+    assert_eq!(job.repository.replicas, 2);
+    assert_eq!(
+        job.repository.nodes[0].url,
+        NodeUrl::File {
+            path: dir.path().join("n1")
+        }
+    );
+    assert_eq!(job.run.parallel, 3);
+    assert_eq!(job.run.retries, 2);
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let e = err("name = \"x\"\n[source\ntype = \"fs\"\n");
+    assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_in_every_section() {
+    for (section, line) in [
+        ("name = \"photos\"", "colour = 1"),
+        ("[split]", "target = 5"),
+        ("[repository]", "copies = 2"),
+        ("[run]", "paralel = 2"),
+    ] {
+        let text = GOOD.replace(section, &format!("{section}\n{line}"));
+        let e = err(&text);
+        let key = line.split(' ').next().unwrap();
+        assert!(
+            e.contains("unknown field") && e.contains(key),
+            "{section}: {e}"
+        );
+        assert!(e.contains("line"), "{section}: {e}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_rejected_for_every_source_kind() {
+    let fs = GOOD.replace("path = \".\"", "path = \".\"\ntables = [\"x\"]");
+    assert!(err(&fs).contains("unknown field `tables`"), "{}", err(&fs));
+    let sq = GOOD.replace(
+        "type = \"fs\"\npath = \".\"",
+        "type = \"sqlite\"\npath = \".\"\nwhere = \"x\"",
+    );
+    assert!(err(&sq).contains("unknown field `where`"), "{}", err(&sq));
+    let node = GOOD.replace("url = \"file:n1\"", "url = \"file:n1\", weight = 2");
+    assert!(
+        err(&node).contains("unknown field `weight`"),
+        "{}",
+        err(&node)
+    );
+}
+
+#[test]
+fn unknown_source_type_is_named() {
+    let e = err(&GOOD.replace("type = \"fs\"", "type = \"ftp\""));
+    assert!(e.contains("ftp"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_the_line() {
+    let e = err(&GOOD.replace("replicas = 2", "replicas = \"two\""));
+    assert!(e.contains("line 13"), "{e}");
+}
+
+#[test]
+fn replicas_must_fit_the_nodes() {
+    assert!(err(&GOOD.replace("replicas = 2", "replicas = 3")).contains("replicas = 3"));
+    assert!(err(&GOOD.replace("replicas = 2", "replicas = 0")).contains("replicas = 0"));
+}
+
+#[test]
+fn duplicate_node_names_are_rejected() {
+    let e = err(&GOOD.replace("\"disk2\"", "\"disk1\""));
+    assert!(e.contains("\"disk1\" is used twice"), "{e}");
+}
+
+#[test]
+fn unknown_url_scheme_is_rejected() {
+    let e = err(&GOOD.replace("file:///tmp/n2", "ftp://host/x"));
+    assert!(e.contains("unknown scheme \"ftp\""), "{e}");
+}
+
+#[test]
+fn missing_source_path_is_named() {
+    let e = err(&GOOD.replace("path = \".\"", "path = \"does/not/exist\""));
+    assert!(
+        e.contains("[source] path") && e.contains("does/not/exist"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+    assert_eq!(parse_size("1G"), Ok(1 << 30));
+    assert_eq!(parse_size("10MB"), Ok(10_000_000));
+    assert_eq!(parse_size("4096"), Ok(4096));
+    assert!(parse_size("lots").is_err());
+    assert!(parse_size("5 parsecs").is_err());
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = base();
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, "name = 1\n").unwrap();
+    let e = Job::load(&path).unwrap_err().to_string();
+    assert!(e.contains("job.toml") && e.contains("line 1"), "{e}");
+}

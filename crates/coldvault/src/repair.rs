@@ -1,0 +1,164 @@
+//! `repair`: brings every data file of a snapshot back to `replicas` good copies.
+//!
+//! Every listed replica is read and checked. A missing or damaged one is replaced from a healthy
+//! replica (copied through staging, checked on the way): in place when its node takes it, else on
+//! the next node in rendezvous order. The manifest then lists the nodes that really hold each file
+//! and is written again to every node.
+
+use serde::Serialize;
+
+use crate::catalog::{Manifest, TaskEntry};
+use crate::engine::local::map_parallel;
+use crate::error::Result;
+use crate::repo::Repository;
+use crate::stage::Staging;
+use crate::store::Payload;
+use crate::verify::check_replica;
+
+/// One copy made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Copied {
+    /// The object.
+    pub file: String,
+    /// The healthy node it came from.
+    pub from: String,
+    /// The node it went to.
+    pub to: String,
+}
+
+/// What `repair` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairReport {
+    /// The snapshot.
+    pub snapshot: String,
+    /// Copies made.
+    pub copied: Vec<Copied>,
+    /// Whether the manifest was written again.
+    pub manifest_rewritten: bool,
+    /// What could not be repaired.
+    pub unrepairable: Vec<String>,
+}
+
+struct Outcome {
+    entry: TaskEntry,
+    copied: Vec<Copied>,
+    unrepairable: Option<String>,
+}
+
+/// Repairs `manifest`, whose manifest file is on `manifest_nodes`.
+pub fn repair(
+    repo: &Repository,
+    mut manifest: Manifest,
+    manifest_nodes: &[String],
+    staging: &Staging,
+    parallel: usize,
+) -> Result<RepairReport> {
+    let replicas = manifest.replicas;
+    let outcomes = map_parallel(&manifest.tasks, parallel, |t| {
+        repair_one(repo, t, replicas, staging)
+    });
+    let mut report = RepairReport {
+        snapshot: manifest.id.to_string(),
+        copied: Vec::new(),
+        manifest_rewritten: false,
+        unrepairable: Vec::new(),
+    };
+    let mut changed = false;
+    for (slot, o) in manifest.tasks.iter_mut().zip(outcomes) {
+        changed |= slot.data.nodes != o.entry.data.nodes;
+        *slot = o.entry;
+        report.copied.extend(o.copied);
+        report.unrepairable.extend(o.unrepairable);
+    }
+    let everywhere = repo
+        .nodes()
+        .iter()
+        .all(|n| manifest_nodes.iter().any(|m| m == n.name()));
+    if changed || !everywhere {
+        repo.commit(&manifest)?;
+        report.manifest_rewritten = true;
+    }
+    Ok(report)
+}
+
+fn repair_one(repo: &Repository, t: &TaskEntry, replicas: usize, staging: &Staging) -> Outcome {
+    let data = &t.data;
+    let mut good: Vec<String> = Vec::new();
+    let mut bad: Vec<String> = Vec::new();
+    for n in &data.nodes {
+        match check_replica(repo, n, data, true).1 {
+            None => good.push(n.clone()),
+            Some(_) => bad.push(n.clone()),
+        }
+    }
+    let mut out = Outcome {
+        entry: t.clone(),
+        copied: Vec::new(),
+        unrepairable: None,
+    };
+    if good.is_empty() {
+        out.unrepairable = Some(format!("{}: no healthy replica left", data.key));
+        return out;
+    }
+    if bad.is_empty() && good.len() >= replicas {
+        return out;
+    }
+    let order: Vec<String> = repo
+        .replicator()
+        .order(&data.key)
+        .into_iter()
+        .map(|i| repo.nodes()[i].name().to_owned())
+        .collect();
+    if good.len() < replicas {
+        let source = good[0].clone();
+        let fetched = repo
+            .replicator()
+            .node(&source)
+            .ok_or_else(|| crate::Error::not_found(source.clone()))
+            .and_then(|node| {
+                let mut r = node.get(&data.key)?;
+                staging.fetch(&data.checksum[..16], &mut r, data.size, &data.checksum)
+            });
+        let staged = match fetched {
+            Ok(s) => s,
+            Err(e) => {
+                out.unrepairable = Some(format!("{}: cannot read {source}: {e}", data.key));
+                return out;
+            }
+        };
+        let candidates = bad
+            .iter()
+            .chain(order.iter().filter(|n| !bad.contains(n)))
+            .filter(|n| !good.contains(n))
+            .cloned()
+            .collect::<Vec<_>>();
+        for to in candidates {
+            if good.len() >= replicas {
+                break;
+            }
+            let Some(node) = repo.replicator().node(&to) else {
+                continue;
+            };
+            if node.put(&data.key, Payload::File(staged.path())).is_ok()
+                && check_replica(repo, &to, data, true).1.is_none()
+            {
+                out.copied.push(Copied {
+                    file: data.key.to_string(),
+                    from: source.clone(),
+                    to: to.clone(),
+                });
+                good.push(to);
+            }
+        }
+    }
+    if good.len() < replicas {
+        out.unrepairable = Some(format!(
+            "{}: only {} of {replicas} copies could be made",
+            data.key,
+            good.len()
+        ));
+    }
+    good.sort_by_key(|n| order.iter().position(|o| o == n));
+    out.entry.data.nodes = good;
+    out
+}

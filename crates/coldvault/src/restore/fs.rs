@@ -1,0 +1,368 @@
+//! Restoring a file tree: tar streams and file parts into a target directory.
+//!
+//! Safety: every path is parsed with [`RelPath::from_untrusted`] (no absolute paths, no `..`); every
+//! ancestor of a path is checked to be a real directory, never a symlink, before anything is created
+//! in it; files are created with `O_CREAT|O_EXCL` (or `O_NOFOLLOW` for parts), so no write follows a
+//! symlink. Directory and large-file metadata is applied at the end, once everything inside exists.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{run_tasks, Ctx, Include, RestoreOptions};
+use crate::catalog::Manifest;
+use crate::error::{Error, Result};
+use crate::path::RelPath;
+use crate::plan::TaskKind;
+use crate::source::fs::FileMeta;
+use crate::source::ReadStats;
+
+pub(super) fn restore(
+    ctx: &Ctx<'_>,
+    manifest: &Manifest,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<(ReadStats, Vec<String>)> {
+    prepare_target(target, opts.force)?;
+    let include = Include::new(&opts.include)?;
+    let r = Restorer {
+        root: target,
+        include: &include,
+        force: opts.force,
+        dirs: Mutex::new(Vec::new()),
+        parts: Mutex::new(BTreeMap::new()),
+    };
+    let keep = |k: &TaskKind| match k {
+        TaskKind::FilePart { path, .. } => include.matches(path),
+        _ => true,
+    };
+    let out = run_tasks(manifest, opts.parallel, keep, |t| {
+        let (data, problems) = ctx.fetch(&t.data)?;
+        let mut reader = data.open()?;
+        let stats = match &t.kind {
+            TaskKind::Files { .. } => r.extract(&mut reader, ctx)?,
+            TaskKind::FilePart { path, offset, .. } => {
+                let meta = t.file.clone().ok_or_else(|| {
+                    Error::integrity(format!("file part of {path} has no file metadata"))
+                })?;
+                r.write_part(path, *offset, &meta, &mut reader, ctx)?
+            }
+            TaskKind::Table { .. } => {
+                return Err(Error::integrity("a table in a file-tree snapshot"));
+            }
+        };
+        ctx.progress.task_done();
+        Ok((stats, problems))
+    })?;
+    r.finish()?;
+    Ok(out)
+}
+
+fn prepare_target(target: &Path, force: bool) -> Result<()> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => {
+            let non_empty = fs::read_dir(target)
+                .map_err(|e| Error::io(format!("cannot read {}", target.display()), e))?
+                .next()
+                .is_some();
+            if non_empty && !force {
+                return Err(Error::config(format!(
+                    "restore target {} is not empty (use --force to restore into it)",
+                    target.display()
+                )));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(Error::config(format!(
+            "restore target {} exists and is not a directory",
+            target.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(target)
+            .map_err(|e| Error::io(format!("cannot create {}", target.display()), e)),
+        Err(e) => Err(Error::io(format!("cannot stat {}", target.display()), e)),
+    }
+}
+
+struct Restorer<'a> {
+    root: &'a Path,
+    include: &'a Include,
+    force: bool,
+    dirs: Mutex<Vec<(RelPath, FileMeta)>>,
+    /// Large files written in parts: their metadata and the end of the furthest part.
+    parts: Mutex<BTreeMap<RelPath, (FileMeta, u64)>>,
+}
+
+fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
+    Error::io(format!("{what} {}", path.display()), e)
+}
+
+impl Restorer<'_> {
+    /// Makes sure every ancestor of `rel` is a real directory inside the root, creating missing ones.
+    fn ensure_parents(&self, rel: &RelPath) -> Result<()> {
+        let Some(parent) = rel.parent() else {
+            return Ok(());
+        };
+        let mut cur = self.root.to_path_buf();
+        for comp in parent.components() {
+            cur.push(std::ffi::OsStr::from_bytes(comp));
+            self.ensure_dir(&cur, rel)?;
+        }
+        Ok(())
+    }
+
+    fn ensure_dir(&self, path: &Path, for_rel: &RelPath) -> Result<()> {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::integrity(format!(
+                "refusing to write {for_rel}: {} is not a directory (a symlink or a file)",
+                path.display()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    self.ensure_dir(path, for_rel)
+                }
+                Err(e) => Err(io_err("cannot create", path, e)),
+            },
+            Err(e) => Err(io_err("cannot stat", path, e)),
+        }
+    }
+
+    /// With `force`, removes a non-directory at `path` so it can be created again.
+    fn clear(&self, path: &Path) -> Result<()> {
+        if !self.force {
+            return Ok(());
+        }
+        match fs::symlink_metadata(path) {
+            Ok(m) if !m.is_dir() => {
+                fs::remove_file(path).map_err(|e| io_err("cannot replace", path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn extract(&self, reader: &mut dyn Read, ctx: &Ctx<'_>) -> Result<ReadStats> {
+        let mut stats = ReadStats::default();
+        let mut archive = tar::Archive::new(reader);
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::integrity("malformed tar data file").with_source(e))?;
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|e| Error::integrity("malformed tar data file").with_source(e))?;
+            let rel = RelPath::from_untrusted(&entry.path_bytes())?;
+            if rel.is_root() || !self.include.matches(&rel) {
+                continue;
+            }
+            let meta = entry_meta(&mut entry)?;
+            let path = rel.to_path(self.root);
+            self.ensure_parents(&rel)?;
+            match entry.header().entry_type() {
+                tar::EntryType::Directory => {
+                    self.clear(&path)?;
+                    self.ensure_dir(&path, &rel)?;
+                    stats.dirs += 1;
+                    if let Ok(mut d) = self.dirs.lock() {
+                        d.push((rel, meta));
+                    }
+                }
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    self.clear(&path)?;
+                    let mut f = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .map_err(|e| io_err("cannot create", &path, e))?;
+                    let n = io::copy(&mut entry, &mut f).map_err(|e| {
+                        Error::integrity(format!("cannot extract {rel}")).with_source(e)
+                    })?;
+                    apply_file_meta(&f, &path, &meta)?;
+                    ctx.progress.add_bytes(n);
+                    stats.files += 1;
+                    stats.bytes_read += n;
+                }
+                tar::EntryType::Symlink => {
+                    let link = entry
+                        .link_name_bytes()
+                        .ok_or_else(|| Error::integrity(format!("symlink {rel} has no target")))?
+                        .into_owned();
+                    self.clear(&path)?;
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &path)
+                        .map_err(|e| io_err("cannot create symlink", &path, e))?;
+                    let _ = std::os::unix::fs::lchown(&path, Some(meta.uid), Some(meta.gid));
+                    let t = filetime::FileTime::from_unix_time(meta.mtime, meta.mtime_nsec);
+                    filetime::set_symlink_file_times(&path, t, t)
+                        .map_err(|e| io_err("cannot set times of", &path, e))?;
+                    stats.symlinks += 1;
+                }
+                tar::EntryType::Link => {
+                    return Err(Error::integrity(format!(
+                        "refusing hard link entry {rel}: coldvault never writes hard links"
+                    )));
+                }
+                _ => stats.skipped += 1,
+            }
+        }
+        Ok(stats)
+    }
+
+    fn write_part(
+        &self,
+        rel: &RelPath,
+        offset: u64,
+        meta: &FileMeta,
+        reader: &mut dyn Read,
+        ctx: &Ctx<'_>,
+    ) -> Result<ReadStats> {
+        self.ensure_parents(rel)?;
+        let path = rel.to_path(self.root);
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| io_err("cannot open", &path, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = offset;
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| {
+                Error::integrity(format!("cannot decode part of {rel}")).with_source(e)
+            })?;
+            if n == 0 {
+                break;
+            }
+            f.write_all_at(&buf[..n], pos)
+                .map_err(|e| io_err("cannot write", &path, e))?;
+            pos += n as u64;
+            ctx.progress.add_bytes(n as u64);
+        }
+        if let Ok(mut parts) = self.parts.lock() {
+            let e = parts.entry(rel.clone()).or_insert((meta.clone(), 0));
+            e.1 = e.1.max(pos);
+        }
+        Ok(ReadStats {
+            bytes_read: pos - offset,
+            ..ReadStats::default()
+        })
+    }
+
+    /// Applies deferred metadata: large files, then directories from the deepest up.
+    fn finish(self) -> Result<()> {
+        let parts = self.parts.into_inner().unwrap_or_default();
+        for (rel, (meta, end)) in parts {
+            let path = rel.to_path(self.root);
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| io_err("cannot open", &path, e))?;
+            f.set_len(end)
+                .map_err(|e| io_err("cannot size", &path, e))?;
+            apply_file_meta(&f, &path, &meta)?;
+        }
+        let mut dirs = self.dirs.into_inner().unwrap_or_default();
+        dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+        for (rel, meta) in dirs {
+            let path = rel.to_path(self.root);
+            let f = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
+            apply_file_meta(&f, &path, &meta)?;
+        }
+        Ok(())
+    }
+}
+
+fn apply_file_meta(f: &File, path: &Path, meta: &FileMeta) -> Result<()> {
+    // Ownership first: chown clears setuid bits. Only root may give files away; others keep theirs.
+    let _ = std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid));
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(meta.mode))
+        .map_err(|e| io_err("cannot set permissions of", path, e))?;
+    let mtime = system_time(meta.mtime, meta.mtime_nsec);
+    f.set_times(fs::FileTimes::new().set_modified(mtime).set_accessed(mtime))
+        .map_err(|e| io_err("cannot set times of", path, e))
+}
+
+fn system_time(secs: i64, nsec: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            + Duration::from_nanos(u64::from(nsec))
+    }
+}
+
+/// Metadata of a tar entry, with pax `mtime`, `uid` and `gid` taking precedence.
+fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMeta> {
+    let h = entry.header();
+    let bad = |e| Error::integrity("malformed tar header").with_source(e);
+    let mut meta = FileMeta {
+        mode: h.mode().map_err(bad)? & 0o7777,
+        uid: h.uid().map_err(bad)? as u32,
+        gid: h.gid().map_err(bad)? as u32,
+        mtime: h.mtime().map_err(bad)? as i64,
+        mtime_nsec: 0,
+        size: h.size().map_err(bad)?,
+    };
+    if let Some(exts) = entry.pax_extensions().map_err(bad)? {
+        for ext in exts {
+            let ext = ext.map_err(bad)?;
+            let value = ext.value().unwrap_or("");
+            match ext.key() {
+                Ok("mtime") => {
+                    if let Some((s, n)) = parse_pax_time(value) {
+                        meta.mtime = s;
+                        meta.mtime_nsec = n;
+                    }
+                }
+                Ok("uid") => meta.uid = value.parse().unwrap_or(meta.uid),
+                Ok("gid") => meta.gid = value.parse().unwrap_or(meta.gid),
+                _ => {}
+            }
+        }
+    }
+    Ok(meta)
+}
+
+/// Parses a pax time "[-]secs[.frac]" into (secs, nanos) with nanos in [0, 1e9).
+fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
+    let (neg, v) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let (s, frac) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = s.parse().ok()?;
+    let digits: String = frac.chars().take(9).collect();
+    let nanos: u32 = if digits.is_empty() {
+        0
+    } else {
+        format!("{digits:0<9}").parse().ok()?
+    };
+    if !neg {
+        return Some((secs, nanos));
+    }
+    if nanos == 0 {
+        Some((-secs, 0))
+    } else {
+        Some((-secs - 1, 1_000_000_000 - nanos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_times_parse() {
+        assert_eq!(parse_pax_time("12.5"), Some((12, 500_000_000)));
+        assert_eq!(parse_pax_time("-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(parse_pax_time("7"), Some((7, 0)));
+        assert_eq!(parse_pax_time("1.123456789123"), Some((1, 123_456_789)));
+        assert_eq!(parse_pax_time("x"), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! `restore`: a snapshot back into a directory (file trees) or a new database file (SQLite).
+//!
+//! Each data file is read from the first healthy replica: its BLAKE3 is checked before a byte of it
+//! is decoded (in place on a local node, through a checked copy in staging otherwise). A missing or
+//! corrupt replica is reported and the next one is tried. Nothing is ever written outside the target:
+//! paths are checked component by component, no write follows a symlink, and a non-empty target is
+//! refused unless `force` is given.
+
+mod fs;
+mod sqlite;
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::catalog::Manifest;
+use crate::engine::{local::map_parallel, Progress};
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::path::RelPath;
+use crate::plan::TaskKind;
+use crate::repo::Repository;
+use crate::source::ReadStats;
+use crate::stage::{check_replica, hash_stream, StagedFile, Staging};
+use crate::store::Receipt;
+
+/// How to restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Only paths matching one of these globs (or inside a matching directory).
+    pub include: Vec<String>,
+    /// Data files restored at once.
+    pub parallel: usize,
+    /// Restore into a non-empty directory (replacing files) or over an existing database file.
+    pub force: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    /// The snapshot restored.
+    pub snapshot: String,
+    /// Where to.
+    pub target: String,
+    /// Entries and bytes written.
+    #[serde(flatten)]
+    pub stats: ReadStats,
+    /// Replicas that were missing or damaged and were skipped for another.
+    pub replica_problems: Vec<String>,
+}
+
+/// Restores snapshot `spec` of `job` into `target`.
+pub fn restore(
+    job: &Job,
+    spec: &str,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreReport> {
+    let repo = Repository::open(job);
+    let (manifest, _) = repo.find(spec)?;
+    let staging = Staging::create(&job.run.staging, &format!("{}-restore", job.name))?;
+    let ctx = Ctx {
+        repo: &repo,
+        staging: &staging,
+        progress,
+    };
+    progress.start(manifest.tasks.len() as u64, manifest.totals.read.bytes_read);
+    let (stats, problems) = match manifest.sqlite {
+        Some(_) => sqlite::restore(&ctx, &manifest, target, opts.force)?,
+        None => fs::restore(&ctx, &manifest, target, opts)?,
+    };
+    Ok(RestoreReport {
+        snapshot: manifest.id.to_string(),
+        target: target.display().to_string(),
+        stats,
+        replica_problems: problems,
+    })
+}
+
+/// What restoring one data file needs.
+pub(crate) struct Ctx<'a> {
+    repo: &'a Repository,
+    staging: &'a Staging,
+    progress: &'a Progress,
+}
+
+/// A data file whose checksum has been checked, ready to decode.
+pub(crate) struct Verified {
+    path: PathBuf,
+    _staged: Option<StagedFile>,
+}
+
+impl Verified {
+    /// The decompressed bytes.
+    pub(crate) fn open(&self) -> Result<impl Read> {
+        let f = File::open(&self.path)
+            .map_err(|e| Error::io(format!("cannot open {}", self.path.display()), e))?;
+        zstd::Decoder::with_buffer(BufReader::with_capacity(1 << 20, f))
+            .map_err(|e| Error::io("cannot start zstd", e))
+    }
+}
+
+impl Ctx<'_> {
+    /// The first healthy replica of `data`, and the problems met before it.
+    pub(crate) fn fetch(&self, data: &Receipt) -> Result<(Verified, Vec<String>)> {
+        let mut problems = Vec::new();
+        for name in &data.nodes {
+            let Some(node) = self.repo.replicator().node(name) else {
+                problems.push(format!("{}: node {name} is no longer in the job", data.key));
+                continue;
+            };
+            let attempt = || -> Result<Verified> {
+                if let Some(path) = node.local_path(&data.key) {
+                    let mut f = File::open(&path).map_err(|e| {
+                        Error::not_found(format!("replica {} is missing", path.display()))
+                            .with_source(e)
+                    })?;
+                    let (n, hash) = hash_stream(&mut f)
+                        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+                    check_replica(n, &hash, data.size, &data.checksum)?;
+                    return Ok(Verified {
+                        path,
+                        _staged: None,
+                    });
+                }
+                let mut r = node.get(&data.key)?;
+                let staged =
+                    self.staging
+                        .fetch(&data.checksum[..16], &mut r, data.size, &data.checksum)?;
+                Ok(Verified {
+                    path: staged.path().to_path_buf(),
+                    _staged: Some(staged),
+                })
+            };
+            match attempt() {
+                Ok(v) => return Ok((v, problems)),
+                Err(e) => problems.push(format!("{} on node {name}: {e}", data.key)),
+            }
+        }
+        Err(Error::integrity(format!(
+            "no healthy replica of {}: {}",
+            data.key,
+            problems.join("; ")
+        )))
+    }
+}
+
+/// `--include` patterns.
+pub(crate) struct Include(Vec<glob::Pattern>);
+
+impl Include {
+    pub(crate) fn new(patterns: &[String]) -> Result<Include> {
+        patterns
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p.trim_start_matches('/').trim_end_matches('/'))
+                    .map_err(|e| Error::config(format!("--include {p:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Include)
+    }
+
+    /// True when `rel` or one of its ancestors matches (everything matches without patterns).
+    pub(crate) fn matches(&self, rel: &RelPath) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let text = String::from_utf8_lossy(rel.as_bytes());
+        let mut prefix = String::new();
+        for comp in text.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(comp);
+            if self.0.iter().any(|p| p.matches(&prefix)) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Runs the per-task restores in parallel and gathers their stats and replica problems.
+pub(crate) fn run_tasks<'m>(
+    manifest: &'m Manifest,
+    parallel: usize,
+    keep: impl Fn(&TaskKind) -> bool,
+    f: impl Fn(&crate::catalog::TaskEntry) -> Result<(ReadStats, Vec<String>)> + Sync,
+) -> Result<(ReadStats, Vec<String>)> {
+    let tasks: Vec<&'m crate::catalog::TaskEntry> =
+        manifest.tasks.iter().filter(|t| keep(&t.kind)).collect();
+    let results = map_parallel(&tasks, parallel, |t| {
+        f(t).map_err(|e| e.with_context("task", &t.id))
+    });
+    let mut stats = ReadStats::default();
+    let mut problems = Vec::new();
+    for r in results {
+        let (s, p) = r?;
+        stats.add(&s);
+        problems.extend(p);
+    }
+    Ok((stats, problems))
+}

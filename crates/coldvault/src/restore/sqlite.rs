@@ -1,0 +1,112 @@
+//! Restoring a SQLite snapshot into a new database file: tables first, then the rows of every
+//! table task in order (each data file checked before it is decoded, each task in one transaction),
+//! then AUTOINCREMENT counters, indexes, triggers and views, then `user_version`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::Ctx;
+use crate::catalog::Manifest;
+use crate::error::{Error, Result};
+use crate::plan::TaskKind;
+use crate::source::ReadStats;
+
+pub(super) fn restore(
+    ctx: &Ctx<'_>,
+    manifest: &Manifest,
+    target: &Path,
+    force: bool,
+) -> Result<(ReadStats, Vec<String>)> {
+    let schema = manifest
+        .sqlite
+        .as_ref()
+        .ok_or_else(|| Error::integrity("the snapshot has no SQLite schema"))?;
+    if target.exists() {
+        if !force {
+            return Err(Error::config(format!(
+                "restore target {} already exists (use --force to replace it)",
+                target.display()
+            )));
+        }
+        std::fs::remove_file(target)
+            .map_err(|e| Error::io(format!("cannot replace {}", target.display()), e))?;
+    }
+    let err = |what: &str, e: rusqlite::Error| {
+        Error::new(
+            crate::ErrorKind::Io,
+            format!("{what} in {}", target.display()),
+        )
+        .with_source(e)
+    };
+    let conn = Connection::open(target).map_err(|e| err("cannot create the database", e))?;
+    conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
+        .map_err(|e| err("cannot configure", e))?;
+    for o in schema.objects.iter().filter(|o| o.kind == "table") {
+        conn.execute_batch(&o.sql)
+            .map_err(|e| err(&format!("cannot create table {}", o.name), e))?;
+    }
+    let mut stats = ReadStats::default();
+    let mut problems = Vec::new();
+    for t in &manifest.tasks {
+        let TaskKind::Table { table, .. } = &t.kind else {
+            return Err(Error::integrity("a file task in a SQLite snapshot"));
+        };
+        let (data, p) = ctx
+            .fetch(&t.data)
+            .map_err(|e| e.with_context("task", &t.id))?;
+        problems.extend(p);
+        let rows = load(&conn, BufReader::new(data.open()?), ctx)
+            .map_err(|e| e.with_context("table", table).with_context("task", &t.id))?;
+        stats.rows += rows;
+        ctx.progress.task_done();
+    }
+    if !schema.sequences.is_empty() {
+        let mut stmt = conn
+            .prepare("INSERT INTO sqlite_sequence(name, seq) VALUES(?1, ?2)")
+            .map_err(|e| err("cannot restore sqlite_sequence", e))?;
+        for (name, seq) in &schema.sequences {
+            stmt.execute(rusqlite::params![name, seq])
+                .map_err(|e| err("cannot restore sqlite_sequence", e))?;
+        }
+    }
+    for o in schema.objects.iter().filter(|o| o.kind != "table") {
+        conn.execute_batch(&o.sql)
+            .map_err(|e| err(&format!("cannot create {} {}", o.kind, o.name), e))?;
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {}", schema.user_version))
+        .map_err(|e| err("cannot set user_version", e))?;
+    Ok((stats, problems))
+}
+
+/// Executes the statements of one data file (one per line) in one transaction.
+fn load(conn: &Connection, mut r: impl BufRead, ctx: &Ctx<'_>) -> Result<u64> {
+    let sql_err = |e| Error::integrity("cannot load rows").with_source(e);
+    conn.execute_batch("BEGIN").map_err(sql_err)?;
+    let mut batch = String::with_capacity(1 << 20);
+    let mut line = Vec::new();
+    let mut rows = 0u64;
+    loop {
+        line.clear();
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::integrity("cannot decode a data file").with_source(e))?;
+        if n > 0 {
+            let text = std::str::from_utf8(&line)
+                .map_err(|e| Error::integrity("a data file is not UTF-8").with_source(e))?;
+            batch.push_str(text);
+            rows += 1;
+            ctx.progress.add_bytes(n as u64);
+        }
+        if (n == 0 && !batch.is_empty()) || batch.len() >= 1 << 20 {
+            conn.execute_batch(&batch).map_err(sql_err)?;
+            batch.clear();
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(sql_err)?;
+    Ok(rows)
+}

@@ -1,0 +1,373 @@
+//! File-tree source: plan by walking in [`RelPath`] order, read a range of that order into a tar
+//! (pax) stream, read a part of a large file as raw bytes.
+//!
+//! The walk visits each directory's entries sorted by name and descends into a directory right
+//! after its own entry, so the walk order is the `RelPath` order and every subtree is a contiguous
+//! range. A reader of `[start, end)` skips every subtree that lies wholly outside its range and stops
+//! at the first path at or after `end`. Memory is bounded by the depth of the tree times the size of
+//! the largest directory, never by the number of files.
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::ReadStats;
+use crate::error::{Error, Result};
+use crate::path::RelPath;
+use crate::plan::TaskKind;
+
+/// Cost of one entry beyond its contents: a tar header.
+const ENTRY_OVERHEAD: u64 = 512;
+
+/// The metadata of a file, as restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// Permission bits (and setuid/setgid/sticky).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds of the modification time.
+    pub mtime_nsec: u32,
+    /// Size.
+    pub size: u64,
+}
+
+impl FileMeta {
+    fn of(meta: &Metadata) -> Self {
+        FileMeta {
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+            size: meta.len(),
+        }
+    }
+}
+
+/// Walks the entries of the tree at `root` whose paths lie in `[start, end)`, in order.
+pub(crate) fn walk(
+    root: &Path,
+    start: Option<&RelPath>,
+    end: Option<&RelPath>,
+    visit: &mut dyn FnMut(&RelPath, &Path, &Metadata) -> Result<()>,
+) -> Result<()> {
+    walk_dir(root, &RelPath::root(), start, end, visit).map(|_| ())
+}
+
+/// Returns `Ok(false)` once the walk has passed `end`.
+fn walk_dir(
+    dir: &Path,
+    rel: &RelPath,
+    start: Option<&RelPath>,
+    end: Option<&RelPath>,
+    visit: &mut dyn FnMut(&RelPath, &Path, &Metadata) -> Result<()>,
+) -> Result<bool> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !rel.is_root() => return Ok(true),
+        Err(e) => return Err(read_err("cannot list directory", dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| read_err("cannot list directory", dir, e))?;
+        names.push(entry.file_name());
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for name in names {
+        let child = rel.join(name.as_bytes());
+        if end.is_some_and(|e| child >= *e) {
+            return Ok(false);
+        }
+        let path = dir.join(&name);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(read_err("cannot stat", &path, e)),
+        };
+        let after_start = start.is_none_or(|s| child >= *s);
+        if after_start {
+            visit(&child, &path, &meta)?;
+        }
+        let reaches_start = after_start || start.is_some_and(|s| s.is_inside(&child));
+        if meta.is_dir() && reaches_start && !walk_dir(&path, &child, start, end, visit)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn read_err(what: &str, path: &Path, e: io::Error) -> Error {
+    Error::source_err(format!("{what} {}", path.display())).with_source(e)
+}
+
+/// Plans a file tree: ranges of about `target` bytes, and parts for files larger than `target`.
+/// Returns (kind, estimated bytes, estimated items) per task.
+pub(crate) fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
+    let mut tasks = Vec::new();
+    let mut start: Option<RelPath> = None;
+    let mut split_files = Vec::new();
+    let mut bytes = 0u64;
+    let mut items = 0u64;
+    walk(root, None, None, &mut |rel, _path, meta| {
+        if items > 0 && bytes >= target {
+            tasks.push((
+                TaskKind::Files {
+                    start: start.take(),
+                    end: Some(rel.clone()),
+                    split_files: std::mem::take(&mut split_files),
+                },
+                bytes,
+                items,
+            ));
+            start = Some(rel.clone());
+            bytes = 0;
+            items = 0;
+        }
+        bytes += ENTRY_OVERHEAD;
+        items += 1;
+        if meta.is_file() && meta.len() > target {
+            split_files.push(rel.clone());
+            let parts = meta.len().div_ceil(target);
+            for part in 0..parts {
+                let offset = part * target;
+                let len = target.min(meta.len() - offset);
+                tasks.push((
+                    TaskKind::FilePart {
+                        path: rel.clone(),
+                        offset,
+                        len,
+                        part: part as u32,
+                        parts: parts as u32,
+                    },
+                    len,
+                    1,
+                ));
+            }
+        } else if meta.is_file() {
+            bytes += meta.len().div_ceil(512) * 512;
+        }
+        Ok(())
+    })?;
+    tasks.push((
+        TaskKind::Files {
+            start,
+            end: None,
+            split_files,
+        },
+        bytes,
+        items,
+    ));
+    Ok(tasks)
+}
+
+/// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`.
+pub(crate) fn read_files(
+    root: &Path,
+    start: Option<&RelPath>,
+    end: Option<&RelPath>,
+    split_files: &[RelPath],
+    out: &mut dyn Write,
+) -> Result<ReadStats> {
+    let mut stats = ReadStats::default();
+    let mut builder = tar::Builder::new(out);
+    walk(root, start, end, &mut |rel, path, meta| {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            stats.dirs += 1;
+            append(
+                &mut builder,
+                rel,
+                meta,
+                tar::EntryType::Directory,
+                None,
+                0,
+                io::empty(),
+            )
+        } else if ft.is_symlink() {
+            let target = match fs::read_link(path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(read_err("cannot read link", path, e)),
+            };
+            stats.symlinks += 1;
+            let link = target.as_os_str().as_bytes();
+            append(
+                &mut builder,
+                rel,
+                meta,
+                tar::EntryType::Symlink,
+                Some(link),
+                0,
+                io::empty(),
+            )
+        } else if ft.is_file() {
+            if split_files.binary_search(rel).is_ok() {
+                return Ok(());
+            }
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(read_err("cannot open", path, e)),
+            };
+            let meta = file
+                .metadata()
+                .map_err(|e| read_err("cannot stat", path, e))?;
+            let size = meta.len();
+            let reader = ExactReader::new(file, size);
+            stats.files += 1;
+            stats.bytes_read += size;
+            append(
+                &mut builder,
+                rel,
+                &meta,
+                tar::EntryType::Regular,
+                None,
+                size,
+                reader,
+            )
+        } else {
+            stats.skipped += 1;
+            Ok(())
+        }
+    })?;
+    builder
+        .into_inner()
+        .map_err(|e| Error::io("cannot finish the tar stream", e))?;
+    Ok(stats)
+}
+
+/// Reads exactly `size` bytes: a file that shrank while read is padded with zeros, one that grew
+/// is cut, so the tar stream stays well-formed.
+struct ExactReader<R> {
+    inner: io::Take<R>,
+    left: u64,
+}
+
+impl<R: Read> ExactReader<R> {
+    fn new(inner: R, size: u64) -> Self {
+        ExactReader {
+            inner: inner.take(size),
+            left: size,
+        }
+    }
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let mut n = self.inner.read(buf)?;
+        if n == 0 {
+            n = buf.len().min(self.left as usize);
+            buf[..n].fill(0);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn append<W: Write>(
+    builder: &mut tar::Builder<W>,
+    rel: &RelPath,
+    meta: &Metadata,
+    kind: tar::EntryType,
+    link: Option<&[u8]>,
+    size: u64,
+    data: impl Read,
+) -> Result<()> {
+    let fm = FileMeta::of(meta);
+    let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
+    let name = rel.as_bytes();
+    if name.len() > 100 {
+        pax.push(("path", name.to_vec()));
+    }
+    if let Some(l) = link.filter(|l| l.len() > 100) {
+        pax.push(("linkpath", l.to_vec()));
+    }
+    if fm.mtime_nsec != 0 || fm.mtime < 0 {
+        pax.push(("mtime", pax_time(fm.mtime, fm.mtime_nsec).into_bytes()));
+    }
+    if fm.uid > 0o7777777 {
+        pax.push(("uid", fm.uid.to_string().into_bytes()));
+    }
+    if fm.gid > 0o7777777 {
+        pax.push(("gid", fm.gid.to_string().into_bytes()));
+    }
+    if size > 0o77777777777 {
+        pax.push(("size", size.to_string().into_bytes()));
+    }
+    let io_err = |e| Error::io(format!("cannot write tar entry {rel}"), e);
+    if !pax.is_empty() {
+        builder
+            .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
+            .map_err(io_err)?;
+    }
+    let mut header = tar::Header::new_ustar();
+    if let Some(ustar) = header.as_ustar_mut() {
+        let n = name.len().min(100);
+        ustar.name[..n].copy_from_slice(&name[..n]);
+        if let Some(l) = link {
+            let n = l.len().min(100);
+            ustar.linkname[..n].copy_from_slice(&l[..n]);
+        }
+    }
+    header.set_entry_type(kind);
+    header.set_mode(fm.mode);
+    header.set_uid(u64::from(fm.uid.min(0o7777777)));
+    header.set_gid(u64::from(fm.gid.min(0o7777777)));
+    header.set_mtime(fm.mtime.max(0) as u64);
+    header.set_size(size.min(0o77777777777));
+    header.set_cksum();
+    builder.append(&header, data).map_err(io_err)
+}
+
+fn pax_time(secs: i64, nsec: u32) -> String {
+    if secs < 0 && nsec > 0 {
+        format!("-{}.{:09}", -(secs + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{secs}.{nsec:09}")
+    }
+}
+
+/// Reads one part of a large file as raw bytes; the last part reads to the end of the file.
+pub(crate) fn read_part(
+    root: &Path,
+    rel: &RelPath,
+    offset: u64,
+    len: u64,
+    last: bool,
+    out: &mut dyn Write,
+) -> Result<(ReadStats, FileMeta)> {
+    let path = rel.to_path(root);
+    let mut file = File::open(&path).map_err(|e| read_err("cannot open", &path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| read_err("cannot stat", &path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| read_err("cannot seek in", &path, e))?;
+    let mut reader: Box<dyn Read> = if last {
+        Box::new(file)
+    } else {
+        Box::new(file.take(len))
+    };
+    let n = io::copy(&mut reader, out).map_err(|e| read_err("cannot read", &path, e))?;
+    let stats = ReadStats {
+        files: 1,
+        bytes_read: n,
+        ..ReadStats::default()
+    };
+    Ok((stats, FileMeta::of(&meta)))
+}
+
+#[cfg(test)]
+mod tests;

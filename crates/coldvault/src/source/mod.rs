@@ -1,0 +1,41 @@
+//! Sources: where a job's data comes from, and where a restore puts it back.
+//!
+//! One module per kind of source. Each plans the tasks of a selection (`plan`), reads one task as
+//! a stream of encoded bytes into a writer (`read_*`), and restores from those bytes (in
+//! [`crate::restore`]). The encodings are open formats: a tar (pax) stream for file trees, raw byte
+//! ranges for the parts of large files, SQL statements in the form of the `sqlite3` shell's `.dump`
+//! for tables.
+
+pub mod fs;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+/// What reading one task found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadStats {
+    /// Regular files (or file parts) read.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Rows of a table.
+    pub rows: u64,
+    /// Bytes of file contents or table data read.
+    pub bytes_read: u64,
+    /// Entries that cannot be stored (sockets, devices, FIFOs) and were left out.
+    pub skipped: u64,
+}
+
+impl ReadStats {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &ReadStats) {
+        self.files += other.files;
+        self.dirs += other.dirs;
+        self.symlinks += other.symlinks;
+        self.rows += other.rows;
+        self.bytes_read += other.bytes_read;
+        self.skipped += other.skipped;
+    }
+}

@@ -1,0 +1,368 @@
+//! SQLite source: tables split by rowid range, each range read as SQL statements in the form the
+//! `sqlite3` shell's `.dump` writes, so `zstdcat … | sqlite3 new.db` loads a data file by hand.
+//!
+//! Encoding, one statement per line: integers in decimal; reals in the shortest form that reads back
+//! to the same bits (±Inf as `±1e999`, as `.dump` does); text in quotes with `''` doubling, or as
+//! `CAST(X'…' AS TEXT)` when it holds a newline, a carriage return, a NUL or bytes that are not
+//! UTF-8; blobs as `X'…'`; NULL as `NULL`. Values are literals, so every value keeps its storage
+//! class, also in columns without a declared type.
+//!
+//! Consistency: the coordinator holds a read transaction open for the whole run
+//! ([`SnapshotGuard`]); in SQLite's default rollback-journal mode that keeps every writer from
+//! committing, so all tasks read one state. In WAL mode writers can commit meanwhile and each task
+//! sees the state at its own start.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+
+use super::ReadStats;
+use crate::error::{Error, Result};
+use crate::plan::TaskKind;
+
+/// One object of a database's schema, as in `sqlite_master`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaObject {
+    /// `table`, `index`, `view` or `trigger`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// The table it belongs to.
+    pub tbl_name: String,
+    /// The statement that creates it.
+    pub sql: String,
+}
+
+/// What a snapshot keeps of a SQLite database besides its rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqliteSchema {
+    /// Tables, indexes, views, triggers, in creation order.
+    pub objects: Vec<SchemaObject>,
+    /// `sqlite_sequence` (AUTOINCREMENT counters).
+    #[serde(default)]
+    pub sequences: Vec<(String, i64)>,
+    /// `PRAGMA user_version`.
+    #[serde(default)]
+    pub user_version: i64,
+}
+
+fn sql_err(what: String, path: &Path, e: rusqlite::Error) -> Error {
+    Error::source_err(format!("{what} in {}", path.display())).with_source(e)
+}
+
+/// Opens a database read-only.
+pub(crate) fn open(path: &Path) -> Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|c| {
+        c.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(c)
+    })
+    .map_err(|e| sql_err("cannot open database".into(), path, e))
+}
+
+/// Quotes an identifier.
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A read transaction held open while the tasks of a backup run.
+pub struct SnapshotGuard {
+    conn: Connection,
+}
+
+impl SnapshotGuard {
+    /// Opens the database and starts a read transaction on it.
+    pub fn open(path: &Path) -> Result<SnapshotGuard> {
+        let conn = open(path)?;
+        conn.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
+            .map_err(|e| sql_err("cannot start a read transaction".into(), path, e))?;
+        Ok(SnapshotGuard { conn })
+    }
+
+    /// The schema, read inside the transaction.
+    pub fn schema(&self, path: &Path) -> Result<SqliteSchema> {
+        read_schema(&self.conn, path)
+    }
+}
+
+fn read_schema(conn: &Connection, path: &Path) -> Result<SqliteSchema> {
+    let err = |e| sql_err("cannot read the schema".into(), path, e);
+    let mut stmt = conn
+        .prepare(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master \
+             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid",
+        )
+        .map_err(err)?;
+    let objects = stmt
+        .query_map([], |r| {
+            Ok(SchemaObject {
+                kind: r.get(0)?,
+                name: r.get(1)?,
+                tbl_name: r.get(2)?,
+                sql: r.get(3)?,
+            })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(err)?;
+    let has_seq: bool = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+        > 0;
+    let sequences = if has_seq {
+        let mut stmt = conn
+            .prepare("SELECT name, seq FROM sqlite_sequence ORDER BY rowid")
+            .map_err(err)?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(err)?
+    } else {
+        Vec::new()
+    };
+    let user_version = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    Ok(SqliteSchema {
+        objects,
+        sequences,
+        user_version,
+    })
+}
+
+struct TableInfo {
+    name: String,
+    without_rowid: bool,
+}
+
+fn tables(conn: &Connection, path: &Path, patterns: &[String]) -> Result<Vec<TableInfo>> {
+    let err = |e| sql_err("cannot list tables".into(), path, e);
+    let mut stmt = conn
+        .prepare(
+            "SELECT m.name, t.wr FROM sqlite_master m \
+             JOIN pragma_table_list t ON t.name = m.name AND t.schema = 'main' \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+             AND m.sql NOT LIKE 'CREATE VIRTUAL%' ORDER BY m.name",
+        )
+        .map_err(err)?;
+    let all = stmt
+        .query_map([], |r| {
+            Ok(TableInfo {
+                name: r.get(0)?,
+                without_rowid: r.get::<_, i64>(1)? != 0,
+            })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(err)?;
+    if patterns.is_empty() {
+        return Ok(all);
+    }
+    let globs: Vec<glob::Pattern> = patterns
+        .iter()
+        .filter_map(|p| glob::Pattern::new(p).ok())
+        .collect();
+    for (p, g) in patterns.iter().zip(&globs) {
+        if !all.iter().any(|t| g.matches(&t.name)) {
+            return Err(Error::config(format!(
+                "[source] tables: {p:?} matches no table in {}",
+                path.display()
+            )));
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|t| globs.iter().any(|g| g.matches(&t.name)))
+        .collect())
+}
+
+/// Plans a SQLite database: per table, rowid ranges of about `max_rows` rows.
+pub(crate) fn plan(
+    path: &Path,
+    patterns: &[String],
+    max_rows: u64,
+) -> Result<Vec<(TaskKind, u64, u64)>> {
+    let conn = open(path)?;
+    let db_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let tables = tables(&conn, path, patterns)?;
+    let mut counts = Vec::with_capacity(tables.len());
+    for t in &tables {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {}", ident(&t.name)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(format!("cannot count rows of {}", t.name), path, e))?;
+        counts.push(n.max(0) as u64);
+    }
+    let total_rows: u64 = counts.iter().sum::<u64>().max(1);
+    let mut tasks = Vec::new();
+    for (t, rows) in tables.iter().zip(counts) {
+        let bytes_per_row = db_bytes / total_rows;
+        let bounds = if t.without_rowid || rows <= max_rows {
+            Vec::new()
+        } else {
+            rowid_bounds(&conn, path, &t.name, max_rows)?
+        };
+        let mut start = None;
+        let n_tasks = bounds.len() as u64 + 1;
+        for end in bounds.into_iter().map(Some).chain([None]) {
+            let est_rows = rows / n_tasks;
+            tasks.push((
+                TaskKind::Table {
+                    table: t.name.clone(),
+                    start,
+                    end,
+                },
+                est_rows * bytes_per_row,
+                est_rows,
+            ));
+            start = end;
+        }
+    }
+    Ok(tasks)
+}
+
+/// Every `max_rows`-th rowid, in one pass over the rowids.
+fn rowid_bounds(conn: &Connection, path: &Path, table: &str, max_rows: u64) -> Result<Vec<i64>> {
+    let err = |e| sql_err(format!("cannot read rowids of {table}"), path, e);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT rowid FROM {} ORDER BY rowid",
+            ident(table)
+        ))
+        .map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    let mut bounds = Vec::new();
+    let mut i = 0u64;
+    while let Some(row) = rows.next().map_err(err)? {
+        if i > 0 && i % max_rows == 0 {
+            bounds.push(row.get(0).map_err(err)?);
+        }
+        i += 1;
+    }
+    Ok(bounds)
+}
+
+/// Writes the rows of `table` with rowid in `[start, end)` as INSERT statements.
+pub(crate) fn read_table(
+    path: &Path,
+    table: &str,
+    start: Option<i64>,
+    end: Option<i64>,
+    out: &mut dyn Write,
+) -> Result<ReadStats> {
+    let conn = open(path)?;
+    let err = |e| sql_err(format!("cannot read table {table}"), path, e);
+    let columns: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0 ORDER BY cid")
+            .map_err(err)?;
+        stmt.query_map([table], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(err)?
+    };
+    if columns.is_empty() {
+        return Err(Error::source_err(format!(
+            "table {table} does not exist in {}",
+            path.display()
+        )));
+    }
+    let col_list = columns
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut sql = format!("SELECT {col_list} FROM {}", ident(table));
+    let mut cond = Vec::new();
+    if let Some(s) = start {
+        cond.push(format!("rowid >= {s}"));
+    }
+    if let Some(e) = end {
+        cond.push(format!("rowid < {e}"));
+    }
+    if !cond.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&cond.join(" AND "));
+        sql.push_str(" ORDER BY rowid");
+    }
+    let prefix = format!("INSERT INTO {}({col_list}) VALUES(", ident(table));
+    let mut stmt = conn.prepare(&sql).map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    let mut w = BufWriter::with_capacity(256 << 10, out);
+    let mut stats = ReadStats::default();
+    let mut line = String::new();
+    let n = columns.len();
+    while let Some(row) = rows.next().map_err(err)? {
+        line.clear();
+        line.push_str(&prefix);
+        for i in 0..n {
+            if i > 0 {
+                line.push(',');
+            }
+            push_value(&mut line, row.get_ref(i).map_err(err)?);
+        }
+        line.push_str(");\n");
+        w.write_all(line.as_bytes())
+            .map_err(|e| Error::io("cannot write staged data", e))?;
+        stats.rows += 1;
+        stats.bytes_read += line.len() as u64;
+    }
+    w.flush()
+        .map_err(|e| Error::io("cannot write staged data", e))?;
+    Ok(stats)
+}
+
+/// Appends one value as an SQL literal.
+pub(crate) fn push_value(out: &mut String, v: ValueRef<'_>) {
+    use std::fmt::Write as _;
+    match v {
+        ValueRef::Null => out.push_str("NULL"),
+        ValueRef::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        ValueRef::Real(f) => push_real(out, f),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) if !s.contains(['\n', '\r', '\0']) => {
+                out.push('\'');
+                out.push_str(&s.replace('\'', "''"));
+                out.push('\'');
+            }
+            _ => {
+                out.push_str("CAST(X'");
+                out.push_str(&crate::path::hex_encode(t));
+                out.push_str("' AS TEXT)");
+            }
+        },
+        ValueRef::Blob(b) => {
+            out.push_str("X'");
+            out.push_str(&crate::path::hex_encode(b));
+            out.push('\'');
+        }
+    }
+}
+
+fn push_real(out: &mut String, f: f64) {
+    use std::fmt::Write as _;
+    if f.is_nan() {
+        out.push_str("NULL");
+    } else if f.is_infinite() {
+        out.push_str(if f > 0.0 { "1e999" } else { "-1e999" });
+    } else {
+        // Debug prints the shortest digits that read back to the same f64, always with a '.' or an
+        // exponent, so SQLite reads a REAL, never an INTEGER.
+        let _ = write!(out, "{f:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! `FsTarget`: a node that is a local directory (a disk, a mounted share).
+//!
+//! Writes go to a hidden temporary name in the final directory, are fsynced, renamed into place and
+//! the directory is fsynced, so a crash leaves either the whole object or none (plus a hidden
+//! temporary that `list` never returns). The node's root (the URL's path) must exist: a missing root
+//! is an unmounted disk, not something to create behind the user's back, except by `init`.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{ObjectKey, Payload, Target};
+use crate::error::{io_status, Error, ErrorKind, Result};
+
+/// A node backed by a local directory.
+#[derive(Debug)]
+pub struct FsTarget {
+    name: String,
+    node_root: PathBuf,
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl FsTarget {
+    /// A node named `name` whose root is `node_root`; objects live in `node_root/directory`.
+    pub fn new(name: &str, node_root: &Path, directory: &str) -> Self {
+        FsTarget {
+            name: name.to_owned(),
+            node_root: node_root.to_path_buf(),
+            root: node_root.join(directory),
+        }
+    }
+
+    /// Creates the node's root directory (used by `init`).
+    pub fn create_root(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).map_err(|e| self.err("cannot create", &self.root, e))
+    }
+
+    fn err(&self, what: &str, path: &Path, e: io::Error) -> Error {
+        let kind = if e.kind() == io::ErrorKind::NotFound {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::Target
+        };
+        Error::new(kind, format!("{what} {}", path.display()))
+            .with_status(io_status(&e))
+            .with_context("node", &self.name)
+            .with_source(e)
+    }
+
+    fn path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+
+    fn check_node_root(&self) -> Result<()> {
+        match fs::metadata(&self.node_root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::target(format!(
+                "node root {} is not a directory",
+                self.node_root.display()
+            ))
+            .with_context("node", &self.name)),
+            Err(e) => Err(Error::target(format!(
+                "node root {} is not reachable (is the disk mounted? `coldvault init` creates it)",
+                self.node_root.display()
+            ))
+            .with_context("node", &self.name)
+            .with_source(e)),
+        }
+    }
+
+    fn write_temp(&self, tmp: &Path, payload: Payload<'_>) -> io::Result<()> {
+        match payload {
+            Payload::File(src) => {
+                fs::copy(src, tmp)?;
+                File::open(tmp)?.sync_all()
+            }
+            Payload::Bytes(bytes) => {
+                let mut f = File::create(tmp)?;
+                f.write_all(bytes)?;
+                f.sync_all()
+            }
+        }
+    }
+}
+
+impl Target for FsTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put(&self, key: &ObjectKey, payload: Payload<'_>) -> Result<()> {
+        self.check_node_root()?;
+        let path = self.path(key);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| self.err("cannot create", dir, e))?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{file_name}.tmp.{}.{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        if let Err(e) = self.write_temp(&tmp, payload) {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.err("cannot write", &tmp, e));
+        }
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.err("cannot commit", &path, e));
+        }
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.err("cannot sync", dir, e))
+    }
+
+    fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
+        let path = self.path(key);
+        let f = File::open(&path).map_err(|e| self.err("cannot read", &path, e))?;
+        Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)))
+    }
+
+    fn stat(&self, key: &ObjectKey) -> Result<Option<u64>> {
+        let path = self.path(key);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.check_node_root()?;
+                Ok(None)
+            }
+            Err(e) => Err(self.err("cannot stat", &path, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
+        self.check_node_root()?;
+        let mut out = Vec::new();
+        let start = self.root.join(prefix);
+        let mut stack = vec![(start, prefix.trim_end_matches('/').to_owned())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err("cannot list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.err("cannot list", &dir, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let key = format!("{rel}/{name}");
+                let ft = entry
+                    .file_type()
+                    .map_err(|e| self.err("cannot list", &dir, e))?;
+                if ft.is_dir() {
+                    stack.push((entry.path(), key));
+                } else {
+                    out.push(ObjectKey::new(key));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("cannot delete", &path, e)),
+        }
+    }
+
+    fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
+        Some(self.path(key))
+    }
+}

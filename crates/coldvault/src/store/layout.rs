@@ -1,0 +1,29 @@
+//! Where things live inside a node's job directory.
+//!
+//! ```text
+//! <node>/<directory>/config.json                  repository marker: format version, repository id
+//! <node>/<directory>/data/<hh>/<blake3>.<ext>     data files, named by the BLAKE3 of their bytes
+//! <node>/<directory>/snapshots/<id>.json          snapshot manifests, written last
+//! ```
+//!
+//! Data files are content-addressed, so a task run twice (a retry, a Spark speculation) stores the
+//! same key, and an unchanged share of a tree stores nothing new.
+
+use super::ObjectKey;
+
+/// The repository marker.
+pub const CONFIG_KEY: &str = "config.json";
+/// Where data files live.
+pub const DATA_PREFIX: &str = "data/";
+/// Where manifests live.
+pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+
+/// The key of a data file with BLAKE3 `checksum` (hex) and extension `ext`.
+pub fn data_key(checksum: &str, ext: &str) -> ObjectKey {
+    ObjectKey::new(format!("{DATA_PREFIX}{}/{checksum}.{ext}", &checksum[..2]))
+}
+
+/// The key of a snapshot's manifest.
+pub fn manifest_key(snapshot: &str) -> ObjectKey {
+    ObjectKey::new(format!("{SNAPSHOTS_PREFIX}{snapshot}.json"))
+}

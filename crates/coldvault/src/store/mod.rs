@@ -1,0 +1,133 @@
+//! The distributed storage module: where staged data files go.
+//!
+//! [`Target`] is the one seam to a storage node: a small synchronous object API (put, get, stat,
+//! list, delete). Around it, one layer each, outermost first:
+//!
+//! ```text
+//! Replicator      per data file: pick nodes, write to each, succeed at `replicas` copies
+//!  RetryingTarget whole-object re-put from the payload; only temporary errors; backoff + jitter
+//!   FsTarget      a local directory (temporary name, fsync, rename, fsync the directory)
+//! ```
+//!
+//! Invariants: an object is never visible under its final key before it is complete; putting an
+//! object that is already present is harmless (keys are content-addressed, so it is the same bytes).
+
+mod fs;
+mod layout;
+mod replicate;
+mod retry;
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+
+pub use fs::FsTarget;
+pub use layout::{data_key, manifest_key, CONFIG_KEY, DATA_PREFIX, SNAPSHOTS_PREFIX};
+pub use replicate::{rendezvous_order, Receipt, Replicator};
+pub use retry::{Backoff, RetryingTarget};
+
+/// A key inside a node's job directory, `/`-separated, never starting with `/`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// A key from trusted text (built by [`layout`] or read from a listing).
+    pub fn new(key: impl Into<String>) -> Self {
+        ObjectKey(key.into())
+    }
+
+    /// A key from untrusted text (a manifest): refuses absolute keys and `..`.
+    pub fn from_untrusted(key: &str) -> Result<Self> {
+        if key.is_empty()
+            || key.starts_with('/')
+            || key
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(crate::Error::integrity(format!(
+                "refusing object key {key:?}"
+            )));
+        }
+        Ok(ObjectKey(key.to_owned()))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// The bytes of a put: a staged file (read again on every attempt) or a small buffer.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// A file in staging.
+    File(&'a Path),
+    /// Bytes in memory (manifests, markers).
+    Bytes(&'a [u8]),
+}
+
+impl Payload<'_> {
+    /// Opens the payload for one attempt.
+    pub fn open(&self) -> std::io::Result<Box<dyn Read + '_>> {
+        match self {
+            Payload::File(p) => Ok(Box::new(std::fs::File::open(p)?)),
+            Payload::Bytes(b) => Ok(Box::new(*b)),
+        }
+    }
+
+    /// The payload's length.
+    pub fn len(&self) -> std::io::Result<u64> {
+        match self {
+            Payload::File(p) => Ok(std::fs::metadata(p)?.len()),
+            Payload::Bytes(b) => Ok(b.len() as u64),
+        }
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> std::io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// One storage node, rooted at the job's directory on that node.
+///
+/// Contract: `put` is atomic (the object appears whole or not at all) and replaces an existing
+/// object; `get` of a missing key and `stat` of a missing key are `NotFound` / `None`; `list` returns
+/// the complete keys under a prefix, never temporary objects. Errors carry the node's name and say
+/// whether they are temporary.
+pub trait Target: Send + Sync + fmt::Debug {
+    /// The node's name.
+    fn name(&self) -> &str;
+    /// Stores `payload` under `key`, atomically.
+    fn put(&self, key: &ObjectKey, payload: Payload<'_>) -> Result<()>;
+    /// Reads an object.
+    fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>>;
+    /// The size of an object, `None` when it does not exist.
+    fn stat(&self, key: &ObjectKey) -> Result<Option<u64>>;
+    /// The keys under `prefix` (which ends with `/`), in no particular order.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>>;
+    /// Deletes an object; deleting a missing object is not an error.
+    fn delete(&self, key: &ObjectKey) -> Result<()>;
+    /// A local path to the object when the node is a local directory, so readers can skip a copy.
+    fn local_path(&self, _key: &ObjectKey) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// A node shared by the threads of a run.
+pub type SharedTarget = std::sync::Arc<dyn Target>;

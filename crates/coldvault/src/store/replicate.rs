@@ -1,0 +1,175 @@
+//! `Replicator`: places each data file on `replicas` of the job's nodes.
+//!
+//! Nodes are ranked per key by rendezvous hashing (highest BLAKE3 of node name and key first), so
+//! the same key prefers the same nodes on every run and adding a node moves only its share. Copies
+//! already present (same key, same size) count and are not written again. The top-ranked missing
+//! nodes are written concurrently; a node that fails (after its own retries) is replaced by the next
+//! in rank. The answer is a [`Receipt`] naming the nodes that hold the file, or an error naming every
+//! node that failed and why.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ObjectKey, Payload, SharedTarget};
+use crate::error::{Error, Result, Status};
+
+/// The storage layer's answer to a store request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Where the data file is, inside each node's job directory.
+    pub key: ObjectKey,
+    /// Its size in bytes.
+    pub size: u64,
+    /// BLAKE3 of its bytes, hex.
+    pub checksum: String,
+    /// The nodes that hold a checked copy, in preference order.
+    pub nodes: Vec<String>,
+}
+
+/// Writes data files to `replicas` nodes.
+#[derive(Debug, Clone)]
+pub struct Replicator {
+    nodes: Vec<SharedTarget>,
+    replicas: usize,
+}
+
+/// Node indexes ranked for `key`, best first.
+pub fn rendezvous_order(names: &[&str], key: &str) -> Vec<usize> {
+    let mut scored: Vec<(blake3::Hash, usize)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut h = blake3::Hasher::new();
+            h.update(name.as_bytes());
+            h.update(&[0]);
+            h.update(key.as_bytes());
+            (h.finalize(), i)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.as_bytes().cmp(a.0.as_bytes()));
+    scored.into_iter().map(|(_, i)| i).collect()
+}
+
+impl Replicator {
+    /// A replicator over `nodes` (each already wrapped in its retry layer).
+    pub fn new(nodes: Vec<SharedTarget>, replicas: usize) -> Self {
+        Replicator { nodes, replicas }
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[SharedTarget] {
+        &self.nodes
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&SharedTarget> {
+        self.nodes.iter().find(|n| n.name() == name)
+    }
+
+    /// The number of copies each data file needs.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// Node indexes ranked for `key`.
+    pub fn order(&self, key: &ObjectKey) -> Vec<usize> {
+        let names: Vec<&str> = self.nodes.iter().map(|n| n.name()).collect();
+        rendezvous_order(&names, key.as_str())
+    }
+
+    /// Stores `payload` (of `size` bytes, BLAKE3 `checksum`) under `key` on `replicas` nodes.
+    pub fn put(
+        &self,
+        key: &ObjectKey,
+        payload: Payload<'_>,
+        size: u64,
+        checksum: &str,
+    ) -> Result<Receipt> {
+        let order = self.order(key);
+        let mut stored: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| matches!(self.nodes[i].stat(key), Ok(Some(s)) if s == size))
+            .collect();
+        let mut failures: Vec<(usize, Error)> = Vec::new();
+        let rest: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|i| !stored.contains(i))
+            .collect();
+        let mut candidates = rest.into_iter();
+        while stored.len() < self.replicas {
+            let batch: Vec<usize> = candidates
+                .by_ref()
+                .take(self.replicas - stored.len())
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            let results = self.put_many(&batch, key, payload);
+            for (i, r) in batch.into_iter().zip(results) {
+                match r {
+                    Ok(()) => stored.push(i),
+                    Err(e) => failures.push((i, e)),
+                }
+            }
+        }
+        if stored.len() >= self.replicas {
+            stored.sort_by_key(|i| order.iter().position(|o| o == i));
+            return Ok(Receipt {
+                key: key.clone(),
+                size,
+                checksum: checksum.to_owned(),
+                nodes: stored
+                    .iter()
+                    .map(|&i| self.nodes[i].name().to_owned())
+                    .collect(),
+            });
+        }
+        Err(self.shortfall(key, stored.len(), failures))
+    }
+
+    fn put_many(&self, batch: &[usize], key: &ObjectKey, payload: Payload<'_>) -> Vec<Result<()>> {
+        if batch.len() == 1 {
+            return vec![self.nodes[batch[0]].put(key, payload)];
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|&i| s.spawn(move || self.nodes[i].put(key, payload)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::target("a store thread panicked")))
+                })
+                .collect()
+        })
+    }
+
+    fn shortfall(&self, key: &ObjectKey, stored: usize, failures: Vec<(usize, Error)>) -> Error {
+        let names: Vec<&str> = failures
+            .iter()
+            .map(|(i, _)| self.nodes[*i].name())
+            .collect();
+        let causes: Vec<String> = failures
+            .iter()
+            .map(|(i, e)| format!("node {}: {e}", self.nodes[*i].name()))
+            .collect();
+        let status = if failures
+            .iter()
+            .any(|(_, e)| e.status() != Status::Permanent)
+        {
+            Status::Persistent
+        } else {
+            Status::Permanent
+        };
+        Error::target(format!(
+            "stored {stored} of {} copies of {key}; failed: {}",
+            self.replicas,
+            causes.join("; ")
+        ))
+        .with_status(status)
+        .with_context("nodes", names.join(","))
+    }
+}

@@ -1,0 +1,154 @@
+//! `verify`: checks every data file of a snapshot on every node its manifest names — presence and
+//! size, and with `read_data` the BLAKE3 of every replica — and that every node holds the manifest.
+
+use serde::Serialize;
+
+use crate::catalog::Manifest;
+use crate::engine::local::map_parallel;
+use crate::error::ErrorKind;
+use crate::repo::Repository;
+use crate::stage::hash_stream;
+use crate::store::{manifest_key, Receipt};
+
+/// One damaged or missing replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The node.
+    pub node: String,
+    /// The object, inside the job directory.
+    pub file: String,
+    /// `missing`, `size`, `corrupt` or `unreachable`.
+    pub problem: &'static str,
+    /// What was found.
+    pub detail: String,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The snapshot.
+    pub snapshot: String,
+    /// True when nothing is wrong.
+    pub ok: bool,
+    /// Data files checked.
+    pub data_files: u64,
+    /// Replicas checked.
+    pub replicas_checked: u64,
+    /// Bytes read to check checksums.
+    pub bytes_read: u64,
+    /// Whether checksums were checked.
+    pub read_data: bool,
+    /// What is wrong.
+    pub problems: Vec<Problem>,
+}
+
+/// Checks one replica; returns the bytes read and the problem, if any.
+pub(crate) fn check_replica(
+    repo: &Repository,
+    node_name: &str,
+    data: &Receipt,
+    read_data: bool,
+) -> (u64, Option<Problem>) {
+    let problem = |kind: &'static str, detail: String| Problem {
+        node: node_name.to_owned(),
+        file: data.key.to_string(),
+        problem: kind,
+        detail,
+    };
+    let Some(node) = repo.replicator().node(node_name) else {
+        return (
+            0,
+            Some(problem(
+                "missing",
+                "the node is no longer in the job".into(),
+            )),
+        );
+    };
+    match node.stat(&data.key) {
+        Ok(None) => return (0, Some(problem("missing", "no such object".into()))),
+        Ok(Some(s)) if s != data.size => {
+            return (
+                0,
+                Some(problem(
+                    "size",
+                    format!("{s} bytes, expected {}", data.size),
+                )),
+            )
+        }
+        Ok(Some(_)) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return (0, Some(problem("missing", e.to_string())))
+        }
+        Err(e) => return (0, Some(problem("unreachable", e.to_string()))),
+    }
+    if !read_data {
+        return (0, None);
+    }
+    let hashed = node
+        .get(&data.key)
+        .map_err(|e| e.to_string())
+        .and_then(|mut r| hash_stream(&mut r).map_err(|e| e.to_string()));
+    match hashed {
+        Ok((n, hash)) if n == data.size && hash == data.checksum => (n, None),
+        Ok((n, _)) => (n, Some(problem("corrupt", "checksum mismatch".into()))),
+        Err(e) => (0, Some(problem("unreachable", e))),
+    }
+}
+
+/// Verifies `manifest`, whose manifest file is on `manifest_nodes`.
+pub fn verify(
+    repo: &Repository,
+    manifest: &Manifest,
+    manifest_nodes: &[String],
+    read_data: bool,
+    parallel: usize,
+) -> VerifyReport {
+    let replicas: Vec<(&Receipt, &str)> = manifest
+        .tasks
+        .iter()
+        .flat_map(|t| t.data.nodes.iter().map(move |n| (&t.data, n.as_str())))
+        .collect();
+    let results = map_parallel(&replicas, parallel, |(data, node)| {
+        check_replica(repo, node, data, read_data)
+    });
+    let mut report = VerifyReport {
+        snapshot: manifest.id.to_string(),
+        ok: true,
+        data_files: manifest.tasks.len() as u64,
+        replicas_checked: replicas.len() as u64,
+        bytes_read: 0,
+        read_data,
+        problems: Vec::new(),
+    };
+    for (n, p) in results {
+        report.bytes_read += n;
+        report.problems.extend(p);
+    }
+    for t in &manifest.tasks {
+        if t.data.nodes.len() < manifest.replicas {
+            report.problems.push(Problem {
+                node: String::new(),
+                file: t.data.key.to_string(),
+                problem: "missing",
+                detail: format!(
+                    "{} of {} copies listed",
+                    t.data.nodes.len(),
+                    manifest.replicas
+                ),
+            });
+        }
+    }
+    let key = manifest_key(manifest.id.as_str());
+    for node in repo.nodes() {
+        if !manifest_nodes.iter().any(|n| n == node.name()) {
+            report.problems.push(Problem {
+                node: node.name().to_owned(),
+                file: key.to_string(),
+                problem: "missing",
+                detail: "the node does not hold the manifest".into(),
+            });
+        }
+    }
+    report.ok = report.problems.is_empty();
+    report
+}
