@@ -1,1 +1,317 @@
-fn main() {}
+//! The `coldvault` command: a thin shell over the coldvault library.
+//!
+//! Exit codes: 0 when the command did what it says; 1 when it ran but found damage (verify,
+//! repair) or some tasks failed (backup, restore: then no snapshot is committed); 2 when it could
+//! not run at all (bad arguments, a bad job file, an unreachable source or node).
+
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use coldvault::{backup, repair, restore, stage::Staging, verify, ErrorKind, Job, Plan, Progress};
+use coldvault::{Repository, RestoreOptions};
+
+use output::{bytes, print_json, with_progress};
+
+#[derive(Parser)]
+#[command(
+    name = "coldvault",
+    version,
+    about = "Cold backups, split into map tasks, stored on several nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the repository on every node (idempotent)
+    Init {
+        /// The job file
+        job: PathBuf,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the tasks the job splits into, without running it
+    Plan {
+        /// The job file
+        job: PathBuf,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the job: read, stage and store every task, then commit a snapshot
+    Backup {
+        /// The job file
+        job: PathBuf,
+        /// Tasks at once (default: the job's [run] parallel, else the number of cores)
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the job's snapshots
+    Snapshots {
+        /// The job file
+        job: PathBuf,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every replica of a snapshot's data files
+    Verify {
+        /// The job file
+        job: PathBuf,
+        /// A snapshot id (or a unique prefix), or `latest`
+        #[arg(default_value = "latest")]
+        snapshot: String,
+        /// Read every replica and check its BLAKE3 checksum
+        #[arg(long)]
+        read_data: bool,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy from healthy replicas until every data file has its copies again
+    Repair {
+        /// The job file
+        job: PathBuf,
+        /// A snapshot id (or a unique prefix), or `latest`
+        #[arg(default_value = "latest")]
+        snapshot: String,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot into a directory (file trees) or a new database file (SQLite)
+    Restore {
+        /// The job file
+        job: PathBuf,
+        /// A snapshot id (or a unique prefix), or `latest`
+        snapshot: String,
+        /// Where to restore
+        #[arg(long)]
+        to: PathBuf,
+        /// Only paths matching this glob, or inside a matching directory (repeatable)
+        #[arg(long)]
+        include: Vec<String>,
+        /// Data files restored at once (default: the job's [run] parallel)
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// Restore into a non-empty directory, or replace an existing database file
+        #[arg(long)]
+        force: bool,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error with the exit code it ends the command with.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: 2,
+            error: e.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("coldvault: error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Job, Failure> {
+    Ok(Job::load(path)?)
+}
+
+fn run(command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Init { job, json } => {
+            let job = load(&job)?;
+            let report = Repository::open(&job).init(&job)?;
+            if json {
+                print_json(&report);
+            } else {
+                println!(
+                    "repository {} of job {}: created on {}; already on {}",
+                    &report.repository_id[..8],
+                    job.name,
+                    list_or_none(&report.created),
+                    list_or_none(&report.existing)
+                );
+            }
+            Ok(0)
+        }
+        Command::Plan { job, json } => {
+            let job = load(&job)?;
+            let plan = Plan::new(&job)?;
+            if json {
+                print_json(&plan);
+            } else {
+                output::print_plan(&job, &plan);
+            }
+            Ok(0)
+        }
+        Command::Backup {
+            job,
+            parallel,
+            json,
+        } => {
+            let job = load(&job)?;
+            let parallel = parallel.unwrap_or(job.run.parallel).max(1);
+            let started = std::time::Instant::now();
+            let show = !json && std::io::stdout().is_terminal();
+            let report = with_progress(show, "backup", |p: &Progress| {
+                backup::backup(&job, parallel, p)
+            })?;
+            if json {
+                print_json(&report);
+            } else {
+                output::print_backup(&job, &report, started.elapsed());
+            }
+            Ok(if report.snapshot.is_some() { 0 } else { 1 })
+        }
+        Command::Snapshots { job, json } => {
+            let job = load(&job)?;
+            let listing = Repository::open(&job).list();
+            for w in &listing.warnings {
+                eprintln!("coldvault: warning: {w}");
+            }
+            if json {
+                output::print_snapshots_json(&listing);
+            } else {
+                output::print_snapshots(&listing);
+            }
+            Ok(0)
+        }
+        Command::Verify {
+            job,
+            snapshot,
+            read_data,
+            json,
+        } => {
+            let job = load(&job)?;
+            let repo = Repository::open(&job);
+            let (manifest, nodes) = repo.find(&snapshot)?;
+            let report = verify::verify(&repo, &manifest, &nodes, read_data, job.run.parallel);
+            if json {
+                print_json(&report);
+            } else {
+                output::print_verify(&report);
+            }
+            Ok(if report.ok { 0 } else { 1 })
+        }
+        Command::Repair {
+            job,
+            snapshot,
+            json,
+        } => {
+            let job = load(&job)?;
+            let repo = Repository::open(&job);
+            let (manifest, nodes) = repo.find(&snapshot)?;
+            let staging = Staging::create(&job.run.staging, &format!("{}-repair", job.name))?;
+            let report = repair::repair(&repo, manifest, &nodes, &staging, job.run.parallel)?;
+            if json {
+                print_json(&report);
+            } else {
+                for c in &report.copied {
+                    println!("copied {} from {} to {}", c.file, c.from, c.to);
+                }
+                for u in &report.unrepairable {
+                    eprintln!("coldvault: cannot repair {u}");
+                }
+                println!(
+                    "snapshot {}: {} copies made{}{}",
+                    &report.snapshot[..8],
+                    report.copied.len(),
+                    if report.manifest_rewritten {
+                        ", manifest written to every node"
+                    } else {
+                        ""
+                    },
+                    if report.unrepairable.is_empty() {
+                        ""
+                    } else {
+                        "; some data files could not be repaired"
+                    }
+                );
+            }
+            Ok(if report.unrepairable.is_empty() { 0 } else { 1 })
+        }
+        Command::Restore {
+            job,
+            snapshot,
+            to,
+            include,
+            parallel,
+            force,
+            json,
+        } => {
+            let job = load(&job)?;
+            let opts = RestoreOptions {
+                include,
+                parallel: parallel.unwrap_or(job.run.parallel).max(1),
+                force,
+            };
+            let started = std::time::Instant::now();
+            let show = !json && std::io::stdout().is_terminal();
+            let report = with_progress(show, "restore", |p: &Progress| {
+                restore::restore(&job, &snapshot, &to, &opts, p)
+            })
+            .map_err(|e| Failure {
+                code: if e.kind() == ErrorKind::Integrity {
+                    1
+                } else {
+                    2
+                },
+                error: e.into(),
+            })?;
+            for p in &report.replica_problems {
+                eprintln!("coldvault: warning: skipped a replica: {p}");
+            }
+            if json {
+                print_json(&report);
+            } else {
+                let secs = started.elapsed().as_secs_f64();
+                println!(
+                    "restored snapshot {} into {}: {} files, {} dirs, {} symlinks, {} rows, {} in {secs:.1}s",
+                    &report.snapshot[..8],
+                    report.target,
+                    report.stats.files,
+                    report.stats.dirs,
+                    report.stats.symlinks,
+                    report.stats.rows,
+                    bytes(report.stats.bytes_read)
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}

@@ -54,7 +54,7 @@ pub struct BackupReport {
 pub fn backup(job: &Job, parallel: usize, progress: &Progress) -> Result<BackupReport> {
     let time = now_rfc3339();
     let repo = Repository::open(job);
-    repo.ensure_marker(false)?;
+    repo.prepare_backup(job)?;
     let (guard, sqlite) = match &job.source {
         Source::Sqlite { path, .. } => {
             let guard = SnapshotGuard::open(path)?;

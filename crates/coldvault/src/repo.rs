@@ -81,13 +81,27 @@ impl Repository {
     /// Refuses nodes that hold a different repository.
     pub fn init(&self, job: &Job) -> Result<InitReport> {
         for n in &job.repository.nodes {
-            match &n.url {
-                NodeUrl::File { path } => {
-                    FsTarget::new(&n.name, path, &job.repository.directory).create_root()?
-                }
-            }
+            create_node_root(job, n)?;
         }
         self.ensure_marker(true)
+    }
+
+    /// Readies the repository for a backup. A repository that no node knows yet is created as
+    /// `init` would (so the first backup needs no `init`); in an existing one, a node whose root is
+    /// missing stays missing (an unmounted disk) and the backup places its copies elsewhere.
+    pub fn prepare_backup(&self, job: &Job) -> Result<()> {
+        let key = ObjectKey::new(CONFIG_KEY);
+        let known = self
+            .nodes()
+            .iter()
+            .any(|n| matches!(n.stat(&key), Ok(Some(_))));
+        if !known {
+            for n in &job.repository.nodes {
+                // A node that cannot be created now is reported by the stores that need it.
+                let _ = create_node_root(job, n);
+            }
+        }
+        self.ensure_marker(false).map(|_| ())
     }
 
     /// Writes the marker where it is missing; with `strict`, a node that cannot be read is an error,
@@ -282,6 +296,14 @@ impl Repository {
             )));
         }
         Ok((written, failed))
+    }
+}
+
+fn create_node_root(job: &Job, node: &crate::job::NodeSpec) -> Result<()> {
+    match &node.url {
+        NodeUrl::File { path } => {
+            FsTarget::new(&node.name, path, &job.repository.directory).create_root()
+        }
     }
 }
 

@@ -156,7 +156,17 @@ impl Restorer<'_> {
             let mut entry =
                 entry.map_err(|e| Error::integrity("malformed tar data file").with_source(e))?;
             let rel = RelPath::from_untrusted(&entry.path_bytes())?;
-            if rel.is_root() || !self.include.matches(&rel) {
+            if rel.is_root() {
+                // The tree's root ("./"): only its directory metadata, for the target itself.
+                if entry.header().entry_type() == tar::EntryType::Directory {
+                    let meta = entry_meta(&mut entry)?;
+                    if let Ok(mut d) = self.dirs.lock() {
+                        d.push((rel, meta));
+                    }
+                }
+                continue;
+            }
+            if !self.include.matches(&rel) {
                 continue;
             }
             let meta = entry_meta(&mut entry)?;

@@ -179,13 +179,26 @@ pub(crate) fn read_files(
 ) -> Result<ReadStats> {
     let mut stats = ReadStats::default();
     let mut builder = tar::Builder::new(out);
+    if start.is_none() {
+        // The first task carries the root directory itself, as "./", for its mode and times.
+        let meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
+        append(
+            &mut builder,
+            b"./",
+            &meta,
+            tar::EntryType::Directory,
+            None,
+            0,
+            io::empty(),
+        )?;
+    }
     walk(root, start, end, &mut |rel, path, meta| {
         let ft = meta.file_type();
         if ft.is_dir() {
             stats.dirs += 1;
             append(
                 &mut builder,
-                rel,
+                rel.as_bytes(),
                 meta,
                 tar::EntryType::Directory,
                 None,
@@ -202,7 +215,7 @@ pub(crate) fn read_files(
             let link = target.as_os_str().as_bytes();
             append(
                 &mut builder,
-                rel,
+                rel.as_bytes(),
                 meta,
                 tar::EntryType::Symlink,
                 Some(link),
@@ -227,7 +240,7 @@ pub(crate) fn read_files(
             stats.bytes_read += size;
             append(
                 &mut builder,
-                rel,
+                rel.as_bytes(),
                 &meta,
                 tar::EntryType::Regular,
                 None,
@@ -278,7 +291,7 @@ impl<R: Read> Read for ExactReader<R> {
 
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
-    rel: &RelPath,
+    name: &[u8],
     meta: &Metadata,
     kind: tar::EntryType,
     link: Option<&[u8]>,
@@ -287,7 +300,6 @@ fn append<W: Write>(
 ) -> Result<()> {
     let fm = FileMeta::of(meta);
     let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
-    let name = rel.as_bytes();
     if name.len() > 100 {
         pax.push(("path", name.to_vec()));
     }
@@ -306,7 +318,12 @@ fn append<W: Write>(
     if size > 0o77777777777 {
         pax.push(("size", size.to_string().into_bytes()));
     }
-    let io_err = |e| Error::io(format!("cannot write tar entry {rel}"), e);
+    let io_err = |e| {
+        Error::io(
+            format!("cannot write tar entry {:?}", String::from_utf8_lossy(name)),
+            e,
+        )
+    };
     if !pax.is_empty() {
         builder
             .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))

@@ -1,0 +1,248 @@
+//! Human and JSON output, and the progress bar.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use coldvault::backup::BackupReport;
+use coldvault::repo::Listing;
+use coldvault::verify::VerifyReport;
+use coldvault::{Job, Plan, Progress};
+use serde::Serialize;
+
+/// Prints one JSON document on stdout.
+pub fn print_json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("coldvault: cannot encode JSON: {e}"),
+    }
+}
+
+/// Bytes for people.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Runs `f` with a progress bar on stderr when `show` is set.
+pub fn with_progress<T>(show: bool, what: &str, f: impl FnOnce(&Progress) -> T) -> T {
+    let progress = Progress::default();
+    if !show {
+        return f(&progress);
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_owned());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let total = progress.bytes_total.load(Ordering::Relaxed);
+                let now = progress.bytes_done.load(Ordering::Relaxed);
+                bar.set_length(total.max(now));
+                bar.set_position(now);
+                bar.set_message(format!(
+                    "tasks {}/{}",
+                    progress.tasks_done.load(Ordering::Relaxed),
+                    progress.tasks_total.load(Ordering::Relaxed)
+                ));
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+        let out = f(&progress);
+        done.store(true, Ordering::Relaxed);
+        out
+    });
+    bar.finish_and_clear();
+    out
+}
+
+pub fn print_plan(job: &Job, plan: &Plan) {
+    println!(
+        "job {}: {} tasks, about {} ({} source)",
+        job.name,
+        plan.tasks.len(),
+        bytes(plan.estimated_bytes()),
+        job.source.type_name()
+    );
+    for t in &plan.tasks {
+        let what = match &t.kind {
+            coldvault::plan::TaskKind::Files {
+                start,
+                end,
+                split_files,
+            } => format!(
+                "files from {} to {}{}",
+                start.as_ref().map_or("the start".into(), |s| s.to_string()),
+                end.as_ref().map_or("the end".into(), |s| s.to_string()),
+                if split_files.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (less {} large files)", split_files.len())
+                }
+            ),
+            coldvault::plan::TaskKind::FilePart {
+                path,
+                part,
+                parts,
+                offset,
+                len,
+            } => {
+                format!(
+                    "part {}/{parts} of {path} at {offset}, {len} bytes",
+                    part + 1
+                )
+            }
+            coldvault::plan::TaskKind::Table { table, start, end } => format!(
+                "table {table} rowid {} .. {}",
+                start.map_or("-inf".into(), |s| s.to_string()),
+                end.map_or("+inf".into(), |e| e.to_string())
+            ),
+        };
+        println!(
+            "  {}  {:>10}  {:>8} items  {what}",
+            t.id,
+            bytes(t.estimated_bytes),
+            t.estimated_items
+        );
+    }
+}
+
+pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
+    for f in &r.failed_tasks {
+        eprintln!(
+            "coldvault: task {} ({}) failed: {}",
+            f.task, f.kind, f.error
+        );
+    }
+    for w in &r.warnings {
+        eprintln!("coldvault: warning: {w}");
+    }
+    let secs = took.as_secs_f64().max(0.001);
+    match &r.snapshot {
+        Some(id) => println!(
+            "snapshot {} of job {} saved: {} tasks, {} files, {} rows, {} read, {} stored x{} copies, manifest on {} ({:.1}s, {}/s)",
+            id.short(),
+            job.name,
+            r.tasks,
+            r.files,
+            r.rows,
+            bytes(r.bytes_read),
+            bytes(r.bytes_stored),
+            job.repository.replicas,
+            r.manifest_nodes.join(", "),
+            secs,
+            bytes((r.bytes_read as f64 / secs) as u64)
+        ),
+        None => eprintln!(
+            "coldvault: backup failed: {} of {} tasks failed; no snapshot was committed",
+            r.failed_tasks.len(),
+            r.tasks
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct SnapshotRow<'a> {
+    id: &'a str,
+    time: &'a str,
+    job: &'a str,
+    source: &'a str,
+    tasks: u64,
+    files: u64,
+    rows: u64,
+    bytes_read: u64,
+    bytes_stored: u64,
+    nodes: &'a [String],
+}
+
+fn rows(listing: &Listing) -> Vec<SnapshotRow<'_>> {
+    listing
+        .snapshots
+        .iter()
+        .map(|(m, nodes)| SnapshotRow {
+            id: m.id.as_str(),
+            time: &m.time,
+            job: &m.job,
+            source: &m.source.location,
+            tasks: m.totals.tasks,
+            files: m.totals.read.files,
+            rows: m.totals.read.rows,
+            bytes_read: m.totals.read.bytes_read,
+            bytes_stored: m.totals.bytes_stored,
+            nodes,
+        })
+        .collect()
+}
+
+pub fn print_snapshots_json(listing: &Listing) {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        snapshots: Vec<SnapshotRow<'a>>,
+    }
+    print_json(&Doc {
+        snapshots: rows(listing),
+    });
+}
+
+pub fn print_snapshots(listing: &Listing) {
+    println!(
+        "{:<8}  {:<19}  {:<12}  {:>6}  {:>9}  {:>9}  {:>10}  {:>10}  nodes",
+        "id", "time", "job", "tasks", "files", "rows", "read", "stored"
+    );
+    for r in rows(listing) {
+        println!(
+            "{:<8}  {:<19}  {:<12}  {:>6}  {:>9}  {:>9}  {:>10}  {:>10}  {}",
+            &r.id[..8],
+            r.time.get(..19).unwrap_or(r.time).replace('T', " "),
+            r.job,
+            r.tasks,
+            r.files,
+            r.rows,
+            bytes(r.bytes_read),
+            bytes(r.bytes_stored),
+            r.nodes.join(",")
+        );
+    }
+    println!("{} snapshots", listing.snapshots.len());
+}
+
+pub fn print_verify(r: &VerifyReport) {
+    for p in &r.problems {
+        println!(
+            "{:<11} node {:<10} {}  ({})",
+            p.problem, p.node, p.file, p.detail
+        );
+    }
+    println!(
+        "snapshot {}: {} data files, {} replicas checked{}: {}",
+        &r.snapshot[..8],
+        r.data_files,
+        r.replicas_checked,
+        if r.read_data {
+            format!(", {} read and checksummed", bytes(r.bytes_read))
+        } else {
+            " (presence and size; --read-data checks checksums)".into()
+        },
+        if r.ok {
+            "no problems".to_string()
+        } else {
+            format!("{} problems", r.problems.len())
+        }
+    );
+}
