@@ -52,8 +52,17 @@ pub struct BackupReport {
 
 /// Runs a backup of `job` with `parallel` tasks at once.
 pub fn backup(job: &Job, parallel: usize, progress: &Progress) -> Result<BackupReport> {
+    backup_to(job, &Repository::open(job), parallel, progress)
+}
+
+/// Runs a backup of `job` into `repo` (whose nodes may be wrapped, e.g. for fault injection).
+pub fn backup_to(
+    job: &Job,
+    repo: &Repository,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<BackupReport> {
     let time = now_rfc3339();
-    let repo = Repository::open(job);
     repo.prepare_backup(job)?;
     let (guard, sqlite) = match &job.source {
         Source::Sqlite { path, .. } => {
@@ -67,7 +76,7 @@ pub fn backup(job: &Job, parallel: usize, progress: &Progress) -> Result<BackupR
     progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
     let staging = Staging::create(&job.run.staging, &job.name)?;
     let reports = map_parallel(&plan.tasks, parallel, |task| {
-        run_task(job, &repo, &staging, task, progress)
+        run_task(job, repo, &staging, task, progress)
     });
     drop(staging);
     drop(guard);

@@ -59,11 +59,22 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreReport> {
-    let repo = Repository::open(job);
+    restore_from(job, &Repository::open(job), spec, target, opts, progress)
+}
+
+/// Restores snapshot `spec` of `job` from `repo` (whose nodes may be wrapped) into `target`.
+pub fn restore_from(
+    job: &Job,
+    repo: &Repository,
+    spec: &str,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreReport> {
     let (manifest, _) = repo.find(spec)?;
     let staging = Staging::create(&job.run.staging, &format!("{}-restore", job.name))?;
     let ctx = Ctx {
-        repo: &repo,
+        repo,
         staging: &staging,
         progress,
     };

@@ -1,0 +1,170 @@
+//! The whole pipeline through fault-injecting nodes: retry, node substitution, no snapshot on
+//! failure, fallback to a healthy replica on restore, and verify finding the damage.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use coldvault::store::{Backoff, RetryingTarget, SharedTarget};
+use coldvault::{backup, restore, verify, Job, Progress, Repository, RestoreOptions, Status};
+use coldvault_testing::{fixtures, Fault, FaultyTarget, MemoryTarget};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    src: std::path::PathBuf,
+    out: std::path::PathBuf,
+    job: Job,
+    faulty: Vec<Arc<FaultyTarget>>,
+    repo: Repository,
+}
+
+fn setup(replicas: usize) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fixtures::odd_tree(&src, 200_000);
+    let text = format!(
+        r#"
+name = "pipe"
+[source]
+type = "fs"
+path = "{}"
+[split]
+target_bytes = "64KiB"
+[repository]
+directory = "cold"
+replicas = {replicas}
+nodes = [
+  {{ name = "a", url = "file:nodes/a" }},
+  {{ name = "b", url = "file:nodes/b" }},
+  {{ name = "c", url = "file:nodes/c" }},
+]
+[run]
+staging = "staging"
+retries = 2
+retry_delay = "1ms"
+"#,
+        src.display()
+    );
+    let job = Job::parse(&text, dir.path()).unwrap();
+    let faulty: Vec<Arc<FaultyTarget>> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Arc::new(FaultyTarget::new(Arc::new(MemoryTarget::new(n)), vec![])))
+        .collect();
+    let nodes: Vec<SharedTarget> = faulty
+        .iter()
+        .map(|f| {
+            Arc::new(RetryingTarget::new(
+                f.clone(),
+                Backoff::new(2, std::time::Duration::from_millis(1)),
+            )) as SharedTarget
+        })
+        .collect();
+    let repo = Repository::with_nodes("pipe", nodes, replicas);
+    Setup {
+        out: dir.path().join("restored"),
+        _dir: dir,
+        src,
+        job,
+        faulty,
+        repo,
+    }
+}
+
+fn run_backup(s: &Setup) -> backup::BackupReport {
+    backup::backup_to(&s.job, &s.repo, 2, &Progress::default()).unwrap()
+}
+
+fn run_restore(s: &Setup) -> restore::RestoreReport {
+    let opts = RestoreOptions {
+        parallel: 2,
+        ..Default::default()
+    };
+    restore::restore_from(
+        &s.job,
+        &s.repo,
+        "latest",
+        &s.out,
+        &opts,
+        &Progress::default(),
+    )
+    .unwrap()
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    assert_eq!(fixtures::listing(a), fixtures::listing(b));
+}
+
+#[test]
+fn temporary_failures_are_retried_and_the_restore_is_exact() {
+    let s = setup(2);
+    for f in &s.faulty {
+        f.set_faults(vec![
+            Fault::FailPut(1, Status::Temporary),
+            Fault::FailPut(3, Status::Temporary),
+        ]);
+    }
+    let r = run_backup(&s);
+    assert!(r.failed_tasks.is_empty(), "{:?}", r.failed_tasks);
+    assert!(r.snapshot.is_some());
+    assert!(r.tasks > 3, "the tree should split into several tasks");
+    run_restore(&s);
+    assert_same_tree(&s.src, &s.out);
+}
+
+#[test]
+fn a_dead_node_is_replaced_and_the_snapshot_is_complete() {
+    let s = setup(2);
+    s.faulty[0].set_faults(vec![Fault::FailAllPuts(Status::Permanent)]);
+    let r = run_backup(&s);
+    assert!(r.failed_tasks.is_empty(), "{:?}", r.failed_tasks);
+    let (m, _) = s.repo.find("latest").unwrap();
+    for t in &m.tasks {
+        assert_eq!(t.data.nodes.len(), 2);
+        assert!(!t.data.nodes.contains(&"a".to_string()));
+    }
+    run_restore(&s);
+    assert_same_tree(&s.src, &s.out);
+}
+
+#[test]
+fn too_few_nodes_commits_no_snapshot_and_names_the_nodes() {
+    let s = setup(2);
+    for f in &s.faulty[1..] {
+        f.set_faults(vec![Fault::FailAllPuts(Status::Temporary)]);
+    }
+    let r = run_backup(&s);
+    assert!(r.snapshot.is_none());
+    assert_eq!(r.failed_tasks.len() as u64, r.tasks);
+    let e = &r.failed_tasks[0].error;
+    assert!(e.contains("node b") && e.contains("node c"), "{e}");
+    assert!(e.contains("gave up after 3 attempts"), "{e}");
+    assert!(s.repo.list().snapshots.is_empty(), "no snapshot is listed");
+    let staging = s.job.run.staging.clone();
+    let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+    assert!(left.is_empty(), "staging is empty after the run: {left:?}");
+}
+
+#[test]
+fn a_corrupt_replica_is_found_by_verify_and_skipped_by_restore() {
+    let s = setup(3);
+    let r = run_backup(&s);
+    assert!(r.snapshot.is_some());
+    s.faulty[1].set_faults(vec![Fault::FlipOnGet]);
+    let (m, nodes) = s.repo.find("latest").unwrap();
+    let quick = verify::verify(&s.repo, &m, &nodes, false, 2);
+    assert!(quick.ok, "sizes are intact: {:?}", quick.problems);
+    let full = verify::verify(&s.repo, &m, &nodes, true, 2);
+    assert!(!full.ok);
+    assert_eq!(full.problems.len(), m.tasks.len());
+    assert!(full
+        .problems
+        .iter()
+        .all(|p| p.node == "b" && p.problem == "corrupt"));
+    let rr = run_restore(&s);
+    assert_same_tree(&s.src, &s.out);
+    // Replica b is skipped wherever it is the first choice.
+    assert!(
+        rr.replica_problems.iter().all(|p| p.contains("node b")),
+        "{:?}",
+        rr.replica_problems
+    );
+}

@@ -1,0 +1,218 @@
+//! The `Target` conformance suite (memory and fs targets; the S3 target joins it with remote
+//! nodes), and the retry, replication and substitution paths proven with `FaultyTarget`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coldvault::store::{
+    Backoff, FsTarget, ObjectKey, Payload, Replicator, RetryingTarget, SharedTarget, Target,
+};
+use coldvault::{ErrorKind, Status};
+use coldvault_testing::{Fault, FaultyTarget, MemoryTarget};
+
+fn read_all(t: &dyn Target, key: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    t.get(&ObjectKey::new(key))
+        .unwrap()
+        .read_to_end(&mut v)
+        .unwrap();
+    v
+}
+
+use std::io::Read;
+
+/// What every target must do.
+fn conformance(t: &dyn Target) {
+    let k = ObjectKey::new("data/ab/abc.tar.zst");
+    assert_eq!(t.stat(&k).unwrap(), None, "a missing object has no size");
+    let e = t.get(&k).err().expect("get of a missing object fails");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    t.put(&k, Payload::Bytes(b"first")).unwrap();
+    assert_eq!(t.stat(&k).unwrap(), Some(5));
+    assert_eq!(read_all(t, k.as_str()), b"first");
+    t.put(&k, Payload::Bytes(b"second version")).unwrap();
+    assert_eq!(read_all(t, k.as_str()), b"second version", "put replaces");
+    let staged = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(staged.path(), vec![7u8; 300_000]).unwrap();
+    let k2 = ObjectKey::new("data/cd/cde.part.zst");
+    t.put(&k2, Payload::File(staged.path())).unwrap();
+    assert_eq!(t.stat(&k2).unwrap(), Some(300_000));
+    t.put(&ObjectKey::new("snapshots/x.json"), Payload::Bytes(b"{}"))
+        .unwrap();
+    let mut keys: Vec<String> = t
+        .list("data/")
+        .unwrap()
+        .into_iter()
+        .map(|k| k.to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec!["data/ab/abc.tar.zst", "data/cd/cde.part.zst"]);
+    assert!(t.list("nothing/").unwrap().is_empty());
+    t.delete(&k).unwrap();
+    t.delete(&k).unwrap();
+    assert_eq!(t.stat(&k).unwrap(), None, "deleted");
+}
+
+#[test]
+fn memory_target_conforms() {
+    conformance(&MemoryTarget::new("m"));
+}
+
+#[test]
+fn fs_target_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FsTarget::new("disk", dir.path(), "cold/job");
+    conformance(&t);
+    // No temporary object is left behind or listed.
+    let leftovers: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(p: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn fs_target_with_a_missing_root_names_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FsTarget::new("disk9", &dir.path().join("unmounted"), "cold");
+    let e = t
+        .put(&ObjectKey::new("data/aa/x"), Payload::Bytes(b"x"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("disk9") && e.contains("unmounted"), "{e}");
+}
+
+fn backoff() -> Backoff {
+    Backoff::new(3, Duration::from_millis(1))
+}
+
+fn faulty(name: &str, faults: Vec<Fault>) -> (Arc<MemoryTarget>, Arc<FaultyTarget>) {
+    let mem = Arc::new(MemoryTarget::new(name));
+    let f = Arc::new(FaultyTarget::new(mem.clone(), faults));
+    (mem, f)
+}
+
+fn retrying(t: Arc<FaultyTarget>) -> SharedTarget {
+    Arc::new(RetryingTarget::new(t, backoff()))
+}
+
+#[test]
+fn a_temporary_put_failure_is_sent_again() {
+    let (mem, f) = faulty("n1", vec![Fault::FailPut(1, Status::Temporary)]);
+    let t = retrying(f.clone());
+    t.put(&ObjectKey::new("data/aa/k"), Payload::Bytes(b"payload"))
+        .unwrap();
+    assert_eq!(f.puts(), 2, "sent once more after the failure");
+    assert_eq!(mem.keys(), vec!["data/aa/k"]);
+}
+
+#[test]
+fn a_permanent_put_failure_is_not_retried() {
+    let (_, f) = faulty("n1", vec![Fault::FailPut(1, Status::Permanent)]);
+    let t = retrying(f.clone());
+    let e = t
+        .put(&ObjectKey::new("data/aa/k"), Payload::Bytes(b"payload"))
+        .unwrap_err();
+    assert_eq!(f.puts(), 1);
+    assert!(e.to_string().contains("n1"), "{e}");
+}
+
+#[test]
+fn a_truncated_put_is_detected_and_sent_again() {
+    let (mem, f) = faulty("n1", vec![Fault::TruncatePut(1)]);
+    let t = retrying(f.clone());
+    t.put(&ObjectKey::new("data/aa/k"), Payload::Bytes(b"0123456789"))
+        .unwrap();
+    assert_eq!(f.puts(), 2);
+    assert_eq!(read_all(mem.as_ref(), "data/aa/k"), b"0123456789");
+}
+
+#[test]
+fn a_node_that_keeps_failing_is_given_up_with_its_name() {
+    let (_, f) = faulty("flaky", vec![Fault::FailAllPuts(Status::Temporary)]);
+    let t = retrying(f.clone());
+    let e = t
+        .put(&ObjectKey::new("data/aa/k"), Payload::Bytes(b"x"))
+        .unwrap_err();
+    assert_eq!(f.puts(), 4, "1 attempt + 3 retries");
+    assert_eq!(e.status(), Status::Persistent);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("flaky") && msg.contains("gave up after 4 attempts"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_failing_node_is_replaced_by_another() {
+    let nodes: Vec<(Arc<MemoryTarget>, Arc<FaultyTarget>)> =
+        ["a", "b", "c"].iter().map(|n| faulty(n, vec![])).collect();
+    let targets: Vec<SharedTarget> = nodes.iter().map(|(_, f)| retrying(f.clone())).collect();
+    let rep = Replicator::new(targets, 2);
+    let key = ObjectKey::new("data/aa/key1");
+    let order = rep.order(&key);
+    // The first-ranked node fails for good: the third must take its place.
+    nodes[order[0]]
+        .1
+        .set_faults(vec![Fault::FailAllPuts(Status::Permanent)]);
+    let receipt = rep.put(&key, Payload::Bytes(b"data"), 4, "sum").unwrap();
+    let names = |i: usize| nodes[i].0.name().to_owned();
+    assert_eq!(receipt.nodes, vec![names(order[1]), names(order[2])]);
+    assert!(nodes[order[0]].0.keys().is_empty());
+}
+
+#[test]
+fn too_few_nodes_fails_naming_each_node_and_cause() {
+    let nodes: Vec<_> = ["a", "b", "c"].iter().map(|n| faulty(n, vec![])).collect();
+    for (_, f) in &nodes[1..] {
+        f.set_faults(vec![Fault::FailAllPuts(Status::Permanent)]);
+    }
+    let targets: Vec<SharedTarget> = nodes.iter().map(|(_, f)| retrying(f.clone())).collect();
+    let rep = Replicator::new(targets, 2);
+    let e = rep
+        .put(&ObjectKey::new("data/aa/k"), Payload::Bytes(b"d"), 1, "s")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stored 1 of 2 copies"), "{e}");
+    assert!(e.contains("node b") && e.contains("node c"), "{e}");
+    assert!(e.contains("every put fails"), "{e}");
+}
+
+#[test]
+fn copies_already_present_are_not_written_again() {
+    let nodes: Vec<_> = ["a", "b", "c"].iter().map(|n| faulty(n, vec![])).collect();
+    let targets: Vec<SharedTarget> = nodes.iter().map(|(_, f)| retrying(f.clone())).collect();
+    let rep = Replicator::new(targets, 2);
+    let key = ObjectKey::new("data/aa/k");
+    let first = rep.put(&key, Payload::Bytes(b"same"), 4, "s").unwrap();
+    let puts: u64 = nodes.iter().map(|(_, f)| f.puts()).sum();
+    let again = rep.put(&key, Payload::Bytes(b"same"), 4, "s").unwrap();
+    assert_eq!(first, again);
+    assert_eq!(nodes.iter().map(|(_, f)| f.puts()).sum::<u64>(), puts);
+}
+
+#[test]
+fn rendezvous_placement_is_stable_and_spreads() {
+    let names = ["disk1", "disk2", "disk3"];
+    let mut firsts = [0usize; 3];
+    for i in 0..300 {
+        let key = format!("data/{i:02x}/{i}");
+        let a = coldvault::store::rendezvous_order(&names, &key);
+        assert_eq!(a, coldvault::store::rendezvous_order(&names, &key));
+        firsts[a[0]] += 1;
+    }
+    assert!(firsts.iter().all(|&n| n > 50), "{firsts:?}");
+}
