@@ -223,6 +223,9 @@ pub fn print_snapshots(listing: &Listing) {
 }
 
 pub fn print_verify(r: &VerifyReport) {
+    for w in &r.warnings {
+        eprintln!("coldvault: warning: {w}");
+    }
     for p in &r.problems {
         println!(
             "{:<11} node {:<10} {}  ({})",

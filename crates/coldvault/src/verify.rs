@@ -40,6 +40,8 @@ pub struct VerifyReport {
     pub read_data: bool,
     /// What is wrong.
     pub problems: Vec<Problem>,
+    /// What is odd but puts no data at risk (a node that holds no listed replica is unreachable).
+    pub warnings: Vec<String>,
 }
 
 /// Checks one replica; returns the bytes read and the problem, if any.
@@ -119,6 +121,7 @@ pub fn verify(
         bytes_read: 0,
         read_data,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     for (n, p) in results {
         report.bytes_read += n;
@@ -140,7 +143,19 @@ pub fn verify(
     }
     let key = manifest_key(manifest.id.as_str());
     for node in repo.nodes() {
-        if !manifest_nodes.iter().any(|n| n == node.name()) {
+        if manifest_nodes.iter().any(|n| n == node.name()) {
+            continue;
+        }
+        let holds_data = manifest
+            .tasks
+            .iter()
+            .any(|t| t.data.nodes.iter().any(|n| n == node.name()));
+        if let (Err(e), false) = (node.list(crate::store::SNAPSHOTS_PREFIX), holds_data) {
+            report.warnings.push(format!(
+                "node {} is unreachable and holds no replica of this snapshot: {e}",
+                node.name()
+            ));
+        } else {
             report.problems.push(Problem {
                 node: node.name().to_owned(),
                 file: key.to_string(),

@@ -1,0 +1,351 @@
+//! End to end through the real binary on real file trees: backup, restore and compare exactly;
+//! damage a replica, then verify, repair, verify again; bad input gives clear errors.
+
+mod common;
+
+use std::process::Command as Proc;
+
+use coldvault_testing::fixtures;
+use common::Env;
+
+const SPLIT: &str = "target_bytes = \"64KiB\"";
+
+fn tree_env(replicas: usize) -> Env {
+    let env = Env::new("type = \"fs\"\npath = \"src\"", SPLIT, replicas);
+    fixtures::odd_tree(&env.path("src"), 300_000);
+    env
+}
+
+fn backup(env: &Env) -> serde_json::Value {
+    let r = env.json(&["backup"], 0);
+    assert!(r["snapshot"].is_string(), "{r}");
+    r
+}
+
+fn restore_exact(env: &Env, to: &str) {
+    let (code, out, err) = env.run(&["restore", "latest", "--to", env.path(to).to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        fixtures::listing(&env.path("src")),
+        fixtures::listing(&env.path(to))
+    );
+}
+
+#[test]
+fn backup_then_restore_is_exact() {
+    let env = tree_env(2);
+    let r = backup(&env);
+    assert_eq!(r["failed_tasks"].as_array().unwrap().len(), 0);
+    assert!(r["tasks"].as_u64().unwrap() >= 4, "{r}");
+    assert!(r["files"].as_u64().unwrap() >= 12, "{r}");
+    assert!(r["bytes_stored"].as_u64().unwrap() > 0);
+    // Every data file is on exactly two nodes.
+    let m = env.manifest("a");
+    for t in m["tasks"].as_array().unwrap() {
+        assert_eq!(t["data"]["nodes"].as_array().unwrap().len(), 2, "{t}");
+    }
+    // Staging is empty after the run.
+    assert_eq!(std::fs::read_dir(env.path("staging")).unwrap().count(), 0);
+    restore_exact(&env, "restored");
+}
+
+#[test]
+fn the_same_job_plans_the_same_tasks() {
+    let env = tree_env(2);
+    let p1 = env.json(&["plan"], 0);
+    let p2 = env.json(&["plan"], 0);
+    assert_eq!(p1, p2);
+    let tasks = p1["tasks"].as_array().unwrap();
+    let parts = tasks
+        .iter()
+        .filter(|t| t["kind"] == "file_part" && t["path"] == "big.bin")
+        .count();
+    assert_eq!(parts, 5, "300000 bytes in 64KiB parts");
+    for t in tasks {
+        assert!(t["id"].is_string() && t["estimated_bytes"].is_u64(), "{t}");
+    }
+}
+
+#[test]
+fn a_second_backup_of_an_unchanged_tree_stores_nothing_new() {
+    let env = tree_env(2);
+    backup(&env);
+    let before = env.data_files("a").len() + env.data_files("b").len() + env.data_files("c").len();
+    backup(&env);
+    let after = env.data_files("a").len() + env.data_files("b").len() + env.data_files("c").len();
+    assert_eq!(before, after, "content-addressed data files are reused");
+    let s = env.json(&["snapshots"], 0);
+    assert_eq!(s["snapshots"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn data_files_restore_by_hand_with_tar_and_zstd() {
+    let env = tree_env(2);
+    backup(&env);
+    let m = env.manifest("a");
+    let out = env.path("byhand");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut parts: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    for t in m["tasks"].as_array().unwrap() {
+        let node = t["data"]["nodes"][0].as_str().unwrap();
+        let file = env.node_dir(node).join(t["data"]["key"].as_str().unwrap());
+        match t["kind"].as_str().unwrap() {
+            "files" => {
+                let st = Proc::new("tar")
+                    .args(["--zstd", "-xf"])
+                    .arg(&file)
+                    .current_dir(&out)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+            "file_part" if t["path"] == "big.bin" => {
+                parts.push((t["part"].as_u64().unwrap(), file))
+            }
+            "file_part" => {}
+            k => panic!("{k}"),
+        }
+    }
+    parts.sort();
+    let joined = Proc::new("zstdcat")
+        .args(parts.iter().map(|(_, p)| p))
+        .output()
+        .unwrap();
+    assert!(joined.status.success());
+    let hash = |b: &[u8]| blake3::hash(b).to_hex().to_string();
+    assert_eq!(
+        hash(&joined.stdout),
+        hash(&std::fs::read(env.path("src/big.bin")).unwrap())
+    );
+    for f in [
+        "plain.txt",
+        "dir/a.txt",
+        "line\nbreak.txt",
+        "日本語のファイル.txt",
+    ] {
+        assert_eq!(
+            std::fs::read(out.join(f)).unwrap(),
+            std::fs::read(env.path("src").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(out.join("dangling")).unwrap(),
+        std::path::PathBuf::from("does/not/exist")
+    );
+}
+
+#[test]
+fn a_deleted_node_directory_is_found_repaired_and_verified_clean() {
+    let env = tree_env(2);
+    backup(&env);
+    std::fs::remove_dir_all(env.node_dir("a")).unwrap();
+    let v = env.json(&["verify", "latest"], 1);
+    assert_eq!(v["ok"], false);
+    let problems = v["problems"].as_array().unwrap();
+    assert!(!problems.is_empty());
+    assert!(
+        problems
+            .iter()
+            .all(|p| p["node"] == "a" && p["problem"] == "missing"),
+        "{v}"
+    );
+    // Restore still works from the other replicas.
+    restore_exact(&env, "restored");
+    let r = env.json(&["repair", "latest"], 0);
+    assert!(!r["copied"].as_array().unwrap().is_empty(), "{r}");
+    let v = env.json(&["verify", "latest", "--read-data"], 0);
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+#[test]
+fn a_flipped_byte_is_found_by_read_data_and_repaired() {
+    let env = tree_env(2);
+    backup(&env);
+    let victim = env.data_files("b").into_iter().next().unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&victim, &bytes).unwrap();
+    // Presence and size look fine; only the checksum finds it.
+    env.json(&["verify", "latest"], 0);
+    let v = env.json(&["verify", "latest", "--read-data"], 1);
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["node"], "b");
+    assert_eq!(problems[0]["problem"], "corrupt");
+    // Restore skips the corrupt replica and says so.
+    let (code, _, err) = env.run(&["restore", "latest", "--to", env.path("r").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        fixtures::listing(&env.path("src")),
+        fixtures::listing(&env.path("r"))
+    );
+    env.json(&["repair", "latest"], 0);
+    env.json(&["verify", "latest", "--read-data"], 0);
+}
+
+#[test]
+fn a_node_gone_for_good_is_replaced_by_repair() {
+    let env = tree_env(2);
+    backup(&env);
+    std::fs::remove_dir_all(env.path("nodes/b")).unwrap();
+    env.json(&["verify", "latest"], 1);
+    let r = env.json(&["repair", "latest"], 0);
+    let copied = r["copied"].as_array().unwrap();
+    assert!(!copied.is_empty());
+    assert!(copied.iter().all(|c| c["to"] != "b"), "{r}");
+    let v = env.json(&["verify", "latest", "--read-data"], 0);
+    assert!(!v["warnings"].as_array().unwrap().is_empty(), "{v}");
+    let m = env.manifest("a");
+    for t in m["tasks"].as_array().unwrap() {
+        let nodes = t["data"]["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert!(!nodes.contains(&"b".into()));
+    }
+    restore_exact(&env, "restored");
+}
+
+#[test]
+fn too_few_reachable_nodes_fails_names_them_and_commits_nothing() {
+    let env = tree_env(2);
+    backup(&env);
+    std::fs::remove_dir_all(env.path("nodes/b")).unwrap();
+    std::fs::remove_dir_all(env.path("nodes/c")).unwrap();
+    std::fs::write(env.path("src/new-file"), b"changed").unwrap();
+    let (code, out, err) = env.run(&["backup"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("node b") && err.contains("node c"), "{err}");
+    assert!(err.contains("no snapshot was committed"), "{err}");
+    let s = env.json(&["snapshots"], 0);
+    assert_eq!(s["snapshots"].as_array().unwrap().len(), 1);
+    let r = env.json(&["backup"], 1);
+    assert!(r["snapshot"].is_null());
+    assert!(!r["failed_tasks"].as_array().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(env.path("staging")).unwrap().count(), 0);
+}
+
+#[test]
+fn include_restores_only_matching_paths() {
+    let env = tree_env(2);
+    backup(&env);
+    let to = env.path("some");
+    let (code, _, err) = env.run(&[
+        "restore",
+        "latest",
+        "--to",
+        to.to_str().unwrap(),
+        "--include",
+        "dir",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(to.join("dir/nested/deep.bin").exists());
+    assert!(!to.join("plain.txt").exists());
+    assert!(!to.join("big.bin").exists());
+    let (code, _, err) = env.run(&[
+        "restore",
+        "latest",
+        "--to",
+        env.path("big").to_str().unwrap(),
+        "--include",
+        "big.*",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let hash = |p: &str| {
+        blake3::hash(&std::fs::read(env.path(p)).unwrap())
+            .to_hex()
+            .to_string()
+    };
+    assert_eq!(hash("big/big.bin"), hash("src/big.bin"));
+}
+
+#[test]
+fn restore_refuses_a_non_empty_target_unless_forced() {
+    let env = tree_env(1);
+    backup(&env);
+    let to = env.path("busy");
+    std::fs::create_dir_all(&to).unwrap();
+    std::fs::write(to.join("plain.txt"), b"old").unwrap();
+    let (code, _, err) = env.run(&["restore", "latest", "--to", to.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("not empty") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(to.join("plain.txt")).unwrap(), b"old");
+    let (code, _, err) = env.run(&["restore", "latest", "--to", to.to_str().unwrap(), "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fixtures::listing(&env.path("src")), fixtures::listing(&to));
+}
+
+#[test]
+fn bad_job_files_name_the_line_or_key_and_exit_2() {
+    let env = tree_env(2);
+    let good = std::fs::read_to_string(&env.job).unwrap();
+    let cases = [
+        (good.replace("[split]", "[split"), "line 7"),
+        (good.replace("replicas = 2", "replicas = 4"), "replicas = 4"),
+        (
+            good.replace("retries = 2", "retries = 2\nretrys = 3"),
+            "unknown field `retrys`",
+        ),
+        (
+            good.replace("file:nodes/c", "gopher://x"),
+            "unknown scheme \"gopher\"",
+        ),
+        (
+            good.replace("name = \"c\"", "name = \"a\""),
+            "\"a\" is used twice",
+        ),
+        (
+            good.replace("path = \"src\"", "path = \"nowhere\""),
+            "nowhere",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&env.job, &text).unwrap();
+        let (code, _, err) = env.run(&["plan"]);
+        assert_eq!(code, 2, "{want}: {err}");
+        assert!(
+            err.contains(want) && err.contains("job.toml"),
+            "want {want:?} in {err}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_snapshot_is_a_clear_error() {
+    let env = tree_env(2);
+    backup(&env);
+    let (code, _, err) = env.run(&[
+        "restore",
+        "ffff0000",
+        "--to",
+        env.path("x").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no snapshot \"ffff0000\""), "{err}");
+}
+
+#[test]
+fn init_is_idempotent_and_refuses_a_foreign_repository() {
+    let env = tree_env(2);
+    let first = env.json(&["init"], 0);
+    assert_eq!(first["created"].as_array().unwrap().len(), 3);
+    let again = env.json(&["init"], 0);
+    assert_eq!(again["existing"].as_array().unwrap().len(), 3);
+    assert_eq!(first["repository_id"], again["repository_id"]);
+    let marker = env.node_dir("c").join("config.json");
+    let text = std::fs::read_to_string(&marker).unwrap();
+    let other = text.replace(
+        first["repository_id"].as_str().unwrap(),
+        "0123456789abcdef0123456789abcdef",
+    );
+    std::fs::write(&marker, other).unwrap();
+    let (code, _, err) = env.run(&["init"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("different repositories") && err.contains(" c"),
+        "{err}"
+    );
+}

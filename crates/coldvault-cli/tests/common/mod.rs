@@ -1,0 +1,116 @@
+//! Shared set-up for the end-to-end tests: a temporary directory with a job file, its nodes and
+//! its staging, and a way to run the real `coldvault` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub job: PathBuf,
+}
+
+impl Env {
+    /// A job over `source` (type and path lines) with three file nodes a, b, c.
+    pub fn new(source: &str, split: &str, replicas: usize) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("job.toml");
+        let text = format!(
+            r#"name = "e2e"
+
+[source]
+{source}
+
+[split]
+{split}
+
+[repository]
+directory = "cold/e2e"
+replicas = {replicas}
+nodes = [
+  {{ name = "a", url = "file:nodes/a" }},
+  {{ name = "b", url = "file:nodes/b" }},
+  {{ name = "c", url = "file:nodes/c" }},
+]
+
+[run]
+parallel = 2
+staging = "staging"
+retries = 2
+retry_delay = "1ms"
+"#
+        );
+        std::fs::write(&job, text).unwrap();
+        Env { dir, job }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The job directory on node `n`.
+    pub fn node_dir(&self, n: &str) -> PathBuf {
+        self.path(&format!("nodes/{n}/cold/e2e"))
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("coldvault").unwrap();
+        c.arg(args[0]).arg(&self.job).args(&args[1..]);
+        c
+    }
+
+    /// Runs and returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs with `--json`, expecting `code`, and parses stdout.
+    pub fn json(&self, args: &[&str], code: i32) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let (c, out, err) = self.run(&a);
+        assert_eq!(c, code, "{args:?}: exit {c}\nstdout: {out}\nstderr: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// Every data file of node `n`.
+    pub fn data_files(&self, n: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.node_dir(n).join("data"), &mut out);
+        out.sort();
+        out
+    }
+
+    /// The latest manifest as JSON, read from a node's directory.
+    pub fn manifest(&self, node: &str) -> Value {
+        let mut files = Vec::new();
+        walk(&self.node_dir(node).join("snapshots"), &mut files);
+        let newest = files
+            .iter()
+            .map(|f| serde_json::from_slice::<Value>(&std::fs::read(f).unwrap()).unwrap())
+            .max_by_key(|m| m["time"].as_str().unwrap().to_owned())
+            .unwrap();
+        newest
+    }
+}
+
+pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+            out.push(p);
+        }
+    }
+}
