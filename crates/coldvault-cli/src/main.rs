@@ -4,6 +4,8 @@
 //! repair) or some tasks failed (backup, restore: then no snapshot is committed); 2 when it could
 //! not run at all (bad arguments, a bad job file, an unreachable source or node).
 
+#![warn(clippy::unwrap_used)]
+
 mod output;
 
 use std::io::IsTerminal;

@@ -22,6 +22,8 @@
 //! bytes for a part of a large file, `.dump`-style SQL in zstd for a range of a SQLite table; the
 //! manifest is JSON. See the README for restoring by hand.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod backup;
 pub mod catalog;
 pub mod engine;

@@ -185,7 +185,7 @@ pub(crate) fn hex_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
         }
     }
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return Err(format!("odd-length hex string {s:?}"));
     }
     b.chunks(2)

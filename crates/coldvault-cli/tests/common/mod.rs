@@ -114,3 +114,15 @@ pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// Asserts two listings are equal, printing only the lines that differ.
+pub fn assert_same_lines(want: &[String], got: &[String]) {
+    let only_want: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(10).collect();
+    let only_got: Vec<_> = got.iter().filter(|l| !want.contains(l)).take(10).collect();
+    assert!(
+        only_want.is_empty() && only_got.is_empty() && want.len() == got.len(),
+        "only in the original: {only_want:#?}\nonly in the restore: {only_got:#?}\n({} vs {} lines)",
+        want.len(),
+        got.len()
+    );
+}

@@ -63,6 +63,9 @@ pub(super) fn restore(
         ctx.progress.task_done();
     }
     if !schema.sequences.is_empty() {
+        // Loading rows with explicit ids already moved the counters; set them as they were.
+        conn.execute_batch("DELETE FROM sqlite_sequence")
+            .map_err(|e| err("cannot restore sqlite_sequence", e))?;
         let mut stmt = conn
             .prepare("INSERT INTO sqlite_sequence(name, seq) VALUES(?1, ?2)")
             .map_err(|e| err("cannot restore sqlite_sequence", e))?;

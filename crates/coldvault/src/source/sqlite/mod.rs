@@ -245,7 +245,7 @@ fn rowid_bounds(conn: &Connection, path: &Path, table: &str, max_rows: u64) -> R
     let mut bounds = Vec::new();
     let mut i = 0u64;
     while let Some(row) = rows.next().map_err(err)? {
-        if i > 0 && i % max_rows == 0 {
+        if i > 0 && i.is_multiple_of(max_rows) {
             bounds.push(row.get(0).map_err(err)?);
         }
         i += 1;
