@@ -52,16 +52,19 @@ impl Staging {
         let path = self.dir.join(format!("{name}.partial"));
         let file = File::create(&path)
             .map_err(|e| Error::io(format!("cannot create staged file {}", path.display()), e))?;
-        let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let mut encoder =
-            zstd::Encoder::new(hashing, level).map_err(|e| Error::io("cannot start zstd", e))?;
-        encoder
+        let mut compressor =
+            zstd::bulk::Compressor::new(level).map_err(|e| Error::io("cannot start zstd", e))?;
+        compressor
             .include_checksum(true)
             .map_err(|e| Error::io("cannot configure zstd", e))?;
         Ok(Stager {
-            encoder: Some(encoder),
+            compressor,
+            input: Vec::with_capacity(FRAME_BYTES),
+            output: Vec::with_capacity(zstd::zstd_safe::compress_bound(FRAME_BYTES)),
+            out: Some(HashingWriter::new(file)),
             path,
             raw_bytes: 0,
+            frames: 0,
         })
     }
 
@@ -176,32 +179,50 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Raw bytes per zstd frame. A data file is a sequence of independent zstd frames (which every
+/// zstd decoder reads as one stream); compressing whole, contiguous chunks lets zstd use its fast
+/// prefix path instead of the slower streaming "external dictionary" path.
+const FRAME_BYTES: usize = 4 << 20;
+
 /// The data of one task being staged: write the encoded bytes, then [`Stager::finish`].
 pub struct Stager {
-    encoder: Option<zstd::Encoder<'static, HashingWriter<BufWriter<File>>>>,
+    compressor: zstd::bulk::Compressor<'static>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    out: Option<HashingWriter<File>>,
     path: PathBuf,
     raw_bytes: u64,
+    frames: u64,
 }
 
 impl Write for Stager {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.encoder_mut()?.write(buf)?;
-        self.raw_bytes += n as u64;
-        Ok(n)
+        let take = buf.len().min(FRAME_BYTES - self.input.len());
+        self.input.extend_from_slice(&buf[..take]);
+        if self.input.len() == FRAME_BYTES {
+            self.emit_frame()?;
+        }
+        self.raw_bytes += take as u64;
+        Ok(take)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.encoder_mut()?.flush()
+        Ok(())
     }
 }
 
 impl Stager {
-    fn encoder_mut(
-        &mut self,
-    ) -> io::Result<&mut zstd::Encoder<'static, HashingWriter<BufWriter<File>>>> {
-        self.encoder
+    fn emit_frame(&mut self) -> io::Result<()> {
+        self.output.clear();
+        self.compressor
+            .compress_to_buffer(&self.input, &mut self.output)?;
+        self.out
             .as_mut()
-            .ok_or_else(|| io::Error::other("the staged file is already finished"))
+            .ok_or_else(|| io::Error::other("the staged file is already finished"))?
+            .write_all(&self.output)?;
+        self.input.clear();
+        self.frames += 1;
+        Ok(())
     }
 
     /// Bytes written so far, before compression.
@@ -209,16 +230,19 @@ impl Stager {
         self.raw_bytes
     }
 
-    /// Ends the zstd frame and returns the staged file with its size and checksum.
+    /// Compresses what is left and returns the staged file with its size and checksum.
     pub fn finish(mut self) -> Result<StagedFile> {
         let path = self.path.clone();
-        let encoder = self.encoder.take();
         let result = (|| {
-            let hashing = encoder
-                .ok_or_else(|| io::Error::other("the staged file is already finished"))?
-                .finish()?;
-            let (buf, checksum, size) = hashing.finish();
-            buf.into_inner().map_err(|e| e.into_error())?;
+            if !self.input.is_empty() || self.frames == 0 {
+                self.emit_frame()?;
+            }
+            let out = self
+                .out
+                .take()
+                .ok_or_else(|| io::Error::other("the staged file is already finished"))?;
+            let (file, checksum, size) = out.finish();
+            drop(file);
             Ok::<_, io::Error>((checksum, size))
         })();
         let (checksum, size) = result.map_err(|e| {
@@ -298,6 +322,30 @@ mod tests {
             prop_assert_eq!(staged.checksum(), want.as_str());
             prop_assert_eq!(zstd::decode_all(&stored[..]).unwrap(), all);
         }
+    }
+
+    #[test]
+    fn a_data_file_of_several_frames_reads_back_as_one_stream() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = Staging::create(tmp.path(), "t").unwrap();
+        let mut s = staging.stager("big", 1).unwrap();
+        let data: Vec<u8> = (0..FRAME_BYTES * 2 + 12345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        s.write_all(&data).unwrap();
+        let staged = s.finish().unwrap();
+        let stored = fs::read(staged.path()).unwrap();
+        assert_eq!(zstd::decode_all(&stored[..]).unwrap(), data);
+    }
+
+    #[test]
+    fn an_empty_data_file_is_a_valid_zstd_stream() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = Staging::create(tmp.path(), "t").unwrap();
+        let staged = staging.stager("empty", 3).unwrap().finish().unwrap();
+        let stored = fs::read(staged.path()).unwrap();
+        assert!(!stored.is_empty());
+        assert!(zstd::decode_all(&stored[..]).unwrap().is_empty());
     }
 
     #[test]
