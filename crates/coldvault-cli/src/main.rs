@@ -149,7 +149,7 @@ fn run(command: Command) -> Result<u8, Failure> {
     match command {
         Command::Init { job, json } => {
             let job = load(&job)?;
-            let report = Repository::open(&job).init(&job)?;
+            let report = Repository::open(&job)?.init(&job)?;
             if json {
                 print_json(&report);
             } else {
@@ -194,7 +194,7 @@ fn run(command: Command) -> Result<u8, Failure> {
         }
         Command::Snapshots { job, json } => {
             let job = load(&job)?;
-            let listing = Repository::open(&job).list();
+            let listing = Repository::open(&job)?.list();
             for w in &listing.warnings {
                 eprintln!("coldvault: warning: {w}");
             }
@@ -212,7 +212,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             json,
         } => {
             let job = load(&job)?;
-            let repo = Repository::open(&job);
+            let repo = Repository::open(&job)?;
             let (manifest, nodes) = repo.find(&snapshot)?;
             let report = verify::verify(&repo, &manifest, &nodes, read_data, job.run.parallel);
             if json {
@@ -228,7 +228,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             json,
         } => {
             let job = load(&job)?;
-            let repo = Repository::open(&job);
+            let repo = Repository::open(&job)?;
             let (manifest, nodes) = repo.find(&snapshot)?;
             let staging = Staging::create(&job.run.staging, &format!("{}-repair", job.name))?;
             let report = repair::repair(&repo, manifest, &nodes, &staging, job.run.parallel)?;

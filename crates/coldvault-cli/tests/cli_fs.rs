@@ -207,22 +207,42 @@ fn a_node_gone_for_good_is_replaced_by_repair() {
 }
 
 #[test]
-fn too_few_reachable_nodes_fails_names_them_and_commits_nothing() {
+fn too_few_reachable_nodes_is_refused_up_front_naming_them() {
     let env = tree_env(2);
     backup(&env);
     std::fs::remove_dir_all(env.path("nodes/b")).unwrap();
     std::fs::remove_dir_all(env.path("nodes/c")).unwrap();
     std::fs::write(env.path("src/new-file"), b"changed").unwrap();
     let (code, out, err) = env.run(&["backup"]);
-    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("only 1 of the 2 nodes needed"), "{err}");
     assert!(err.contains("node b") && err.contains("node c"), "{err}");
-    assert!(err.contains("no snapshot was committed"), "{err}");
+    assert!(err.contains("not reachable"), "{err}");
     let s = env.json(&["snapshots"], 0);
     assert_eq!(s["snapshots"].as_array().unwrap().len(), 1);
-    let r = env.json(&["backup"], 1);
-    assert!(r["snapshot"].is_null());
-    assert!(!r["failed_tasks"].as_array().unwrap().is_empty());
     assert_eq!(std::fs::read_dir(env.path("staging")).unwrap().count(), 0);
+}
+
+#[test]
+fn one_unreachable_node_is_skipped_when_the_others_suffice() {
+    let env = tree_env(2);
+    backup(&env);
+    std::fs::remove_dir_all(env.path("nodes/c")).unwrap();
+    let (code, out, err) = env.run(&["backup"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("warning") && err.contains("node c"), "{err}");
+    let m = env.manifest("a");
+    for t in m["tasks"].as_array().unwrap() {
+        let mut nodes: Vec<&str> = t["data"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        nodes.sort();
+        assert_eq!(nodes, ["a", "b"], "{t}");
+    }
+    restore_exact(&env, "restored");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 
 mod faulty;
 pub mod fixtures;
+mod garage;
 mod memory;
 
 pub use faulty::{Fault, FaultyTarget};
+pub use garage::Garage;
 pub use memory::MemoryTarget;

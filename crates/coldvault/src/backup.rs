@@ -52,7 +52,7 @@ pub struct BackupReport {
 
 /// Runs a backup of `job` with `parallel` tasks at once.
 pub fn backup(job: &Job, parallel: usize, progress: &Progress) -> Result<BackupReport> {
-    backup_to(job, &Repository::open(job), parallel, progress)
+    backup_to(job, &Repository::open(job)?, parallel, progress)
 }
 
 /// Runs a backup of `job` into `repo` (whose nodes may be wrapped, e.g. for fault injection).
@@ -63,7 +63,8 @@ pub fn backup_to(
     progress: &Progress,
 ) -> Result<BackupReport> {
     let time = now_rfc3339();
-    repo.prepare_backup(job)?;
+    let (repo, node_warnings) = repo.prepare_backup(job)?;
+    let repo = &repo;
     let (guard, sqlite) = match &job.source {
         Source::Sqlite { path, .. } => {
             let guard = SnapshotGuard::open(path)?;
@@ -121,7 +122,10 @@ pub fn backup_to(
     let (nodes, failures) = repo.commit(&manifest)?;
     report.snapshot = Some(manifest.id);
     report.manifest_nodes = nodes;
-    report.warnings = failures.iter().map(|e| e.to_string()).collect();
+    report.warnings = node_warnings;
+    report
+        .warnings
+        .extend(failures.iter().map(|e| e.to_string()));
     Ok(report)
 }
 

@@ -34,6 +34,7 @@ pub mod plan;
 pub mod repair;
 pub mod repo;
 pub mod restore;
+mod secrets;
 pub mod source;
 pub mod stage;
 pub mod store;

@@ -8,8 +8,8 @@ use crate::catalog::{Manifest, RepoMarker, FORMAT_VERSION};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, NodeUrl};
 use crate::store::{
-    manifest_key, Backoff, FsTarget, ObjectKey, Payload, Replicator, RetryingTarget, SharedTarget,
-    CONFIG_KEY, SNAPSHOTS_PREFIX,
+    manifest_key, Backoff, FsTarget, ObjectKey, OpenDalTarget, Payload, Replicator, RetryingTarget,
+    S3Options, SharedTarget, CONFIG_KEY, SNAPSHOTS_PREFIX,
 };
 
 /// A job's repository: its nodes, each wrapped in the retry layer.
@@ -40,23 +40,23 @@ pub struct Listing {
 }
 
 impl Repository {
-    /// Opens the job's nodes (no I/O).
-    pub fn open(job: &Job) -> Repository {
+    /// Opens the job's nodes (no I/O; S3 credentials are read from the environment or files).
+    pub fn open(job: &Job) -> Result<Repository> {
         let backoff = Backoff::new(job.run.retries, job.run.retry_delay);
         let nodes = job
             .repository
             .nodes
             .iter()
             .map(|n| {
-                let inner: SharedTarget = match &n.url {
-                    NodeUrl::File { path } => {
-                        Arc::new(FsTarget::new(&n.name, path, &job.repository.directory))
-                    }
-                };
-                Arc::new(RetryingTarget::new(inner, backoff)) as SharedTarget
+                let inner = open_node(job, n)?;
+                Ok(Arc::new(RetryingTarget::new(inner, backoff)) as SharedTarget)
             })
-            .collect();
-        Repository::with_nodes(&job.name, nodes, job.repository.replicas)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Repository::with_nodes(
+            &job.name,
+            nodes,
+            job.repository.replicas,
+        ))
     }
 
     /// A repository over given targets (tests use memory and faulty targets).
@@ -86,22 +86,75 @@ impl Repository {
         self.ensure_marker(true)
     }
 
-    /// Readies the repository for a backup. A repository that no node knows yet is created as
-    /// `init` would (so the first backup needs no `init`); in an existing one, a node whose root is
-    /// missing stays missing (an unmounted disk) and the backup places its copies elsewhere.
-    pub fn prepare_backup(&self, job: &Job) -> Result<()> {
+    /// Readies the repository for a backup and returns the repository of the nodes that answer,
+    /// with a warning for each node that does not. Every node is checked first (concurrently); a
+    /// repository that no reachable node knows yet is created as `init` would, so the first
+    /// backup needs no `init`. When fewer nodes answer than `replicas` needs, the backup cannot
+    /// run, and the error names each node and its cause.
+    pub fn prepare_backup(&self, job: &Job) -> Result<(Repository, Vec<String>)> {
+        let (mut usable, mut failed) = self.preflight(self.nodes());
         let key = ObjectKey::new(CONFIG_KEY);
-        let known = self
-            .nodes()
-            .iter()
-            .any(|n| matches!(n.stat(&key), Ok(Some(_))));
+        let known = usable.iter().any(|n| matches!(n.stat(&key), Ok(Some(_))));
         if !known {
-            for n in &job.repository.nodes {
-                // A node that cannot be created now is reported by the stores that need it.
-                let _ = create_node_root(job, n);
+            let retry: Vec<SharedTarget> = failed
+                .iter()
+                .filter_map(|(n, _)| {
+                    let spec = job.repository.nodes.iter().find(|s| s.name == n.name())?;
+                    match spec.url {
+                        NodeUrl::File { .. } => create_node_root(job, spec).ok().map(|_| n.clone()),
+                        NodeUrl::S3 { .. } => None,
+                    }
+                })
+                .collect();
+            if !retry.is_empty() {
+                failed.retain(|(n, _)| !retry.iter().any(|r| r.name() == n.name()));
+                let (ok, still) = self.preflight(&retry);
+                usable.extend(ok);
+                failed.extend(still);
             }
         }
-        self.ensure_marker(false).map(|_| ())
+        let warnings: Vec<String> = failed.iter().map(|(_, e)| e.to_string()).collect();
+        if usable.len() < self.replicator.replicas() {
+            return Err(Error::target(format!(
+                "only {} of the {} nodes needed for {} copies answer: {}",
+                usable.len(),
+                self.replicator.replicas(),
+                self.replicator.replicas(),
+                warnings.join("; ")
+            )));
+        }
+        let usable_names: Vec<String> = usable.iter().map(|n| n.name().to_owned()).collect();
+        let repo = Repository::with_nodes(
+            &self.job,
+            self.nodes()
+                .iter()
+                .filter(|n| usable_names.iter().any(|u| u == n.name()))
+                .cloned()
+                .collect(),
+            self.replicator.replicas(),
+        );
+        repo.ensure_marker(false)?;
+        Ok((repo, warnings))
+    }
+
+    /// Lists every node's snapshots concurrently: the nodes that answer, and those that do not.
+    fn preflight(&self, nodes: &[SharedTarget]) -> (Vec<SharedTarget>, Vec<(SharedTarget, Error)>) {
+        let results: Vec<(SharedTarget, Result<Vec<ObjectKey>>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = nodes
+                .iter()
+                .map(|n| s.spawn(move || (n.clone(), n.list(SNAPSHOTS_PREFIX))))
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for (n, r) in results {
+            match r {
+                Ok(_) => ok.push(n),
+                Err(e) => failed.push((n, e)),
+            }
+        }
+        (ok, failed)
     }
 
     /// Writes the marker where it is missing; with `strict`, a node that cannot be read is an error,
@@ -304,7 +357,44 @@ fn create_node_root(job: &Job, node: &crate::job::NodeSpec) -> Result<()> {
         NodeUrl::File { path } => {
             FsTarget::new(&node.name, path, &job.repository.directory).create_root()
         }
+        // A bucket is created by its administrator, not by a backup tool.
+        NodeUrl::S3 { .. } => Ok(()),
     }
+}
+
+/// Opens one node's target.
+fn open_node(job: &Job, n: &crate::job::NodeSpec) -> Result<SharedTarget> {
+    Ok(match &n.url {
+        NodeUrl::File { path } => Arc::new(FsTarget::new(&n.name, path, &job.repository.directory)),
+        NodeUrl::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            virtual_host,
+        } => {
+            let (access_key_id, secret_access_key) = crate::secrets::s3_credentials(n)?;
+            let root = [prefix.as_str(), job.repository.directory.as_str()]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            Arc::new(OpenDalTarget::s3(
+                &n.name,
+                S3Options {
+                    bucket: bucket.clone(),
+                    root,
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    virtual_host: *virtual_host,
+                    access_key_id,
+                    secret_access_key,
+                    ambient: n.credentials.ambient,
+                },
+            )?)
+        }
+    })
 }
 
 /// Reads a small object (a marker, a manifest) into memory.

@@ -61,6 +61,13 @@ retry_delay = "1ms"
         c
     }
 
+    /// The same command as a std `Command`, to spawn it and act while it runs.
+    pub fn spawnable(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("coldvault"));
+        c.arg(args[0]).arg(&self.job).args(&args[1..]);
+        c
+    }
+
     /// Runs and returns (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out = self.cmd(args).output().unwrap();

@@ -67,6 +67,11 @@ pub(crate) struct RepositoryConfig {
 pub(crate) struct NodeConfig {
     pub name: String,
     pub url: String,
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub access_key_id_file: Option<String>,
+    pub secret_access_key_file: Option<String>,
+    pub ambient_credentials: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -85,9 +85,11 @@ pub struct NodeSpec {
     pub name: String,
     /// Where it is.
     pub url: NodeUrl,
+    /// For S3 nodes: where the credentials come from.
+    pub credentials: CredentialSource,
 }
 
-/// Where a node is. One variant per kind of storage; `s3://` joins when remote nodes land.
+/// Where a node is. One variant per kind of storage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "scheme", rename_all = "lowercase")]
 pub enum NodeUrl {
@@ -96,6 +98,35 @@ pub enum NodeUrl {
         /// The node's root directory.
         path: PathBuf,
     },
+    /// An S3-compatible bucket: `s3://bucket/prefix?endpoint=http://host:port&region=…`.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// A key prefix inside the bucket (may be empty).
+        prefix: String,
+        /// The endpoint; AWS's when absent.
+        endpoint: Option<String>,
+        /// The signing region (Garage checks it: "garage" by default there).
+        region: String,
+        /// Virtual-hosted-style addressing instead of path style.
+        virtual_host: bool,
+    },
+}
+
+/// Where a node's S3 credentials come from. Only names of variables and files: the secrets
+/// themselves are read when the node is opened and never kept in the job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CredentialSource {
+    /// Variable holding the access key id (default: `AWS_ACCESS_KEY_ID`).
+    pub access_key_id_env: Option<String>,
+    /// Variable holding the secret key (default: `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key_env: Option<String>,
+    /// File holding the access key id.
+    pub access_key_id_file: Option<PathBuf>,
+    /// File holding the secret key.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Let the S3 client also look in ~/.aws and the instance metadata service.
+    pub ambient: bool,
 }
 
 impl NodeUrl {
@@ -123,11 +154,52 @@ impl NodeUrl {
                 }
                 Ok(NodeUrl::File { path })
             }
+            "s3" => parse_s3(url, rest),
             other => Err(Error::config(format!(
-                "node URL {url:?} has an unknown scheme {other:?} (supported: file)"
+                "node URL {url:?} has an unknown scheme {other:?} (supported: file, s3)"
             ))),
         }
     }
+}
+
+fn parse_s3(url: &str, rest: &str) -> Result<NodeUrl> {
+    let bad = |why: &str| Error::config(format!("node URL {url:?}: {why}"));
+    let rest = rest
+        .strip_prefix("//")
+        .ok_or_else(|| bad("expected s3://bucket/prefix?endpoint=…&region=…"))?;
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    if bucket.is_empty() {
+        return Err(bad("no bucket"));
+    }
+    let mut endpoint = None;
+    let mut region = None;
+    let mut virtual_host = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "endpoint" => {
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(bad("endpoint must start with http:// or https://"));
+                }
+                endpoint = Some(v.to_owned());
+            }
+            "region" => region = Some(v.to_owned()),
+            "virtual_host" => virtual_host = v == "true",
+            other => {
+                return Err(bad(&format!(
+                    "unknown parameter {other:?} (endpoint, region, virtual_host)"
+                )))
+            }
+        }
+    }
+    Ok(NodeUrl::S3 {
+        bucket: bucket.to_owned(),
+        prefix: prefix.trim_matches('/').to_owned(),
+        endpoint,
+        region: region.unwrap_or_else(|| "us-east-1".to_owned()),
+        virtual_host,
+    })
 }
 
 /// How to run a job.
@@ -292,7 +364,24 @@ fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<Rep
                 m.name, n.name
             )));
         }
-        nodes.push(NodeSpec { name: n.name, url });
+        let credentials = CredentialSource {
+            access_key_id_env: n.access_key_id_env,
+            secret_access_key_env: n.secret_access_key_env,
+            access_key_id_file: n.access_key_id_file.map(|f| base.join(f)),
+            secret_access_key_file: n.secret_access_key_file.map(|f| base.join(f)),
+            ambient: n.ambient_credentials.unwrap_or(false),
+        };
+        if matches!(url, NodeUrl::File { .. }) && credentials != CredentialSource::default() {
+            return Err(Error::config(format!(
+                "[repository] nodes: node {:?}: credentials are only for s3:// nodes",
+                n.name
+            )));
+        }
+        nodes.push(NodeSpec {
+            name: n.name,
+            url,
+            credentials,
+        });
     }
     let replicas = raw.replicas.unwrap_or(nodes.len().min(2) as i64);
     if replicas < 1 || replicas > nodes.len() as i64 {

@@ -126,6 +126,47 @@ fn unknown_url_scheme_is_rejected() {
 }
 
 #[test]
+fn s3_node_urls_parse() {
+    let text = GOOD.replace(
+        "file:///tmp/n2",
+        "s3://coldvault/backups/x?endpoint=http://127.0.0.1:3900&region=garage",
+    );
+    let job = parse(&text).unwrap();
+    assert_eq!(
+        job.repository.nodes[1].url,
+        NodeUrl::S3 {
+            bucket: "coldvault".into(),
+            prefix: "backups/x".into(),
+            endpoint: Some("http://127.0.0.1:3900".into()),
+            region: "garage".into(),
+            virtual_host: false,
+        }
+    );
+    let e = err(&GOOD.replace("file:///tmp/n2", "s3://b?endpoint=ftp://x"));
+    assert!(e.contains("http://"), "{e}");
+    let e = err(&GOOD.replace("file:///tmp/n2", "s3://b?colour=red"));
+    assert!(e.contains("unknown parameter \"colour\""), "{e}");
+    let e = err(&GOOD.replace("file:///tmp/n2", "s3:///prefix"));
+    assert!(e.contains("no bucket"), "{e}");
+}
+
+#[test]
+fn credentials_are_only_for_s3_nodes_and_never_serialised() {
+    let e = err(&GOOD.replace(
+        "url = \"file:n1\"",
+        "url = \"file:n1\", secret_access_key_env = \"X\"",
+    ));
+    assert!(e.contains("only for s3:// nodes"), "{e}");
+    let text = GOOD.replace(
+        "{ name = \"disk2\", url = \"file:///tmp/n2\" }",
+        "{ name = \"disk2\", url = \"s3://b?endpoint=http://h:1\", secret_access_key_env = \"MY_SECRET\" }",
+    );
+    let job = parse(&text).unwrap();
+    let json = serde_json::to_string(&job).unwrap();
+    assert!(json.contains("MY_SECRET"), "the variable's name is kept");
+}
+
+#[test]
 fn missing_source_path_is_named() {
     let e = err(&GOOD.replace("path = \".\"", "path = \"does/not/exist\""));
     assert!(

@@ -59,7 +59,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreReport> {
-    restore_from(job, &Repository::open(job), spec, target, opts, progress)
+    restore_from(job, &Repository::open(job)?, spec, target, opts, progress)
 }
 
 /// Restores snapshot `spec` of `job` from `repo` (whose nodes may be wrapped) into `target`.

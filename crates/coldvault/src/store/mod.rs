@@ -7,6 +7,7 @@
 //! Replicator      per data file: pick nodes, write to each, succeed at `replicas` copies
 //!  RetryingTarget whole-object re-put from the payload; only temporary errors; backoff + jitter
 //!   FsTarget      a local directory (temporary name, fsync, rename, fsync the directory)
+//!   OpenDalTarget an S3-compatible bucket through OpenDAL (multipart upload, ranged reads)
 //! ```
 //!
 //! Invariants: an object is never visible under its final key before it is complete; putting an
@@ -14,6 +15,7 @@
 
 mod fs;
 mod layout;
+mod opendal;
 mod replicate;
 mod retry;
 
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 
+pub use self::opendal::{OpenDalTarget, S3Options};
 pub use fs::FsTarget;
 pub use layout::{data_key, manifest_key, CONFIG_KEY, DATA_PREFIX, SNAPSHOTS_PREFIX};
 pub use replicate::{rendezvous_order, Receipt, Replicator};

@@ -1,0 +1,82 @@
+//! The Garage cluster that `scripts/test` starts: where it is, how to stop and start its nodes.
+//! A test that needs it fails (never skips) when it is not running.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The running cluster, as written by `scripts/garage start` into `$COLDVAULT_GARAGE_DIR/env`.
+#[derive(Debug, Clone)]
+pub struct Garage {
+    /// The cluster's directory.
+    pub dir: PathBuf,
+    vars: HashMap<String, String>,
+}
+
+impl Garage {
+    /// The cluster started by `scripts/test`; panics with the reason when there is none.
+    pub fn from_env() -> Garage {
+        let dir = std::env::var("COLDVAULT_GARAGE_DIR").unwrap_or_else(|_| {
+            panic!(
+                "COLDVAULT_GARAGE_DIR is not set: these tests need the Garage cluster that \
+                 scripts/test starts (scripts/garage start DIR)"
+            )
+        });
+        let dir = PathBuf::from(dir);
+        let text = std::fs::read_to_string(dir.join("env"))
+            .unwrap_or_else(|e| panic!("no Garage cluster in {}: {e}", dir.display()));
+        let vars = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Garage { dir, vars }
+    }
+
+    /// A value from the env file (`GARAGE_ENDPOINT`, `GARAGE_ACCESS_KEY_ID`, ...).
+    pub fn var(&self, key: &str) -> String {
+        self.vars
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{key} is missing from the Garage env file"))
+    }
+
+    /// The S3 endpoint of node 1.
+    pub fn endpoint(&self) -> String {
+        self.var("GARAGE_ENDPOINT")
+    }
+
+    /// A node URL for a fresh prefix of the test bucket.
+    pub fn url(&self, prefix: &str) -> String {
+        format!(
+            "s3://{}/{prefix}?endpoint={}&region={}",
+            self.var("GARAGE_BUCKET"),
+            self.endpoint(),
+            self.var("GARAGE_REGION")
+        )
+    }
+
+    fn script(&self, args: &[&str]) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/garage");
+        let st = Command::new(script)
+            .args(args)
+            .status()
+            .expect("run scripts/garage");
+        assert!(st.success(), "scripts/garage {args:?} failed");
+    }
+
+    /// Stops node `i` (1..3).
+    pub fn stop_node(&self, i: u32) {
+        self.script(&["stop-node", self.dir.to_str().unwrap(), &i.to_string()]);
+    }
+
+    /// Starts node `i` again.
+    pub fn start_node(&self, i: u32) {
+        self.script(&["start-node", self.dir.to_str().unwrap(), &i.to_string()]);
+    }
+
+    /// Waits until the cluster answers as healthy.
+    pub fn wait_healthy(&self) {
+        self.script(&["wait", self.dir.to_str().unwrap()]);
+    }
+}

@@ -1,0 +1,293 @@
+//! `OpenDalTarget`: a node that is an S3-compatible bucket (Garage, MinIO, Ceph RGW, AWS S3),
+//! through Apache OpenDAL.
+//!
+//! Sync at the seam, async inside: every call runs on one shared, private Tokio runtime. Stock
+//! layers, in this order: a timeout per attempt (and per I/O step), then OpenDAL's own retry of
+//! temporary errors for single requests; our [`super::RetryingTarget`] outside re-puts whole files.
+//! Large payloads go up as multipart uploads streamed from the staged file (8 MiB parts, two at a
+//! time), reads come down in 8 MiB ranges: memory is bounded per transfer, never by object size.
+//! An upload only becomes visible when it completes, so a put is atomic.
+
+use std::io::{self, Read};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{services, Operator};
+
+use super::{ObjectKey, Payload, Target};
+use crate::error::{Error, ErrorKind, Result, Status};
+
+const PART_BYTES: usize = 8 << 20;
+
+/// The runtime shared by every S3 node of the process.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("coldvault-io")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::target(format!("cannot start the I/O runtime: {e}")))
+}
+
+/// What is needed to open an S3 node. `Debug` never shows the secret.
+pub struct S3Options {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix inside the bucket (the job's directory is appended to it).
+    pub root: String,
+    /// The endpoint, AWS's when `None`.
+    pub endpoint: Option<String>,
+    /// The signing region.
+    pub region: String,
+    /// Virtual-hosted-style addressing.
+    pub virtual_host: bool,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret key.
+    pub secret_access_key: String,
+    /// Let the client also read ~/.aws and the instance metadata service.
+    pub ambient: bool,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("bucket", &self.bucket)
+            .field("root", &self.root)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A node backed by an OpenDAL operator.
+#[derive(Debug)]
+pub struct OpenDalTarget {
+    name: String,
+    /// Where, for messages: endpoint and bucket (never a secret).
+    place: String,
+    op: Operator,
+}
+
+impl OpenDalTarget {
+    /// Opens an S3 node called `name`.
+    pub fn s3(name: &str, o: S3Options) -> Result<Self> {
+        let mut b = services::S3::default()
+            .bucket(&o.bucket)
+            .root(&format!("/{}", o.root.trim_matches('/')))
+            .region(&o.region)
+            .access_key_id(&o.access_key_id)
+            .secret_access_key(&o.secret_access_key);
+        if let Some(e) = &o.endpoint {
+            b = b.endpoint(e);
+        }
+        if o.virtual_host {
+            b = b.enable_virtual_host_style();
+        }
+        if !o.ambient {
+            b = b.disable_config_load().disable_ec2_metadata();
+        }
+        let place = format!(
+            "{}/{}",
+            o.endpoint.as_deref().unwrap_or("https://s3.amazonaws.com"),
+            o.bucket
+        );
+        let op = Operator::new(b)
+            .map_err(|e| map_err(e, "cannot configure", &place, name))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(60))
+                    .with_io_timeout(Duration::from_secs(30)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(2)
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_jitter(),
+            );
+        Ok(OpenDalTarget {
+            name: name.to_owned(),
+            place,
+            op,
+        })
+    }
+
+    fn err(&self, e: opendal::Error, what: &str) -> Error {
+        map_err(e, what, &self.place, &self.name)
+    }
+
+    async fn upload(&self, key: &str, payload: Payload<'_>) -> opendal::Result<()> {
+        match payload {
+            Payload::Bytes(b) => self.op.write(key, b.to_vec()).await.map(|_| ()),
+            Payload::File(path) => {
+                let mut file = std::fs::File::open(path).map_err(io_to_opendal)?;
+                let mut w = self
+                    .op
+                    .writer_with(key)
+                    .chunk(PART_BYTES)
+                    .concurrent(2)
+                    .await?;
+                loop {
+                    let mut buf = vec![0u8; PART_BYTES];
+                    let n = read_full(&mut file, &mut buf).map_err(io_to_opendal)?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.truncate(n);
+                    w.write(buf).await?;
+                }
+                w.close().await.map(|_| ())
+            }
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn io_to_opendal(e: io::Error) -> opendal::Error {
+    opendal::Error::new(
+        opendal::ErrorKind::Unexpected,
+        "cannot read the staged file",
+    )
+    .set_source(e)
+}
+
+/// Maps an OpenDAL error to ours, keeping not-found and temporary.
+fn map_err(e: opendal::Error, what: &str, place: &str, node: &str) -> Error {
+    let kind = match e.kind() {
+        opendal::ErrorKind::NotFound => ErrorKind::NotFound,
+        opendal::ErrorKind::ConfigInvalid => ErrorKind::Config,
+        _ => ErrorKind::Target,
+    };
+    let status = if e.is_temporary() {
+        Status::Temporary
+    } else {
+        Status::Permanent
+    };
+    let hint = match e.kind() {
+        opendal::ErrorKind::PermissionDenied => " (access denied: check the node's credentials)",
+        _ => "",
+    };
+    Error::new(kind, format!("{what} on {place}{hint}"))
+        .with_status(status)
+        .with_context("node", node)
+        .with_source(e)
+}
+
+impl Target for OpenDalTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put(&self, key: &ObjectKey, payload: Payload<'_>) -> Result<()> {
+        runtime()?
+            .block_on(self.upload(key.as_str(), payload))
+            .map_err(|e| self.err(e, &format!("cannot store {key}")))
+    }
+
+    fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
+        let size = self.stat(key)?.ok_or_else(|| {
+            Error::not_found(format!("no object {key} on {}", self.place))
+                .with_context("node", &self.name)
+        })?;
+        Ok(Box::new(RangeReader {
+            op: self.op.clone(),
+            key: key.as_str().to_owned(),
+            size,
+            pos: 0,
+            buf: Vec::new(),
+            at: 0,
+        }))
+    }
+
+    fn stat(&self, key: &ObjectKey) -> Result<Option<u64>> {
+        match runtime()?.block_on(self.op.stat(key.as_str())) {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(e, &format!("cannot stat {key}"))),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
+        let entries = runtime()?
+            .block_on(async { self.op.list_with(prefix).recursive(true).await })
+            .map_err(|e| self.err(e, &format!("cannot list {prefix}")))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().mode().is_file())
+            .map(|e| ObjectKey::new(e.path().trim_start_matches('/').to_owned()))
+            .collect())
+    }
+
+    fn delete(&self, key: &ObjectKey) -> Result<()> {
+        match runtime()?.block_on(self.op.delete(key.as_str())) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(e, &format!("cannot delete {key}"))),
+        }
+    }
+}
+
+/// Reads an object in ranges of `PART_BYTES`, one request at a time.
+struct RangeReader {
+    op: Operator,
+    key: String,
+    size: u64,
+    pos: u64,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.buf.len() {
+            if self.pos >= self.size {
+                return Ok(0);
+            }
+            let end = (self.pos + PART_BYTES as u64).min(self.size);
+            let rt = runtime().map_err(io::Error::other)?;
+            let data = rt
+                .block_on(async { self.op.read_with(&self.key).range(self.pos..end).await })
+                .map_err(|e| {
+                    let kind = if e.is_temporary() {
+                        io::ErrorKind::TimedOut
+                    } else {
+                        io::ErrorKind::Other
+                    };
+                    io::Error::new(kind, e)
+                })?;
+            self.buf = data.to_vec();
+            self.at = 0;
+            if self.buf.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} ended early at byte {}", self.key, self.pos),
+                ));
+            }
+            self.pos += self.buf.len() as u64;
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
