@@ -248,3 +248,24 @@ fn garage_s3_target_conforms() {
     assert_eq!(t.stat(&k).unwrap(), Some(big.len() as u64));
     assert!(read_all(&t, k.as_str()) == big, "multipart round trip");
 }
+
+#[test]
+fn a_node_that_gave_up_is_not_tried_again_in_the_same_run() {
+    let nodes: Vec<_> = ["a", "b", "c"].iter().map(|n| faulty(n, vec![])).collect();
+    nodes[0]
+        .1
+        .set_faults(vec![Fault::FailAllPuts(Status::Temporary)]);
+    let targets: Vec<SharedTarget> = nodes.iter().map(|(_, f)| retrying(f.clone())).collect();
+    let rep = Replicator::new(targets, 2);
+    let mut tried_a = 0;
+    for i in 0..20 {
+        let key = ObjectKey::new(format!("data/aa/k{i}"));
+        let r = rep.put(&key, Payload::Bytes(b"x"), 1, "s").unwrap();
+        assert!(!r.nodes.contains(&"a".to_string()));
+        tried_a = nodes[0].1.puts();
+    }
+    assert_eq!(
+        tried_a, 4,
+        "node a cost its retries once (1 + 3), then was left out"
+    );
+}

@@ -4,8 +4,11 @@
 //! the same key prefers the same nodes on every run and adding a node moves only its share. Copies
 //! already present (same key, same size) count and are not written again. The top-ranked missing
 //! nodes are written concurrently; a node that fails (after its own retries) is replaced by the next
-//! in rank. The answer is a [`Receipt`] naming the nodes that hold the file, or an error naming every
+//! in rank, and is not tried again for the rest of the run (one node that stays down costs its
+//! retries once, not once per data file). The answer is a [`Receipt`] naming the nodes that hold the file, or an error naming every
 //! node that failed and why.
+
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +33,9 @@ pub struct Receipt {
 pub struct Replicator {
     nodes: Vec<SharedTarget>,
     replicas: usize,
+    /// Nodes that kept failing earlier in this run, with the last cause: later data files go
+    /// elsewhere at once instead of waiting through the same retries again.
+    down: Arc<Mutex<Vec<(usize, String)>>>,
 }
 
 /// Node indexes ranked for `key`, best first.
@@ -52,7 +58,11 @@ pub fn rendezvous_order(names: &[&str], key: &str) -> Vec<usize> {
 impl Replicator {
     /// A replicator over `nodes` (each already wrapped in its retry layer).
     pub fn new(nodes: Vec<SharedTarget>, replicas: usize) -> Self {
-        Replicator { nodes, replicas }
+        Replicator {
+            nodes,
+            replicas,
+            down: Arc::default(),
+        }
     }
 
     /// The nodes.
@@ -85,16 +95,26 @@ impl Replicator {
         checksum: &str,
     ) -> Result<Receipt> {
         let order = self.order(key);
+        let down: Vec<(usize, String)> = self.down.lock().map(|d| d.clone()).unwrap_or_default();
+        let is_down = |i: usize| down.iter().any(|(d, _)| *d == i);
         let mut stored: Vec<usize> = order
             .iter()
             .copied()
+            .filter(|&i| !is_down(i))
             .filter(|&i| matches!(self.nodes[i].stat(key), Ok(Some(s)) if s == size))
             .collect();
-        let mut failures: Vec<(usize, Error)> = Vec::new();
+        let mut failures: Vec<(usize, Error)> = down
+            .iter()
+            .map(|(i, cause)| {
+                let e = Error::target(format!("gave up on this node earlier in this run: {cause}"))
+                    .with_status(Status::Persistent);
+                (*i, e)
+            })
+            .collect();
         let rest: Vec<usize> = order
             .iter()
             .copied()
-            .filter(|i| !stored.contains(i))
+            .filter(|&i| !stored.contains(&i) && !is_down(i))
             .collect();
         let mut candidates = rest.into_iter();
         while stored.len() < self.replicas {
@@ -109,7 +129,14 @@ impl Replicator {
             for (i, r) in batch.into_iter().zip(results) {
                 match r {
                     Ok(()) => stored.push(i),
-                    Err(e) => failures.push((i, e)),
+                    Err(e) => {
+                        if let Ok(mut d) = self.down.lock() {
+                            if !d.iter().any(|(x, _)| *x == i) {
+                                d.push((i, e.to_string()));
+                            }
+                        }
+                        failures.push((i, e))
+                    }
                 }
             }
         }
