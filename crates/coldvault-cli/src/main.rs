@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use coldvault::job::EngineKind;
 use coldvault::{backup, repair, restore, stage::Staging, verify, ErrorKind, Job, Plan, Progress};
 use coldvault::{Repository, RestoreOptions};
 
@@ -54,6 +55,8 @@ enum Command {
         /// Tasks at once (default: the job's [run] parallel, else the number of cores)
         #[arg(long)]
         parallel: Option<usize>,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// Print one JSON document
         #[arg(long)]
         json: bool,
@@ -109,10 +112,45 @@ enum Command {
         /// Restore into a non-empty directory, or replace an existing database file
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// Print one JSON document
         #[arg(long)]
         json: bool,
     },
+    /// Run work requests read as JSON lines on stdin, one JSON reply per line (engines use it)
+    Worker,
+}
+
+#[derive(clap::Args)]
+struct EngineArgs {
+    /// Where the tasks run (default: the job's [run] engine, else local)
+    #[arg(long, value_parser = ["local", "spark"])]
+    engine: Option<String>,
+    /// The Spark master: spark://host:port, yarn, k8s://..., local-cluster[N,C,M]
+    #[arg(long)]
+    spark_master: Option<String>,
+}
+
+impl EngineArgs {
+    /// Applies the flags to the job's run settings.
+    fn apply(&self, job: &mut Job) -> Result<(), Failure> {
+        if let Some(m) = &self.spark_master {
+            job.run.spark.master = Some(m.clone());
+        }
+        match self.engine.as_deref() {
+            Some("spark") => job.run.engine = EngineKind::Spark,
+            Some(_) => job.run.engine = EngineKind::Local,
+            None => {}
+        }
+        if job.run.engine == EngineKind::Spark && job.run.spark.master.is_none() {
+            return Err(anyhow::anyhow!(
+                "--engine spark needs --spark-master or [run.spark] master in the job"
+            )
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// An error with the exit code it ends the command with.
@@ -147,6 +185,7 @@ fn load(path: &std::path::Path) -> Result<Job, Failure> {
 
 fn run(command: Command) -> Result<u8, Failure> {
     match command {
+        Command::Worker => worker(),
         Command::Init { job, json } => {
             let job = load(&job)?;
             let report = Repository::open(&job)?.init(&job)?;
@@ -176,9 +215,11 @@ fn run(command: Command) -> Result<u8, Failure> {
         Command::Backup {
             job,
             parallel,
+            engine,
             json,
         } => {
-            let job = load(&job)?;
+            let mut job = load(&job)?;
+            engine.apply(&mut job)?;
             let parallel = parallel.unwrap_or(job.run.parallel).max(1);
             let started = std::time::Instant::now();
             let show = !json && std::io::stdout().is_terminal();
@@ -266,9 +307,11 @@ fn run(command: Command) -> Result<u8, Failure> {
             include,
             parallel,
             force,
+            engine,
             json,
         } => {
-            let job = load(&job)?;
+            let mut job = load(&job)?;
+            engine.apply(&mut job)?;
             let opts = RestoreOptions {
                 include,
                 parallel: parallel.unwrap_or(job.run.parallel).max(1),
@@ -308,6 +351,25 @@ fn run(command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// `coldvault worker`: one reply line per request line; exit 2 on a malformed request.
+fn worker() -> Result<u8, Failure> {
+    use std::io::{BufRead, Write};
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let request = coldvault::engine::protocol::parse_request(&line)?;
+        let reply = coldvault::engine::protocol::handle(request);
+        serde_json::to_writer(&mut out, &reply)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+    }
+    Ok(0)
 }
 
 fn list_or_none(v: &[String]) -> String {

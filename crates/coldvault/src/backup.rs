@@ -7,9 +7,11 @@
 use serde::Serialize;
 
 use crate::catalog::{now_rfc3339, Manifest, SnapshotId, SourceInfo, FORMAT_VERSION};
+use crate::engine::protocol::{WorkReply, WorkRequest};
+use crate::engine::spark::SparkEngine;
 use crate::engine::{local::map_parallel, Progress};
 use crate::error::Result;
-use crate::job::{Job, Source};
+use crate::job::{EngineKind, Job, Source};
 use crate::plan::Plan;
 use crate::repo::Repository;
 use crate::source::sqlite::SnapshotGuard;
@@ -76,9 +78,12 @@ pub fn backup_to(
     let plan = Plan::new(job)?;
     progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
     let staging = Staging::create(&job.run.staging, &job.name)?;
-    let reports = map_parallel(&plan.tasks, parallel, |task| {
-        run_task(job, repo, &staging, task, progress)
-    });
+    let reports = match job.run.engine {
+        EngineKind::Local => map_parallel(&plan.tasks, parallel, |task| {
+            run_task(job, repo, &staging, task, progress)
+        }),
+        EngineKind::Spark => run_on_spark(job, &plan, &staging, progress)?,
+    };
     drop(staging);
     drop(guard);
     let mut entries = Vec::with_capacity(reports.len());
@@ -127,6 +132,41 @@ pub fn backup_to(
         .warnings
         .extend(failures.iter().map(|e| e.to_string()));
     Ok(report)
+}
+
+/// Runs the plan's tasks on the Spark cluster named in the job.
+fn run_on_spark(
+    job: &Job,
+    plan: &Plan,
+    staging: &Staging,
+    progress: &Progress,
+) -> Result<Vec<crate::task::TaskReport>> {
+    let master = job.run.spark.master.as_deref().ok_or_else(|| {
+        crate::Error::config(
+            "the spark engine needs a master: [run.spark] master or --spark-master",
+        )
+    })?;
+    let requests: Vec<WorkRequest> = plan
+        .tasks
+        .iter()
+        .map(|t| WorkRequest::Backup {
+            job: job.clone(),
+            task: t.clone(),
+        })
+        .collect();
+    let replies = SparkEngine::new(job, master).run(&requests, staging.dir())?;
+    replies
+        .into_iter()
+        .map(|r| match r {
+            WorkReply::Backup { report } => {
+                progress.task_done();
+                Ok(report)
+            }
+            WorkReply::RestoreFiles { .. } => Err(crate::Error::integrity(
+                "spark engine: a restore reply to a backup request",
+            )),
+        })
+        .collect()
 }
 
 fn source_info(job: &Job) -> SourceInfo {

@@ -1,7 +1,11 @@
 //! Engines: run the tasks of a plan. `local` is a bounded pool of worker threads on this machine;
-//! every engine calls the same [`crate::task::run_task`] for each task.
+//! `spark` hands the tasks to the executors of a Spark cluster, which run them with
+//! `coldvault worker`. Both end in the same [`crate::task::run_task`] for each task; they differ
+//! only in transport.
 
 pub mod local;
+pub mod protocol;
+pub mod spark;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -82,4 +82,15 @@ pub(crate) struct RunConfig {
     pub retries: Option<i64>,
     pub retry_delay: Option<String>,
     pub zstd_level: Option<i32>,
+    pub engine: Option<String>,
+    pub spark: Option<SparkConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SparkConfig {
+    pub master: Option<String>,
+    pub submit: Option<String>,
+    pub binary: Option<String>,
+    pub conf: Option<std::collections::BTreeMap<String, String>>,
 }

@@ -10,13 +10,13 @@ mod config;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use config::{JobConfig, SizeConfig, SourceConfig};
 
 /// A validated backup job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     /// Snapshots are grouped by this name.
     pub name: String,
@@ -31,7 +31,7 @@ pub struct Job {
 }
 
 /// What to back up.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Source {
     /// A file tree.
@@ -59,7 +59,7 @@ impl Source {
 }
 
 /// How a job splits into map tasks.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Split {
     /// About this many bytes of a file tree per task; larger files are split into parts of this size.
     pub target_bytes: u64,
@@ -68,7 +68,7 @@ pub struct Split {
 }
 
 /// The repository: a directory on each of several nodes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Repository {
     /// The job's cold-backup directory on every node.
     pub directory: String,
@@ -79,7 +79,7 @@ pub struct Repository {
 }
 
 /// One storage node as declared in the job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeSpec {
     /// Unique name, used in receipts and messages.
     pub name: String,
@@ -90,7 +90,7 @@ pub struct NodeSpec {
 }
 
 /// Where a node is. One variant per kind of storage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "scheme", rename_all = "lowercase")]
 pub enum NodeUrl {
     /// A local directory (`file:///abs/path`, or `file:rel/path` from the job file's directory).
@@ -115,7 +115,7 @@ pub enum NodeUrl {
 
 /// Where a node's S3 credentials come from. Only names of variables and files: the secrets
 /// themselves are read when the node is opened and never kept in the job.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialSource {
     /// Variable holding the access key id (default: `AWS_ACCESS_KEY_ID`).
     pub access_key_id_env: Option<String>,
@@ -203,7 +203,7 @@ fn parse_s3(url: &str, rest: &str) -> Result<NodeUrl> {
 }
 
 /// How to run a job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     /// Tasks running at once.
     pub parallel: usize,
@@ -216,14 +216,51 @@ pub struct Run {
     pub retry_delay: Duration,
     /// zstd compression level of data files.
     pub zstd_level: i32,
+    /// Where the tasks run.
+    pub engine: EngineKind,
+    /// How to reach a Spark cluster, for `engine = "spark"`.
+    pub spark: SparkSettings,
+}
+
+/// Where a job's tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// A pool of worker threads on this machine.
+    Local,
+    /// The executors of an Apache Spark cluster, through spark-submit.
+    Spark,
+}
+
+/// `[run.spark]`: how to submit to a Spark cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SparkSettings {
+    /// The master URL: `spark://host:7077`, `yarn`, `k8s://…`, `local-cluster[2,1,1024]`.
+    pub master: Option<String>,
+    /// The `spark-submit` to run (default: `$SPARK_HOME/bin/spark-submit`, else from PATH).
+    pub submit: Option<PathBuf>,
+    /// The coldvault binary on every executor; when unset the running binary is shipped with
+    /// `spark-submit --files`.
+    pub binary: Option<PathBuf>,
+    /// More `--conf key=value` settings for spark-submit.
+    pub conf: Vec<(String, String)>,
 }
 
 mod duration_text {
+    use serde::Deserialize;
+
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -431,12 +468,37 @@ fn validate_run(raw: config::RunConfig, base: &Path) -> Result<Run> {
         Some(s) => base.join(s),
         None => std::env::temp_dir().join("coldvault"),
     };
+    let engine = match raw.engine.as_deref() {
+        None | Some("local") => EngineKind::Local,
+        Some("spark") => EngineKind::Spark,
+        Some(other) => {
+            return Err(Error::config(format!(
+                "[run] engine = {other:?}: expected \"local\" or \"spark\""
+            )))
+        }
+    };
+    let spark = raw
+        .spark
+        .map(|sc| SparkSettings {
+            master: sc.master,
+            submit: sc.submit.map(|p| base.join(p)),
+            binary: sc.binary.map(|p| base.join(p)),
+            conf: sc.conf.unwrap_or_default().into_iter().collect(),
+        })
+        .unwrap_or_default();
+    if engine == EngineKind::Spark && spark.master.is_none() {
+        return Err(Error::config(
+            "[run] engine = \"spark\" needs [run.spark] master (or --spark-master)",
+        ));
+    }
     Ok(Run {
         parallel,
         staging,
         retries,
         retry_delay,
         zstd_level,
+        engine,
+        spark,
     })
 }
 

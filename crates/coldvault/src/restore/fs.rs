@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{run_tasks, Ctx, Include, RestoreOptions};
-use crate::catalog::Manifest;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Manifest, TaskEntry};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 use crate::plan::TaskKind;
@@ -30,40 +32,39 @@ pub(super) fn restore(
 ) -> Result<(ReadStats, Vec<String>)> {
     prepare_target(target, opts.force)?;
     let include = Include::new(&opts.include)?;
-    let r = Restorer {
-        root: target,
-        include: &include,
-        force: opts.force,
-        dirs: Mutex::new(Vec::new()),
-        parts: Mutex::new(BTreeMap::new()),
-    };
-    let keep = |k: &TaskKind| match k {
-        TaskKind::FilePart { path, .. } => include.matches(path),
-        _ => true,
-    };
-    let out = run_tasks(manifest, opts.parallel, keep, |t| {
-        let (data, problems) = ctx.fetch(&t.data)?;
-        let mut reader = data.open()?;
-        let stats = match &t.kind {
-            TaskKind::Files { .. } => r.extract(&mut reader, ctx)?,
-            TaskKind::FilePart { path, offset, .. } => {
-                let meta = t.file.clone().ok_or_else(|| {
-                    Error::integrity(format!("file part of {path} has no file metadata"))
-                })?;
-                r.write_part(path, *offset, &meta, &mut reader, ctx)?
-            }
-            TaskKind::Table { .. } => {
-                return Err(Error::integrity("a table in a file-tree snapshot"));
-            }
-        };
-        ctx.progress.task_done();
-        Ok((stats, problems))
-    })?;
-    r.finish()?;
+    let r = Restorer::new(target, &include, opts.force);
+    let keep = |k: &TaskKind| wanted(&include, k);
+    let out = run_tasks(manifest, opts.parallel, keep, |t| r.restore_entry(ctx, t))?;
+    apply_deferred(target, r.into_deferred())?;
     Ok(out)
 }
 
-fn prepare_target(target: &Path, force: bool) -> Result<()> {
+/// Whether a task has anything `include` wants.
+pub(crate) fn wanted(include: &Include, k: &TaskKind) -> bool {
+    match k {
+        TaskKind::FilePart { path, .. } => include.matches(path),
+        _ => true,
+    }
+}
+
+/// Metadata applied once every data file is restored: directories (their times and modes change
+/// while their contents are written) and large files written in parts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Deferred {
+    dirs: Vec<(RelPath, FileMeta)>,
+    /// Large files: their metadata and the end of the furthest part written.
+    parts: Vec<(RelPath, FileMeta, u64)>,
+}
+
+impl Deferred {
+    /// Adds what another worker deferred.
+    pub fn merge(&mut self, other: Deferred) {
+        self.dirs.extend(other.dirs);
+        self.parts.extend(other.parts);
+    }
+}
+
+pub(crate) fn prepare_target(target: &Path, force: bool) -> Result<()> {
     match fs::symlink_metadata(target) {
         Ok(m) if m.is_dir() => {
             let non_empty = fs::read_dir(target)
@@ -88,7 +89,8 @@ fn prepare_target(target: &Path, force: bool) -> Result<()> {
     }
 }
 
-struct Restorer<'a> {
+/// Restores data files of a file tree into one target; shared by the threads of one process.
+pub(crate) struct Restorer<'a> {
     root: &'a Path,
     include: &'a Include,
     force: bool,
@@ -101,7 +103,55 @@ fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
     Error::io(format!("{what} {}", path.display()), e)
 }
 
-impl Restorer<'_> {
+impl<'a> Restorer<'a> {
+    pub(crate) fn new(root: &'a Path, include: &'a Include, force: bool) -> Self {
+        Restorer {
+            root,
+            include,
+            force,
+            dirs: Mutex::new(Vec::new()),
+            parts: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Restores one data file: its checksum is checked first, then it is decoded into the target.
+    pub(crate) fn restore_entry(
+        &self,
+        ctx: &Ctx<'_>,
+        t: &TaskEntry,
+    ) -> Result<(ReadStats, Vec<String>)> {
+        let (data, problems) = ctx.fetch(&t.data)?;
+        let mut reader = data.open()?;
+        let stats = match &t.kind {
+            TaskKind::Files { .. } => self.extract(&mut reader, ctx)?,
+            TaskKind::FilePart { path, offset, .. } => {
+                let meta = t.file.clone().ok_or_else(|| {
+                    Error::integrity(format!("file part of {path} has no file metadata"))
+                })?;
+                self.write_part(path, *offset, &meta, &mut reader, ctx)?
+            }
+            TaskKind::Table { .. } => {
+                return Err(Error::integrity("a table in a file-tree snapshot"));
+            }
+        };
+        ctx.progress.task_done();
+        Ok((stats, problems))
+    }
+
+    /// What is left to apply once every data file is restored.
+    pub(crate) fn into_deferred(self) -> Deferred {
+        Deferred {
+            dirs: self.dirs.into_inner().unwrap_or_default(),
+            parts: self
+                .parts
+                .into_inner()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(rel, (meta, end))| (rel, meta, end))
+                .collect(),
+        }
+    }
+
     /// Makes sure every ancestor of `rel` is a real directory inside the root, creating missing ones.
     fn ensure_parents(&self, rel: &RelPath) -> Result<()> {
         let Some(parent) = rel.parent() else {
@@ -262,30 +312,35 @@ impl Restorer<'_> {
             ..ReadStats::default()
         })
     }
+}
 
-    /// Applies deferred metadata: large files, then directories from the deepest up.
-    fn finish(self) -> Result<()> {
-        let parts = self.parts.into_inner().unwrap_or_default();
-        for (rel, (meta, end)) in parts {
-            let path = rel.to_path(self.root);
-            let f = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(|e| io_err("cannot open", &path, e))?;
-            f.set_len(end)
-                .map_err(|e| io_err("cannot size", &path, e))?;
-            apply_file_meta(&f, &path, &meta)?;
-        }
-        let mut dirs = self.dirs.into_inner().unwrap_or_default();
-        dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
-        for (rel, meta) in dirs {
-            let path = rel.to_path(self.root);
-            let f = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
-            apply_file_meta(&f, &path, &meta)?;
-        }
-        Ok(())
+/// Applies deferred metadata: large files (sized to the furthest part written by any worker), then
+/// directories from the deepest up.
+pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<()> {
+    let mut parts: BTreeMap<RelPath, (FileMeta, u64)> = BTreeMap::new();
+    for (rel, meta, end) in d.parts {
+        let e = parts.entry(rel).or_insert((meta, 0));
+        e.1 = e.1.max(end);
     }
+    for (rel, (meta, end)) in parts {
+        let path = rel.to_path(root);
+        let f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| io_err("cannot open", &path, e))?;
+        f.set_len(end)
+            .map_err(|e| io_err("cannot size", &path, e))?;
+        apply_file_meta(&f, &path, &meta)?;
+    }
+    let mut dirs = d.dirs;
+    dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+    for (rel, meta) in dirs {
+        let path = rel.to_path(root);
+        let f = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
+        apply_file_meta(&f, &path, &meta)?;
+    }
+    Ok(())
 }
 
 fn apply_file_meta(f: &File, path: &Path, meta: &FileMeta) -> Result<()> {

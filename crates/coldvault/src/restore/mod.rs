@@ -9,16 +9,20 @@
 mod fs;
 mod sqlite;
 
+pub use fs::Deferred;
+
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::catalog::Manifest;
+use crate::catalog::{Manifest, TaskEntry};
+use crate::engine::protocol::{WorkReply, WorkRequest};
+use crate::engine::spark::SparkEngine;
 use crate::engine::{local::map_parallel, Progress};
 use crate::error::{Error, Result};
-use crate::job::Job;
+use crate::job::{EngineKind, Job};
 use crate::path::RelPath;
 use crate::plan::TaskKind;
 use crate::repo::Repository;
@@ -79,16 +83,99 @@ pub fn restore_from(
         progress,
     };
     progress.start(manifest.tasks.len() as u64, manifest.totals.read.bytes_read);
-    let (stats, problems) = match manifest.sqlite {
-        Some(_) => sqlite::restore(&ctx, &manifest, target, opts.force)?,
-        None => fs::restore(&ctx, &manifest, target, opts)?,
-    };
+    let (stats, problems) =
+        match (&manifest.sqlite, job.run.engine) {
+            (Some(_), EngineKind::Local) => sqlite::restore(&ctx, &manifest, target, opts.force)?,
+            (Some(_), EngineKind::Spark) => return Err(Error::config(
+                "a SQLite database is written by one process: restore it without --engine spark",
+            )),
+            (None, EngineKind::Local) => fs::restore(&ctx, &manifest, target, opts)?,
+            (None, EngineKind::Spark) => restore_on_spark(job, &staging, &manifest, target, opts)?,
+        };
     Ok(RestoreReport {
         snapshot: manifest.id.to_string(),
         target: target.display().to_string(),
         stats,
         replica_problems: problems,
     })
+}
+
+/// Restores a file-tree snapshot with the executors of a Spark cluster writing into `target`,
+/// which they all share; the coordinator applies directory and large-file metadata at the end.
+fn restore_on_spark(
+    job: &Job,
+    staging: &Staging,
+    manifest: &Manifest,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<(ReadStats, Vec<String>)> {
+    let master = job.run.spark.master.as_deref().ok_or_else(|| {
+        Error::config("the spark engine needs a master: [run.spark] master or --spark-master")
+    })?;
+    fs::prepare_target(target, opts.force)?;
+    let target = std::path::absolute(target)
+        .map_err(|e| Error::io(format!("cannot resolve {}", target.display()), e))?;
+    let include = Include::new(&opts.include)?;
+    let requests: Vec<WorkRequest> = manifest
+        .tasks
+        .iter()
+        .filter(|t| fs::wanted(&include, &t.kind))
+        .map(|t| WorkRequest::RestoreFiles {
+            job: job.clone(),
+            target: target.clone(),
+            include: opts.include.clone(),
+            force: opts.force,
+            entry: t.clone(),
+        })
+        .collect();
+    let replies = SparkEngine::new(job, master).run(&requests, staging.dir())?;
+    let mut stats = ReadStats::default();
+    let mut problems = Vec::new();
+    let mut deferred = Deferred::default();
+    for r in replies {
+        match r {
+            WorkReply::RestoreFiles { error: Some(e), .. } => return Err(Error::integrity(e)),
+            WorkReply::RestoreFiles {
+                stats: s,
+                problems: p,
+                deferred: d,
+                error: None,
+            } => {
+                stats.add(&s);
+                problems.extend(p);
+                deferred.merge(d);
+            }
+            WorkReply::Backup { .. } => {
+                return Err(Error::integrity(
+                    "spark engine: a backup reply to a restore request",
+                ))
+            }
+        }
+    }
+    fs::apply_deferred(&target, deferred)?;
+    Ok((stats, problems))
+}
+
+/// Restores one data file into `target` in this process (a Spark executor's `coldvault worker`).
+pub(crate) fn restore_one(
+    job: &Job,
+    target: &Path,
+    include: &[String],
+    force: bool,
+    entry: &TaskEntry,
+) -> Result<(ReadStats, Vec<String>, Deferred)> {
+    let repo = Repository::open(job)?;
+    let staging = Staging::create(&job.run.staging, &format!("{}-restore", job.name))?;
+    let progress = Progress::default();
+    let ctx = Ctx {
+        repo: &repo,
+        staging: &staging,
+        progress: &progress,
+    };
+    let include = Include::new(include)?;
+    let r = fs::Restorer::new(target, &include, force);
+    let (stats, problems) = r.restore_entry(&ctx, entry)?;
+    Ok((stats, problems, r.into_deferred()))
 }
 
 /// What restoring one data file needs.
