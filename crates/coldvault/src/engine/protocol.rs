@@ -19,6 +19,8 @@ use crate::stage::Staging;
 use crate::task::{run_task, TaskReport};
 
 /// One piece of work for a worker.
+// One value per task, serialised at once: the size of a variant does not matter here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum WorkRequest {
@@ -45,6 +47,7 @@ pub enum WorkRequest {
 }
 
 /// A worker's answer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum WorkReply {
