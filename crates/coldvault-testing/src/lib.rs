@@ -5,7 +5,9 @@ mod faulty;
 pub mod fixtures;
 mod garage;
 mod memory;
+mod spark;
 
 pub use faulty::{Fault, FaultyTarget};
 pub use garage::Garage;
 pub use memory::MemoryTarget;
+pub use spark::Spark;
