@@ -108,6 +108,20 @@ pub fn print_plan(job: &Job, plan: &Plan) {
                     part + 1
                 )
             }
+            coldvault::plan::TaskKind::PgRange {
+                table,
+                split,
+                start,
+                end,
+            } => format!(
+                "table {table} {} {} .. {}",
+                match split {
+                    coldvault::source::postgres::PgSplit::Key(k) => format!("key {k}"),
+                    coldvault::source::postgres::PgSplit::Ctid => "blocks".into(),
+                },
+                start.map_or("-inf".into(), |s| s.to_string()),
+                end.map_or("+inf".into(), |e| e.to_string())
+            ),
             coldvault::plan::TaskKind::Table { table, start, end } => format!(
                 "table {table} rowid {} .. {}",
                 start.map_or("-inf".into(), |s| s.to_string()),

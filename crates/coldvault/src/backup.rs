@@ -14,6 +14,8 @@ use crate::error::Result;
 use crate::job::{EngineKind, Job, Source};
 use crate::plan::Plan;
 use crate::repo::Repository;
+use crate::source::postgres::{self as pg, PgTarget};
+use crate::source::postgres_schema as pg_schema;
 use crate::source::sqlite::SnapshotGuard;
 use crate::stage::Staging;
 use crate::task::run_task;
@@ -67,17 +69,34 @@ pub fn backup_to(
     let time = now_rfc3339();
     let (repo, node_warnings) = repo.prepare_backup(job)?;
     let repo = &repo;
-    let (guard, sqlite) = match &job.source {
+    let staging = Staging::create(&job.run.staging, &job.name)?;
+    let mut sqlite = None;
+    let mut postgres = None;
+    let mut sqlite_guard = None;
+    let mut pg_guard = None;
+    match &job.source {
         Source::Sqlite { path, .. } => {
             let guard = SnapshotGuard::open(path)?;
-            let schema = guard.schema(path)?;
-            (Some(guard), Some(schema))
+            sqlite = Some(guard.schema(path)?);
+            sqlite_guard = Some(guard);
         }
-        Source::Fs { .. } => (None, None),
-    };
-    let plan = Plan::new(job)?;
+        Source::Postgres { url, password, .. } => {
+            let target = PgTarget { url, password };
+            let mut guard = pg::SnapshotGuard::open(&target)?;
+            postgres = Some(pg_schema::capture(
+                job, &target, &mut guard, repo, &staging,
+            )?);
+            pg_guard = Some(guard);
+        }
+        Source::Fs { .. } => {}
+    }
+    let mut plan = Plan::new(job)?;
+    if let Some(g) = &pg_guard {
+        for t in &mut plan.tasks {
+            t.snapshot = Some(g.id().to_owned());
+        }
+    }
     progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
-    let staging = Staging::create(&job.run.staging, &job.name)?;
     let reports = match job.run.engine {
         EngineKind::Local => map_parallel(&plan.tasks, parallel, |task| {
             run_task(job, repo, &staging, task, progress)
@@ -85,7 +104,8 @@ pub fn backup_to(
         EngineKind::Spark => run_on_spark(job, &plan, &staging, progress)?,
     };
     drop(staging);
-    drop(guard);
+    drop(sqlite_guard);
+    drop(pg_guard);
     let mut entries = Vec::with_capacity(reports.len());
     let mut failed_tasks = Vec::new();
     for r in reports {
@@ -123,6 +143,7 @@ pub fn backup_to(
         totals,
         tasks: entries,
         sqlite,
+        postgres,
     };
     let (nodes, failures) = repo.commit(&manifest)?;
     report.snapshot = Some(manifest.id);
@@ -172,6 +193,7 @@ fn run_on_spark(
 fn source_info(job: &Job) -> SourceInfo {
     let location = match &job.source {
         Source::Fs { path } | Source::Sqlite { path, .. } => path.display().to_string(),
+        Source::Postgres { url, .. } => url.clone(),
     };
     SourceInfo {
         kind: job.source.type_name().to_owned(),

@@ -53,3 +53,26 @@ fn one(
         ))),
     }
 }
+
+/// A database password: from the file or variable named in the job, else the standard variable
+/// (`PGPASSWORD`, `MYSQL_PWD`); `None` when there is none (trust or peer authentication).
+pub(crate) fn db_password(
+    source: &crate::job::PasswordSource,
+    standard: &str,
+) -> Result<Option<String>> {
+    if let Some(f) = &source.file {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            Error::config(format!(
+                "cannot read the password file {}: {e}",
+                f.display()
+            ))
+        })?;
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    if let Some(var) = &source.env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| Error::config(format!("the password variable {var} is not set")));
+    }
+    Ok(std::env::var(standard).ok())
+}

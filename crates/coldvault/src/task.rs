@@ -92,6 +92,25 @@ fn stage_and_store(
         (Source::Sqlite { path, .. }, TaskKind::Table { table, start, end }) => {
             source::sqlite::read_table(path, table, *start, *end, &mut out)?
         }
+        (
+            Source::Postgres {
+                url,
+                password,
+                filter,
+                ..
+            },
+            TaskKind::PgRange {
+                table,
+                split,
+                start,
+                end,
+            },
+        ) => {
+            let query =
+                source::postgres::range_query(table, split, *start, *end, filter.as_deref());
+            let target = source::postgres::PgTarget { url, password };
+            source::postgres::read_range(&target, task.snapshot.as_deref(), &query, &mut out)?
+        }
         (source, kind) => {
             return Err(Error::config(format!(
                 "a {} task cannot run on a {} source",

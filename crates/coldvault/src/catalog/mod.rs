@@ -119,6 +119,9 @@ pub struct Manifest {
     /// A SQLite source's schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqlite: Option<SqliteSchema>,
+    /// A PostgreSQL source's schema and sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<crate::source::postgres_schema::PostgresSchema>,
 }
 
 #[derive(Deserialize)]
@@ -212,6 +215,7 @@ mod tests {
             totals: Totals::default(),
             tasks: vec![],
             sqlite: None,
+            postgres: None,
         }
     }
 

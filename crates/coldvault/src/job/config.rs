@@ -24,6 +24,18 @@ pub(crate) struct JobConfig {
 pub(crate) enum SourceConfig {
     Fs(FsSourceConfig),
     Sqlite(SqliteSourceConfig),
+    Postgres(PostgresSourceConfig),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostgresSourceConfig {
+    pub url: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub tables: Option<Vec<String>>,
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

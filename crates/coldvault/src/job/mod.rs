@@ -46,6 +46,26 @@ pub enum Source {
         /// Table names or glob patterns; every table when empty.
         tables: Vec<String>,
     },
+    /// A PostgreSQL database.
+    Postgres {
+        /// `postgres://user@host:port/db`, never with a password.
+        url: String,
+        /// Where the password comes from (default: `PGPASSWORD`).
+        password: PasswordSource,
+        /// `schema.table` names or glob patterns; every user table when empty.
+        tables: Vec<String>,
+        /// A condition every selected row must meet (the cold-data case).
+        filter: Option<String>,
+    },
+}
+
+/// Where a database password comes from: the names of a variable or a file, never the value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordSource {
+    /// A variable holding it.
+    pub env: Option<String>,
+    /// A file holding it.
+    pub file: Option<PathBuf>,
 }
 
 impl Source {
@@ -54,6 +74,7 @@ impl Source {
         match self {
             Source::Fs { .. } => "fs",
             Source::Sqlite { .. } => "sqlite",
+            Source::Postgres { .. } => "postgres",
         }
     }
 }
@@ -331,6 +352,48 @@ fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
                 })?;
             }
             Source::Sqlite { path, tables }
+        }
+        SourceConfig::Postgres(pg) => {
+            if !(pg.url.starts_with("postgres://") || pg.url.starts_with("postgresql://")) {
+                return Err(Error::config(format!(
+                    "[source] url = {:?}: expected postgres://user@host:port/database",
+                    pg.url
+                )));
+            }
+            let authority = pg
+                .url
+                .split("://")
+                .nth(1)
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .unwrap_or("");
+            if authority
+                .split('@')
+                .next()
+                .is_some_and(|user| authority.contains('@') && user.contains(':'))
+            {
+                return Err(Error::config(
+                    "[source] url: put the password in password_env, password_file or PGPASSWORD, not in the URL",
+                ));
+            }
+            let tables = pg.tables.unwrap_or_default();
+            for t in &tables {
+                glob::Pattern::new(t).map_err(|e| {
+                    Error::config(format!(
+                        "[source] tables: {t:?} is not a valid pattern: {e}"
+                    ))
+                })?;
+            }
+            Source::Postgres {
+                url: pg.url,
+                password: PasswordSource {
+                    env: pg.password_env,
+                    file: pg.password_file.map(|f| base.join(f)),
+                },
+                tables,
+                filter: pg.filter,
+            }
         }
     };
     let target_bytes = match raw.split.target_bytes {

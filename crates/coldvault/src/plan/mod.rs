@@ -71,6 +71,17 @@ pub enum TaskKind {
         /// How many parts the file has.
         parts: u32,
     },
+    /// Rows of a PostgreSQL table in `[start, end)` of its key or of its blocks.
+    PgRange {
+        /// `schema.table`.
+        table: String,
+        /// How the table is split.
+        split: crate::source::postgres::PgSplit,
+        /// First key or block (inclusive); `None` is unbounded.
+        start: Option<i64>,
+        /// End key or block (exclusive); `None` is unbounded.
+        end: Option<i64>,
+    },
     /// Rows of a table whose rowid lies in `[start, end)`.
     Table {
         /// The table.
@@ -89,6 +100,7 @@ impl TaskKind {
             TaskKind::Files { .. } => "files",
             TaskKind::FilePart { .. } => "file_part",
             TaskKind::Table { .. } => "table",
+            TaskKind::PgRange { .. } => "pg_range",
         }
     }
 
@@ -98,6 +110,7 @@ impl TaskKind {
             TaskKind::Files { .. } => "tar.zst",
             TaskKind::FilePart { .. } => "part.zst",
             TaskKind::Table { .. } => "sql.zst",
+            TaskKind::PgRange { .. } => "copy.zst",
         }
     }
 }
@@ -114,6 +127,9 @@ pub struct TaskSpec {
     pub estimated_bytes: u64,
     /// About how many files or rows it reads.
     pub estimated_items: u64,
+    /// The database snapshot every task of the run reads (not part of the task's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// The tasks of a job.
@@ -131,6 +147,17 @@ impl Plan {
             Source::Sqlite { path, tables } => {
                 crate::source::sqlite::plan(path, tables, job.split.max_rows)?
             }
+            Source::Postgres {
+                url,
+                password,
+                tables,
+                filter,
+            } => crate::source::postgres::plan(
+                &crate::source::postgres::PgTarget { url, password },
+                tables,
+                filter.as_deref(),
+                job.split.max_rows,
+            )?,
         };
         let tasks = kinds
             .into_iter()
@@ -139,6 +166,7 @@ impl Plan {
                 kind,
                 estimated_bytes,
                 estimated_items,
+                snapshot: None,
             })
             .collect();
         Ok(Plan { tasks })

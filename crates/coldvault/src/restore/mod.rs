@@ -7,6 +7,7 @@
 //! refused unless `force` is given.
 
 mod fs;
+mod postgres;
 mod sqlite;
 
 pub use fs::Deferred;
@@ -83,6 +84,15 @@ pub fn restore_from(
         progress,
     };
     progress.start(manifest.tasks.len() as u64, manifest.totals.read.bytes_read);
+    if manifest.postgres.is_some() {
+        let (stats, problems) = postgres::restore(&ctx, job, &manifest, target, opts)?;
+        return Ok(RestoreReport {
+            snapshot: manifest.id.to_string(),
+            target: target.display().to_string(),
+            stats,
+            replica_problems: problems,
+        });
+    }
     let (stats, problems) =
         match (&manifest.sqlite, job.run.engine) {
             (Some(_), EngineKind::Local) => sqlite::restore(&ctx, &manifest, target, opts.force)?,

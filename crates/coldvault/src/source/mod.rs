@@ -7,6 +7,8 @@
 //! for tables.
 
 pub mod fs;
+pub mod postgres;
+pub mod postgres_schema;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};

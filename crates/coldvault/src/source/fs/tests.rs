@@ -56,7 +56,7 @@ fn check_cover(root: &Path, target: u64) {
                 .entry(path.clone())
                 .or_default()
                 .push((*offset, *len, *part, *n)),
-            TaskKind::Table { .. } => unreachable!(),
+            TaskKind::Table { .. } | TaskKind::PgRange { .. } => unreachable!(),
         }
     }
     for e in &all {
