@@ -5,9 +5,11 @@ mod faulty;
 pub mod fixtures;
 mod garage;
 mod memory;
+mod pg;
 mod spark;
 
 pub use faulty::{Fault, FaultyTarget};
 pub use garage::Garage;
 pub use memory::MemoryTarget;
+pub use pg::Postgres;
 pub use spark::Spark;

@@ -69,6 +69,8 @@ pub fn backup_to(
     let time = now_rfc3339();
     let (repo, node_warnings) = repo.prepare_backup(job)?;
     let repo = &repo;
+    // Plan first: a missing table or a `where` that does not parse fails before anything is stored.
+    let mut plan = Plan::new(job)?;
     let staging = Staging::create(&job.run.staging, &job.name)?;
     let mut sqlite = None;
     let mut postgres = None;
@@ -86,15 +88,12 @@ pub fn backup_to(
             postgres = Some(pg_schema::capture(
                 job, &target, &mut guard, repo, &staging,
             )?);
+            for t in &mut plan.tasks {
+                t.snapshot = Some(guard.id().to_owned());
+            }
             pg_guard = Some(guard);
         }
         Source::Fs { .. } => {}
-    }
-    let mut plan = Plan::new(job)?;
-    if let Some(g) = &pg_guard {
-        for t in &mut plan.tasks {
-            t.snapshot = Some(g.id().to_owned());
-        }
     }
     progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
     let reports = match job.run.engine {

@@ -1,0 +1,86 @@
+//! The PostgreSQL server that `scripts/test` starts. A test that needs it fails (never skips)
+//! when it is not running.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// The running server, as written by `scripts/postgres start` into `$COLDVAULT_PG_DIR/env`.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    vars: HashMap<String, String>,
+}
+
+impl Postgres {
+    /// The server started by `scripts/test`; panics with the reason when there is none.
+    pub fn from_env() -> Postgres {
+        let dir = std::env::var("COLDVAULT_PG_DIR").unwrap_or_else(|_| {
+            panic!(
+                "COLDVAULT_PG_DIR is not set: these tests need the PostgreSQL server that \
+                 scripts/test starts (scripts/postgres start DIR)"
+            )
+        });
+        let text = std::fs::read_to_string(PathBuf::from(&dir).join("env"))
+            .unwrap_or_else(|e| panic!("no PostgreSQL server in {dir}: {e}"));
+        let vars = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Postgres { vars }
+    }
+
+    /// The superuser's password.
+    pub fn password(&self) -> String {
+        self.vars["PG_PASSWORD"].clone()
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> String {
+        self.vars["PG_PORT"].clone()
+    }
+
+    /// The URL of database `db` (no password in it).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port())
+    }
+
+    /// A client connected to `db`.
+    pub fn client(&self, db: &str) -> postgres::Client {
+        let mut c: postgres::Config = self.url(db).parse().unwrap();
+        c.password(self.password());
+        c.connect(postgres::NoTls).unwrap()
+    }
+
+    /// Creates a fresh database and returns its name.
+    pub fn create_db(&self, prefix: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("{prefix}_{}_{:x}", std::process::id(), nanos & 0xffff_ffff);
+        self.client("postgres")
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        name
+    }
+
+    /// Per table: row count and an MD5 of every row in key order — what must be equal after a
+    /// restore.
+    pub fn fingerprint(&self, db: &str, tables: &[(&str, &str)]) -> Vec<String> {
+        let mut c = self.client(db);
+        tables
+            .iter()
+            .map(|(t, order)| {
+                let r = c
+                    .query_one(
+                        &format!(
+                            "SELECT count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY {order})), '') FROM {t} x"
+                        ),
+                        &[],
+                    )
+                    .unwrap();
+                format!("{t}: {} rows, md5 {}", r.get::<_, i64>(0), r.get::<_, String>(1))
+            })
+            .collect()
+    }
+}
