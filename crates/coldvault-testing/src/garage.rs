@@ -16,20 +16,11 @@ pub struct Garage {
 impl Garage {
     /// The cluster started by `scripts/test`; panics with the reason when there is none.
     pub fn from_env() -> Garage {
-        let dir = std::env::var("COLDVAULT_GARAGE_DIR").unwrap_or_else(|_| {
-            panic!(
-                "COLDVAULT_GARAGE_DIR is not set: these tests need the Garage cluster that \
-                 scripts/test starts (scripts/garage start DIR)"
-            )
-        });
-        let dir = PathBuf::from(dir);
-        let text = std::fs::read_to_string(dir.join("env"))
-            .unwrap_or_else(|e| panic!("no Garage cluster in {}: {e}", dir.display()));
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let (dir, vars) = crate::service_env(
+            "COLDVAULT_GARAGE_DIR",
+            "Garage cluster",
+            "scripts/garage start DIR",
+        );
         Garage { dir, vars }
     }
 

@@ -2,7 +2,6 @@
 //! when it is not running.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 /// The running server, as written by `scripts/postgres start` into `$COLDVAULT_PG_DIR/env`.
 #[derive(Debug, Clone)]
@@ -13,19 +12,11 @@ pub struct Postgres {
 impl Postgres {
     /// The server started by `scripts/test`; panics with the reason when there is none.
     pub fn from_env() -> Postgres {
-        let dir = std::env::var("COLDVAULT_PG_DIR").unwrap_or_else(|_| {
-            panic!(
-                "COLDVAULT_PG_DIR is not set: these tests need the PostgreSQL server that \
-                 scripts/test starts (scripts/postgres start DIR)"
-            )
-        });
-        let text = std::fs::read_to_string(PathBuf::from(&dir).join("env"))
-            .unwrap_or_else(|e| panic!("no PostgreSQL server in {dir}: {e}"));
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let (_, vars) = crate::service_env(
+            "COLDVAULT_PG_DIR",
+            "PostgreSQL server",
+            "scripts/postgres start DIR",
+        );
         Postgres { vars }
     }
 

@@ -16,20 +16,11 @@ pub struct Spark {
 impl Spark {
     /// The cluster started by `scripts/test`; panics with the reason when there is none.
     pub fn from_env() -> Spark {
-        let dir = std::env::var("COLDVAULT_SPARK_DIR").unwrap_or_else(|_| {
-            panic!(
-                "COLDVAULT_SPARK_DIR is not set: these tests need the Spark cluster that \
-                 scripts/test starts (scripts/spark start DIR)"
-            )
-        });
-        let dir = PathBuf::from(dir);
-        let text = std::fs::read_to_string(dir.join("env"))
-            .unwrap_or_else(|e| panic!("no Spark cluster in {}: {e}", dir.display()));
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let (dir, vars) = crate::service_env(
+            "COLDVAULT_SPARK_DIR",
+            "Spark cluster",
+            "scripts/spark start DIR",
+        );
         Spark { dir, vars }
     }
 
