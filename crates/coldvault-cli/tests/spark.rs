@@ -235,3 +235,48 @@ fn a_malformed_work_request_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed work request"));
 }
+
+#[test]
+fn a_postgres_job_runs_and_restores_on_spark_under_one_snapshot() {
+    let _shared = CLUSTER.read().unwrap();
+    let s = Spark::from_env();
+    let pg = coldvault_testing::Postgres::from_env();
+    let db = pg.create_db("spark");
+    pg.client(&db)
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+             INSERT INTO accounts SELECT i, 100 FROM generate_series(1, 5000) i;
+             ANALYZE accounts;",
+        )
+        .unwrap();
+    let env = spark_env(
+        &format!("type = \"postgres\"\nurl = \"{}\"", pg.url(&db)),
+        "max_rows = 1000",
+    );
+    let with_pw = |args: &[&str]| {
+        let master = s.var("SPARK_MASTER");
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--engine", "spark", "--spark-master", &master]);
+        let out = env
+            .spawnable(&a)
+            .envs(s.env())
+            .env("PGPASSWORD", pg.password())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (c, err) = with_pw(&["backup"]);
+    assert_eq!(c, Some(0), "{err}");
+    let restored = pg.create_db("spark_r");
+    let url = pg.url(&restored);
+    let (c, err) = with_pw(&["restore", "latest", "--to", &url]);
+    assert_eq!(c, Some(0), "{err}");
+    let tables = [("accounts", "id")];
+    assert_eq!(
+        pg.fingerprint(&db, &tables),
+        pg.fingerprint(&restored, &tables)
+    );
+}

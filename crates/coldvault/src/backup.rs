@@ -73,7 +73,7 @@ pub fn backup_to(
     let mut plan = Plan::new(job)?;
     let staging = Staging::create(&job.run.staging, &job.name)?;
     let mut sqlite = None;
-    let mut postgres = None;
+    let mut pg_sequences = Vec::new();
     let mut sqlite_guard = None;
     let mut pg_guard = None;
     match &job.source {
@@ -82,12 +82,9 @@ pub fn backup_to(
             sqlite = Some(guard.schema(path)?);
             sqlite_guard = Some(guard);
         }
-        Source::Postgres { url, password, .. } => {
-            let target = PgTarget { url, password };
-            let mut guard = pg::SnapshotGuard::open(&target)?;
-            postgres = Some(pg_schema::capture(
-                job, &target, &mut guard, repo, &staging,
-            )?);
+        Source::Postgres { .. } => {
+            let mut guard = pg::SnapshotGuard::open(&pg_target(job)?)?;
+            pg_sequences = guard.sequences()?;
             for t in &mut plan.tasks {
                 t.snapshot = Some(guard.id().to_owned());
             }
@@ -96,12 +93,30 @@ pub fn backup_to(
         Source::Fs { .. } => {}
     }
     progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
-    let reports = match job.run.engine {
-        EngineKind::Local => map_parallel(&plan.tasks, parallel, |task| {
-            run_task(job, repo, &staging, task, progress)
-        }),
-        EngineKind::Spark => run_on_spark(job, &plan, &staging, progress)?,
-    };
+    // A PostgreSQL schema is dumped from the same snapshot while the data tasks run.
+    let (reports, postgres) = std::thread::scope(|s| {
+        let schema = pg_guard.as_ref().map(|g| {
+            let (id, sequences) = (g.id().to_owned(), std::mem::take(&mut pg_sequences));
+            let staging = &staging;
+            s.spawn(move || {
+                let target = pg_target(job)?;
+                pg_schema::capture(job, &target, &id, sequences, repo, staging)
+            })
+        });
+        let reports = match job.run.engine {
+            EngineKind::Local => Ok(map_parallel(&plan.tasks, parallel, |task| {
+                run_task(job, repo, &staging, task, progress)
+            })),
+            EngineKind::Spark => run_on_spark(job, &plan, &staging, progress),
+        };
+        let schema = schema.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(crate::Error::source_err("the schema thread panicked")))
+        });
+        (reports, schema.transpose())
+    });
+    let reports = reports?;
+    let postgres = postgres?;
     drop(staging);
     drop(sqlite_guard);
     drop(pg_guard);
@@ -154,6 +169,14 @@ pub fn backup_to(
     Ok(report)
 }
 
+/// The PostgreSQL server of a `postgres` job.
+fn pg_target(job: &Job) -> Result<PgTarget<'_>> {
+    match &job.source {
+        Source::Postgres { url, password, .. } => Ok(PgTarget { url, password }),
+        _ => Err(crate::Error::config("not a PostgreSQL job")),
+    }
+}
+
 /// Runs the plan's tasks on the Spark cluster named in the job.
 fn run_on_spark(
     job: &Job,
@@ -182,7 +205,7 @@ fn run_on_spark(
                 progress.task_done();
                 Ok(report)
             }
-            WorkReply::RestoreFiles { .. } => Err(crate::Error::integrity(
+            WorkReply::Restore { .. } => Err(crate::Error::integrity(
                 "spark engine: a restore reply to a backup request",
             )),
         })

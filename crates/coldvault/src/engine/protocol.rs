@@ -44,6 +44,16 @@ pub enum WorkRequest {
         /// The data file.
         entry: TaskEntry,
     },
+    /// Load one range of a PostgreSQL snapshot into the target database (whose schema's
+    /// pre-data section the coordinator has created).
+    RestorePgRange {
+        /// The job.
+        job: Job,
+        /// `postgres://user@host:port/db` of the target (no password in it).
+        target: String,
+        /// The data file.
+        entry: TaskEntry,
+    },
 }
 
 /// A worker's answer.
@@ -57,7 +67,7 @@ pub enum WorkReply {
         report: TaskReport,
     },
     /// The outcome of restoring one data file.
-    RestoreFiles {
+    Restore {
         /// What was written.
         stats: ReadStats,
         /// Replicas skipped.
@@ -92,19 +102,35 @@ pub fn handle(request: WorkRequest) -> WorkReply {
             force,
             entry,
         } => match crate::restore::restore_one(&job, &target, &include, force, &entry) {
-            Ok((stats, problems, deferred)) => WorkReply::RestoreFiles {
+            Ok((stats, problems, deferred)) => WorkReply::Restore {
                 stats,
                 problems,
                 deferred,
                 error: None,
             },
-            Err(e) => WorkReply::RestoreFiles {
+            Err(e) => WorkReply::Restore {
                 stats: ReadStats::default(),
                 problems: Vec::new(),
                 deferred: Deferred::default(),
                 error: Some(e.with_context("task", &entry.id).to_string()),
             },
         },
+        WorkRequest::RestorePgRange { job, target, entry } => {
+            match crate::restore::restore_pg_range(&job, &target, &entry) {
+                Ok((stats, problems)) => WorkReply::Restore {
+                    stats,
+                    problems,
+                    deferred: Deferred::default(),
+                    error: None,
+                },
+                Err(e) => WorkReply::Restore {
+                    stats: ReadStats::default(),
+                    problems: Vec::new(),
+                    deferred: Deferred::default(),
+                    error: Some(e.with_context("task", &entry.id).to_string()),
+                },
+            }
+        }
     }
 }
 

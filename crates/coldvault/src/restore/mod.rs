@@ -144,8 +144,8 @@ fn restore_on_spark(
     let mut deferred = Deferred::default();
     for r in replies {
         match r {
-            WorkReply::RestoreFiles { error: Some(e), .. } => return Err(Error::integrity(e)),
-            WorkReply::RestoreFiles {
+            WorkReply::Restore { error: Some(e), .. } => return Err(Error::integrity(e)),
+            WorkReply::Restore {
                 stats: s,
                 problems: p,
                 deferred: d,
@@ -186,6 +186,31 @@ pub(crate) fn restore_one(
     let r = fs::Restorer::new(target, &include, force);
     let (stats, problems) = r.restore_entry(&ctx, entry)?;
     Ok((stats, problems, r.into_deferred()))
+}
+
+/// Loads one range of a PostgreSQL snapshot into `target` in this process (a Spark executor).
+pub(crate) fn restore_pg_range(
+    job: &Job,
+    target: &str,
+    entry: &TaskEntry,
+) -> Result<(ReadStats, Vec<String>)> {
+    let repo = Repository::open(job)?;
+    let staging = Staging::create(&job.run.staging, &format!("{}-restore", job.name))?;
+    let progress = Progress::default();
+    let ctx = Ctx {
+        repo: &repo,
+        staging: &staging,
+        progress: &progress,
+    };
+    let password = match &job.source {
+        crate::job::Source::Postgres { password, .. } => password.clone(),
+        _ => crate::job::PasswordSource::default(),
+    };
+    let t = crate::source::postgres::PgTarget {
+        url: target,
+        password: &password,
+    };
+    postgres::load_range(&ctx, &t, entry)
 }
 
 /// What restoring one data file needs.

@@ -8,9 +8,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::{run_tasks, Ctx, RestoreOptions};
-use crate::catalog::Manifest;
+use crate::catalog::{Manifest, TaskEntry};
+use crate::engine::protocol::{WorkReply, WorkRequest};
+use crate::engine::spark::SparkEngine;
 use crate::error::{Error, Result};
-use crate::job::{Job, PasswordSource, Source};
+use crate::job::{EngineKind, Job, PasswordSource, Source};
 use crate::plan::TaskKind;
 use crate::source::postgres::{connect, qualified, where_of, PgTarget};
 use crate::source::ReadStats;
@@ -66,39 +68,15 @@ pub(super) fn restore(
     }
     let mut problems = Vec::new();
     problems.extend(psql(ctx, &t, &schema.pre_data, "pre-data")?);
-    let (stats, p) = run_tasks(
-        manifest,
-        opts.parallel,
-        |_| true,
-        |task| {
-            let TaskKind::PgRange { table, .. } = &task.kind else {
-                return Err(Error::integrity(
-                    "a non-table task in a PostgreSQL snapshot",
-                ));
-            };
-            let (data, problems) = ctx.fetch(&task.data)?;
-            let mut reader = BufReader::with_capacity(256 << 10, data.open()?);
-            let mut client = connect(&t)?;
-            let mut writer = client
-                .copy_in(&format!("COPY {} FROM STDIN", qualified(table)))
-                .map_err(|e| Error::source_err(format!("cannot load {table}")).with_source(e))?;
-            let n = std::io::copy(&mut reader, &mut writer)
-                .map_err(|e| Error::source_err(format!("cannot load {table}")).with_source(e))?;
-            let rows = writer
-                .finish()
-                .map_err(|e| Error::source_err(format!("cannot load {table}")).with_source(e))?;
-            ctx.progress.add_bytes(n);
-            ctx.progress.task_done();
-            Ok((
-                ReadStats {
-                    rows,
-                    bytes_read: n,
-                    ..ReadStats::default()
-                },
-                problems,
-            ))
-        },
-    )?;
+    let (stats, p) = match job.run.engine {
+        EngineKind::Local => run_tasks(
+            manifest,
+            opts.parallel,
+            |_| true,
+            |task| load_range(ctx, &t, task),
+        )?,
+        EngineKind::Spark => load_on_spark(ctx, job, manifest, url)?,
+    };
     problems.extend(p);
     problems.extend(psql(ctx, &t, &schema.post_data, "post-data")?);
     for (seq, value) in &schema.sequences {
@@ -108,6 +86,83 @@ pub(super) fn restore(
                 &[&qualified(seq), value],
             )
             .map_err(|e| Error::source_err(format!("cannot set sequence {seq}")).with_source(e))?;
+    }
+    Ok((stats, problems))
+}
+
+/// Loads one range's rows with `COPY … FROM STDIN`.
+pub(crate) fn load_range(
+    ctx: &Ctx<'_>,
+    t: &PgTarget<'_>,
+    task: &TaskEntry,
+) -> Result<(ReadStats, Vec<String>)> {
+    let TaskKind::PgRange { table, .. } = &task.kind else {
+        return Err(Error::integrity(
+            "a non-table task in a PostgreSQL snapshot",
+        ));
+    };
+    let (data, problems) = ctx.fetch(&task.data)?;
+    let mut reader = BufReader::with_capacity(256 << 10, data.open()?);
+    let mut client = connect(t)?;
+    let load_err =
+        |e: postgres::Error| Error::source_err(format!("cannot load {table}")).with_source(e);
+    let mut writer = client
+        .copy_in(&format!("COPY {} FROM STDIN", qualified(table)))
+        .map_err(load_err)?;
+    let n = std::io::copy(&mut reader, &mut writer)
+        .map_err(|e| Error::source_err(format!("cannot load {table}")).with_source(e))?;
+    let rows = writer.finish().map_err(load_err)?;
+    ctx.progress.add_bytes(n);
+    ctx.progress.task_done();
+    Ok((
+        ReadStats {
+            rows,
+            bytes_read: n,
+            ..ReadStats::default()
+        },
+        problems,
+    ))
+}
+
+/// Loads every range with the executors of a Spark cluster.
+fn load_on_spark(
+    ctx: &Ctx<'_>,
+    job: &Job,
+    manifest: &Manifest,
+    url: &str,
+) -> Result<(ReadStats, Vec<String>)> {
+    let master = job.run.spark.master.as_deref().ok_or_else(|| {
+        Error::config("the spark engine needs a master: [run.spark] master or --spark-master")
+    })?;
+    let requests: Vec<WorkRequest> = manifest
+        .tasks
+        .iter()
+        .map(|entry| WorkRequest::RestorePgRange {
+            job: job.clone(),
+            target: url.to_owned(),
+            entry: entry.clone(),
+        })
+        .collect();
+    let replies = SparkEngine::new(job, master).run(&requests, ctx.staging.dir())?;
+    let mut stats = ReadStats::default();
+    let mut problems = Vec::new();
+    for r in replies {
+        match r {
+            WorkReply::Restore { error: Some(e), .. } => return Err(Error::source_err(e)),
+            WorkReply::Restore {
+                stats: s,
+                problems: p,
+                ..
+            } => {
+                stats.add(&s);
+                problems.extend(p);
+            }
+            WorkReply::Backup { .. } => {
+                return Err(Error::integrity(
+                    "spark engine: a backup reply to a restore request",
+                ))
+            }
+        }
     }
     Ok((stats, problems))
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use super::postgres::{PgTarget, SnapshotGuard};
+use super::postgres::PgTarget;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::repo::Repository;
@@ -28,18 +28,19 @@ pub struct PostgresSchema {
     pub sequences: Vec<(String, i64)>,
 }
 
-/// Dumps the schema of the snapshot held by `guard` and stores it.
+/// Dumps the schema of `snapshot` (both sections at once) and stores it; `sequences` were read
+/// in the same snapshot. Runs while the data tasks run: it only needs the snapshot to stay open.
 pub(crate) fn capture(
     job: &Job,
     target: &PgTarget<'_>,
-    guard: &mut SnapshotGuard,
+    snapshot: &str,
+    sequences: Vec<(String, i64)>,
     repo: &Repository,
     staging: &Staging,
 ) -> Result<PostgresSchema> {
-    let sequences = guard.sequences()?;
     let store = |section: &str| -> Result<Receipt> {
         let mut stager = staging.stager(&format!("schema-{section}"), job.run.zstd_level)?;
-        pg_dump(target, guard.id(), section, &mut stager)?;
+        pg_dump(target, snapshot, section, &mut stager)?;
         let staged = stager.finish()?;
         let key = data_key(staged.checksum(), "sql.zst");
         repo.replicator().put(
@@ -49,9 +50,15 @@ pub(crate) fn capture(
             staged.checksum(),
         )
     };
+    let (pre, post) = std::thread::scope(|s| {
+        let pre = s.spawn(|| store("pre-data"));
+        let post = store("post-data");
+        (pre.join(), post)
+    });
+    let pre = pre.map_err(|_| Error::source_err("the pg_dump thread panicked"))?;
     Ok(PostgresSchema {
-        pre_data: store("pre-data")?,
-        post_data: store("post-data")?,
+        pre_data: pre?,
+        post_data: post?,
         sequences,
     })
 }
