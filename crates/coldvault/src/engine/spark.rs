@@ -45,8 +45,12 @@ impl<'a> SparkEngine<'a> {
         let mut names = vec![
             "AWS_ACCESS_KEY_ID".to_owned(),
             "AWS_SECRET_ACCESS_KEY".to_owned(),
+            "PGPASSWORD".to_owned(),
             "TMPDIR".to_owned(),
         ];
+        if let crate::job::Source::Postgres { password, .. } = &self.job.source {
+            names.extend(password.env.clone());
+        }
         for n in &self.job.repository.nodes {
             if let NodeUrl::S3 { .. } = n.url {
                 names.extend(n.credentials.access_key_id_env.clone());

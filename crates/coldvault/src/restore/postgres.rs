@@ -175,7 +175,7 @@ fn psql(ctx: &Ctx<'_>, t: &PgTarget<'_>, data: &Receipt, section: &str) -> Resul
         Error::integrity(format!("cannot decode the {section} schema")).with_source(e)
     })?;
     let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", t.url])
+    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", t.url])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

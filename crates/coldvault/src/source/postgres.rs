@@ -351,7 +351,7 @@ pub(crate) fn read_range(
     out: &mut dyn Write,
 ) -> Result<ReadStats> {
     let mut cmd = std::process::Command::new("psql");
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", t.url])
+    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", t.url])
         .args(["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]);
     if let Some(id) = snapshot {
         cmd.arg("-c").arg(format!(

@@ -70,7 +70,7 @@ fn pg_dump(
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
     let mut cmd = Command::new("pg_dump");
-    cmd.args(["--schema-only", "--no-owner", "--no-acl"])
+    cmd.args(["--schema-only", "--no-owner", "--no-acl", "--no-password"])
         .arg(format!("--section={section}"))
         .arg(format!("--snapshot={snapshot}"))
         .arg("--dbname")
