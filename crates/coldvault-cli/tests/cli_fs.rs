@@ -224,7 +224,7 @@ fn too_few_reachable_nodes_is_refused_up_front_naming_them() {
 }
 
 #[test]
-fn one_unreachable_node_is_skipped_when_the_others_suffice() {
+fn one_unreachable_node_is_left_out_when_the_others_suffice() {
     let env = tree_env(2);
     backup(&env);
     std::fs::remove_dir_all(env.path("nodes/c")).unwrap();

@@ -92,24 +92,6 @@ fn restore_exact(g: &Garage, env: &Env, to: &str) {
     );
 }
 
-/// An S3 target on the test bucket, for checking and damaging objects directly.
-fn target(g: &Garage, prefix: &str) -> coldvault::store::OpenDalTarget {
-    coldvault::store::OpenDalTarget::s3(
-        "g",
-        coldvault::store::S3Options {
-            bucket: g.var("GARAGE_BUCKET"),
-            root: format!("{prefix}/cold/e2e"),
-            endpoint: Some(g.endpoint()),
-            region: g.var("GARAGE_REGION"),
-            virtual_host: false,
-            access_key_id: g.var("GARAGE_ACCESS_KEY_ID"),
-            secret_access_key: g.var("GARAGE_SECRET_ACCESS_KEY"),
-            ambient: false,
-        },
-    )
-    .unwrap()
-}
-
 #[test]
 fn every_verb_works_with_an_s3_node_and_a_local_one() {
     let _shared = CLUSTER.read().unwrap();
@@ -151,7 +133,7 @@ fn an_object_deleted_from_the_bucket_is_found_and_put_back() {
         0,
     );
     json(&g, &env, &["backup"], 0);
-    let t = target(&g, &prefix);
+    let t = g.target("g", &format!("{prefix}/cold/e2e"));
     use coldvault::store::Target;
     let keys = t.list("data/").unwrap();
     assert!(!keys.is_empty());

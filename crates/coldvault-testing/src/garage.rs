@@ -56,6 +56,24 @@ impl Garage {
         assert!(st.success(), "scripts/garage {args:?} failed");
     }
 
+    /// A target on the test bucket under `root`, to check and damage objects directly.
+    pub fn target(&self, name: &str, root: &str) -> coldvault::store::OpenDalTarget {
+        coldvault::store::OpenDalTarget::s3(
+            name,
+            coldvault::store::S3Options {
+                bucket: self.var("GARAGE_BUCKET"),
+                root: root.to_owned(),
+                endpoint: Some(self.endpoint()),
+                region: self.var("GARAGE_REGION"),
+                virtual_host: false,
+                access_key_id: self.var("GARAGE_ACCESS_KEY_ID"),
+                secret_access_key: self.var("GARAGE_SECRET_ACCESS_KEY"),
+                ambient: false,
+            },
+        )
+        .unwrap()
+    }
+
     /// Stops node `i` (1..3).
     pub fn stop_node(&self, i: u32) {
         self.script(&["stop-node", self.dir.to_str().unwrap(), &i.to_string()]);

@@ -144,7 +144,7 @@ fn too_few_nodes_commits_no_snapshot_and_names_the_nodes() {
 }
 
 #[test]
-fn a_corrupt_replica_is_found_by_verify_and_skipped_by_restore() {
+fn a_corrupt_replica_is_found_by_verify_and_passed_over_by_restore() {
     let s = setup(3);
     let r = run_backup(&s);
     assert!(r.snapshot.is_some());
@@ -161,7 +161,7 @@ fn a_corrupt_replica_is_found_by_verify_and_skipped_by_restore() {
         .all(|p| p.node == "b" && p.problem == "corrupt"));
     let rr = run_restore(&s);
     assert_same_tree(&s.src, &s.out);
-    // Replica b is skipped wherever it is the first choice.
+    // Replica b is passed over wherever it is the first choice.
     assert!(
         rr.replica_problems.iter().all(|p| p.contains("node b")),
         "{:?}",

@@ -224,20 +224,7 @@ fn garage_s3_target_conforms() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let t = coldvault::store::OpenDalTarget::s3(
-        "garage",
-        coldvault::store::S3Options {
-            bucket: g.var("GARAGE_BUCKET"),
-            root: format!("conformance-{nanos:x}"),
-            endpoint: Some(g.endpoint()),
-            region: g.var("GARAGE_REGION"),
-            virtual_host: false,
-            access_key_id: g.var("GARAGE_ACCESS_KEY_ID"),
-            secret_access_key: g.var("GARAGE_SECRET_ACCESS_KEY"),
-            ambient: false,
-        },
-    )
-    .unwrap();
+    let t = g.target("garage", &format!("conformance-{nanos:x}"));
     conformance(&t);
     // A payload larger than one multipart part goes up in parts and comes back whole.
     let staged = tempfile::NamedTempFile::new().unwrap();

@@ -166,6 +166,15 @@ fn restore_on_spark(
     Ok((stats, problems))
 }
 
+/// What a worker process needs to restore: the job's nodes, a spool, counters nobody reads.
+fn worker_parts(job: &Job) -> Result<(Repository, Staging, Progress)> {
+    Ok((
+        Repository::open(job)?,
+        Staging::create(&job.run.staging, &format!("{}-restore", job.name))?,
+        Progress::default(),
+    ))
+}
+
 /// Restores one data file into `target` in this process (a Spark executor's `coldvault worker`).
 pub(crate) fn restore_one(
     job: &Job,
@@ -174,9 +183,7 @@ pub(crate) fn restore_one(
     force: bool,
     entry: &TaskEntry,
 ) -> Result<(ReadStats, Vec<String>, Deferred)> {
-    let repo = Repository::open(job)?;
-    let staging = Staging::create(&job.run.staging, &format!("{}-restore", job.name))?;
-    let progress = Progress::default();
+    let (repo, staging, progress) = worker_parts(job)?;
     let ctx = Ctx {
         repo: &repo,
         staging: &staging,
@@ -194,9 +201,7 @@ pub(crate) fn restore_pg_range(
     target: &str,
     entry: &TaskEntry,
 ) -> Result<(ReadStats, Vec<String>)> {
-    let repo = Repository::open(job)?;
-    let staging = Staging::create(&job.run.staging, &format!("{}-restore", job.name))?;
-    let progress = Progress::default();
+    let (repo, staging, progress) = worker_parts(job)?;
     let ctx = Ctx {
         repo: &repo,
         staging: &staging,
