@@ -369,3 +369,17 @@ fn init_is_idempotent_and_refuses_a_foreign_repository() {
         "{err}"
     );
 }
+
+#[test]
+fn every_example_job_file_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            coldvault::Job::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "{n} examples");
+}
