@@ -94,7 +94,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore a snapshot into a directory (file trees) or a new database file (SQLite)
+    /// Restore a snapshot into a directory, a new SQLite file, or a PostgreSQL database
     Restore {
         /// The job file
         job: PathBuf,
