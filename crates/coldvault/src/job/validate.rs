@@ -1,0 +1,370 @@
+//! Phase two of reading a job: every value of the raw [`super::config::JobConfig`] checked, with
+//! a message that names the key, and turned into the typed [`super::Job`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::config::{self, JobConfig, SizeConfig, SourceConfig};
+use super::{
+    default_parallel, CredentialSource, EngineKind, Job, NodeSpec, NodeUrl, PasswordSource,
+    Repository, Run, Source, SparkSettings, Split,
+};
+use crate::error::{Error, Result};
+
+impl NodeUrl {
+    /// Parses a node URL. Relative `file:` paths are taken from `base`.
+    pub fn parse(url: &str, base: &Path) -> Result<NodeUrl> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            return Err(Error::config(format!(
+                "node URL {url:?} has no scheme (expected file:///path)"
+            )));
+        };
+        match scheme {
+            "file" => {
+                let path = if let Some(abs) = rest.strip_prefix("//") {
+                    if !abs.starts_with('/') {
+                        return Err(Error::config(format!(
+                            "node URL {url:?}: a file URL with a host is not supported; use file:///path"
+                        )));
+                    }
+                    PathBuf::from(abs)
+                } else {
+                    base.join(rest)
+                };
+                if path.as_os_str().is_empty() || rest.is_empty() {
+                    return Err(Error::config(format!("node URL {url:?} has no path")));
+                }
+                Ok(NodeUrl::File { path })
+            }
+            "s3" => parse_s3(url, rest),
+            other => Err(Error::config(format!(
+                "node URL {url:?} has an unknown scheme {other:?} (supported: file, s3)"
+            ))),
+        }
+    }
+}
+
+fn parse_s3(url: &str, rest: &str) -> Result<NodeUrl> {
+    let bad = |why: &str| Error::config(format!("node URL {url:?}: {why}"));
+    let rest = rest
+        .strip_prefix("//")
+        .ok_or_else(|| bad("expected s3://bucket/prefix?endpoint=…&region=…"))?;
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    if bucket.is_empty() {
+        return Err(bad("no bucket"));
+    }
+    let mut endpoint = None;
+    let mut region = None;
+    let mut virtual_host = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "endpoint" => {
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(bad("endpoint must start with http:// or https://"));
+                }
+                endpoint = Some(v.to_owned());
+            }
+            "region" => region = Some(v.to_owned()),
+            "virtual_host" => virtual_host = v == "true",
+            other => {
+                return Err(bad(&format!(
+                    "unknown parameter {other:?} (endpoint, region, virtual_host)"
+                )))
+            }
+        }
+    }
+    Ok(NodeUrl::S3 {
+        bucket: bucket.to_owned(),
+        prefix: prefix.trim_matches('/').to_owned(),
+        endpoint,
+        region: region.unwrap_or_else(|| "us-east-1".to_owned()),
+        virtual_host,
+    })
+}
+
+pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
+    if raw.name.is_empty() || !raw.name.chars().all(is_name_char) {
+        return Err(Error::config(format!(
+            "name = {:?}: a job name is letters, digits, '-', '_' and '.'",
+            raw.name
+        )));
+    }
+    let source = match raw.source {
+        SourceConfig::Fs(fs) => {
+            let path = existing_path(base, &fs.path, "[source] path")?;
+            if !path.is_dir() {
+                return Err(Error::config(format!(
+                    "[source] path = {:?}: {} is not a directory",
+                    fs.path,
+                    path.display()
+                )));
+            }
+            Source::Fs { path }
+        }
+        SourceConfig::Sqlite(sq) => {
+            let path = existing_path(base, &sq.path, "[source] path")?;
+            let tables = sq.tables.unwrap_or_default();
+            for t in &tables {
+                glob::Pattern::new(t).map_err(|e| {
+                    Error::config(format!(
+                        "[source] tables: {t:?} is not a valid pattern: {e}"
+                    ))
+                })?;
+            }
+            Source::Sqlite { path, tables }
+        }
+        SourceConfig::Postgres(pg) => {
+            if !(pg.url.starts_with("postgres://") || pg.url.starts_with("postgresql://")) {
+                return Err(Error::config(format!(
+                    "[source] url = {:?}: expected postgres://user@host:port/database",
+                    pg.url
+                )));
+            }
+            let authority = pg
+                .url
+                .split("://")
+                .nth(1)
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .unwrap_or("");
+            if authority
+                .split('@')
+                .next()
+                .is_some_and(|user| authority.contains('@') && user.contains(':'))
+            {
+                return Err(Error::config(
+                    "[source] url: put the password in password_env, password_file or PGPASSWORD, not in the URL",
+                ));
+            }
+            let tables = pg.tables.unwrap_or_default();
+            for t in &tables {
+                glob::Pattern::new(t).map_err(|e| {
+                    Error::config(format!(
+                        "[source] tables: {t:?} is not a valid pattern: {e}"
+                    ))
+                })?;
+            }
+            Source::Postgres {
+                url: pg.url,
+                password: PasswordSource {
+                    env: pg.password_env,
+                    file: pg.password_file.map(|f| base.join(f)),
+                },
+                tables,
+                filter: pg.filter,
+            }
+        }
+    };
+    let target_bytes = match raw.split.target_bytes {
+        None => 256 << 20,
+        Some(SizeConfig::Bytes(n)) => n,
+        Some(SizeConfig::Text(t)) => parse_size(&t)
+            .map_err(|e| Error::config(format!("[split] target_bytes = {t:?}: {e}")))?,
+    };
+    if target_bytes < 4096 {
+        return Err(Error::config(format!(
+            "[split] target_bytes = {target_bytes}: must be at least 4KiB"
+        )));
+    }
+    let max_rows = raw.split.max_rows.unwrap_or(1_000_000);
+    if max_rows == 0 {
+        return Err(Error::config("[split] max_rows must be at least 1"));
+    }
+    let repository = validate_repository(raw.repository, base)?;
+    let run = validate_run(raw.run, base)?;
+    Ok(Job {
+        name: raw.name,
+        source,
+        split: Split {
+            target_bytes,
+            max_rows,
+        },
+        repository,
+        run,
+    })
+}
+
+fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<Repository> {
+    let directory = raw.directory.trim_matches('/').to_owned();
+    if directory.is_empty()
+        || directory
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(Error::config(format!(
+            "[repository] directory = {:?}: must be a relative path without '.' or '..'",
+            raw.directory
+        )));
+    }
+    if raw.nodes.is_empty() {
+        return Err(Error::config(
+            "[repository] nodes: at least one node is needed",
+        ));
+    }
+    let mut nodes: Vec<NodeSpec> = Vec::with_capacity(raw.nodes.len());
+    for n in raw.nodes {
+        if n.name.is_empty() || !n.name.chars().all(is_name_char) {
+            return Err(Error::config(format!(
+                "[repository] nodes: name = {:?}: a node name is letters, digits, '-', '_' and '.'",
+                n.name
+            )));
+        }
+        if nodes.iter().any(|m| m.name == n.name) {
+            return Err(Error::config(format!(
+                "[repository] nodes: the node name {:?} is used twice",
+                n.name
+            )));
+        }
+        let url = NodeUrl::parse(&n.url, base)
+            .map_err(|e| Error::config(format!("[repository] nodes: {}", e.message())))?;
+        if let Some(m) = nodes.iter().find(|m| m.url == url) {
+            return Err(Error::config(format!(
+                "[repository] nodes: {:?} and {:?} have the same URL",
+                m.name, n.name
+            )));
+        }
+        let credentials = CredentialSource {
+            access_key_id_env: n.access_key_id_env,
+            secret_access_key_env: n.secret_access_key_env,
+            access_key_id_file: n.access_key_id_file.map(|f| base.join(f)),
+            secret_access_key_file: n.secret_access_key_file.map(|f| base.join(f)),
+            ambient: n.ambient_credentials.unwrap_or(false),
+        };
+        if matches!(url, NodeUrl::File { .. }) && credentials != CredentialSource::default() {
+            return Err(Error::config(format!(
+                "[repository] nodes: node {:?}: credentials are only for s3:// nodes",
+                n.name
+            )));
+        }
+        nodes.push(NodeSpec {
+            name: n.name,
+            url,
+            credentials,
+        });
+    }
+    let replicas = raw.replicas.unwrap_or(nodes.len().min(2) as i64);
+    if replicas < 1 || replicas > nodes.len() as i64 {
+        return Err(Error::config(format!(
+            "[repository] replicas = {replicas}: must be between 1 and the number of nodes ({})",
+            nodes.len()
+        )));
+    }
+    Ok(Repository {
+        directory,
+        replicas: replicas as usize,
+        nodes,
+    })
+}
+
+fn validate_run(raw: config::RunConfig, base: &Path) -> Result<Run> {
+    let parallel = match raw.parallel {
+        None => default_parallel(),
+        Some(n) if (1..=1024).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(Error::config(format!(
+                "[run] parallel = {n}: must be between 1 and 1024"
+            )))
+        }
+    };
+    let retries = match raw.retries {
+        None => 5,
+        Some(n) if (0..=100).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(Error::config(format!(
+                "[run] retries = {n}: must be between 0 and 100"
+            )))
+        }
+    };
+    let retry_delay = match raw.retry_delay {
+        None => Duration::from_millis(200),
+        Some(t) => humantime::parse_duration(&t)
+            .map_err(|e| Error::config(format!("[run] retry_delay = {t:?}: {e}")))?,
+    };
+    let zstd_level = raw.zstd_level.unwrap_or(3);
+    if !(1..=19).contains(&zstd_level) {
+        return Err(Error::config(format!(
+            "[run] zstd_level = {zstd_level}: must be between 1 and 19"
+        )));
+    }
+    let staging = match raw.staging {
+        Some(s) => base.join(s),
+        None => std::env::temp_dir().join("coldvault"),
+    };
+    let engine = match raw.engine.as_deref() {
+        None | Some("local") => EngineKind::Local,
+        Some("spark") => EngineKind::Spark,
+        Some(other) => {
+            return Err(Error::config(format!(
+                "[run] engine = {other:?}: expected \"local\" or \"spark\""
+            )))
+        }
+    };
+    let spark = raw
+        .spark
+        .map(|sc| SparkSettings {
+            master: sc.master,
+            submit: sc.submit.map(|p| base.join(p)),
+            binary: sc.binary.map(|p| base.join(p)),
+            conf: sc.conf.unwrap_or_default().into_iter().collect(),
+        })
+        .unwrap_or_default();
+    if engine == EngineKind::Spark && spark.master.is_none() {
+        return Err(Error::config(
+            "[run] engine = \"spark\" needs [run.spark] master (or --spark-master)",
+        ));
+    }
+    Ok(Run {
+        parallel,
+        staging,
+        retries,
+        retry_delay,
+        zstd_level,
+        engine,
+        spark,
+    })
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn existing_path(base: &Path, raw: &str, key: &str) -> Result<PathBuf> {
+    if raw.is_empty() {
+        return Err(Error::config(format!("{key} is empty")));
+    }
+    let path = base.join(raw);
+    match std::fs::metadata(&path) {
+        Ok(_) => Ok(path),
+        Err(e) => Err(Error::config(format!(
+            "{key} = {raw:?}: {} does not exist or cannot be read ({e})",
+            path.display()
+        ))),
+    }
+}
+
+/// Parses "256MiB", "1G", "512k", "1000000", "10MB" (decimal), into bytes.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a size such as 256MiB".to_string())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        u => return Err(format!("unknown size unit {u:?} (use KiB, MiB, GiB, TiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "size too large".to_string())
+}
