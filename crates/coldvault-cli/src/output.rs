@@ -113,6 +113,7 @@ pub fn print_plan(job: &Job, plan: &Plan) {
                 split,
                 start,
                 end,
+                ..
             } => format!(
                 "table {table} {} {} .. {}",
                 match split {

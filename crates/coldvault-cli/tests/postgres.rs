@@ -291,3 +291,45 @@ fn restore_refuses_a_target_that_has_the_tables() {
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("already has table public.x"), "{err}");
 }
+
+#[test]
+fn per_table_where_and_columns_take_only_what_is_asked() {
+    let pg = Postgres::from_env();
+    let db = pg.create_db("pertable");
+    pg.client(&db)
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, created date, secret text);
+             INSERT INTO orders SELECT i, date '2020-01-01' + i, 'card ' || i FROM generate_series(1, 2000) i;
+             CREATE TABLE users (id int PRIMARY KEY, name text);
+             INSERT INTO users SELECT i, 'u' || i FROM generate_series(1, 10) i;",
+        )
+        .unwrap();
+    let settings = "\n[source.table.orders]\nwhere = \"created < date '2022-01-01'\"\ncolumns = [\"id\", \"created\"]";
+    let env = pg_env(&pg, &db, settings, 300);
+    let r = backup(&pg, &env);
+    assert_eq!(r["rows"], 730 + 10, "{r}");
+    let restored = restore_into_new_db(&pg, &env, "pertable_r");
+    let mut c = pg.client(&restored);
+    let row = c
+        .query_one(
+            "SELECT count(*), count(secret), max(created)::text FROM orders",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 730);
+    assert_eq!(
+        row.get::<_, i64>(1),
+        0,
+        "the column left out is not restored"
+    );
+    assert_eq!(row.get::<_, String>(2), "2021-12-31");
+    let users: i64 = c
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 10, "the other table is whole");
+    let bad = pg_env(&pg, &db, "\n[source.table.nope]\ncolumns = [\"id\"]", 300);
+    let (code, _, err) = run(&pg, &bad, &["backup"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("names no selected table"), "{err}");
+}

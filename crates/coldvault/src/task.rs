@@ -93,21 +93,24 @@ fn stage_and_store(
             source::sqlite::read_table(path, table, *start, *end, &mut out)?
         }
         (
-            Source::Postgres {
-                url,
-                password,
-                filter,
-                ..
-            },
+            Source::Postgres { url, password, .. },
             TaskKind::PgRange {
                 table,
                 split,
                 start,
                 end,
+                columns,
+                filter,
             },
         ) => {
-            let query =
-                source::postgres::range_query(table, split, *start, *end, filter.as_deref());
+            let query = source::postgres::range_query(
+                table,
+                split,
+                *start,
+                *end,
+                filter.as_deref(),
+                columns,
+            );
             let target = source::postgres::PgTarget { url, password };
             source::postgres::read_range(&target, task.snapshot.as_deref(), &query, &mut out)?
         }

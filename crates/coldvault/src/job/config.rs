@@ -36,6 +36,16 @@ pub(crate) struct PostgresSourceConfig {
     pub tables: Option<Vec<String>>,
     #[serde(rename = "where")]
     pub filter: Option<String>,
+    /// Per-table settings, keyed by `schema.table` (or a bare name in `public`).
+    pub table: Option<std::collections::BTreeMap<String, PgTableConfig>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PgTableConfig {
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
+    pub columns: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -59,7 +59,18 @@ pub enum Source {
         tables: Vec<String>,
         /// A condition every selected row must meet (the cold-data case).
         filter: Option<String>,
+        /// Per-table `where` and `columns`, keyed by `schema.table`.
+        table_settings: std::collections::BTreeMap<String, PgTableSettings>,
     },
+}
+
+/// `[source.table."schema.table"]`: what to take of one PostgreSQL table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgTableSettings {
+    /// This table's condition, instead of the source's `where`.
+    pub filter: Option<String>,
+    /// Only these columns (the others are left to their defaults on restore).
+    pub columns: Vec<String>,
 }
 
 /// Where a database password comes from: the names of a variable or a file, never the value.

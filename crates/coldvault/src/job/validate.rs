@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::config::{self, JobConfig, SizeConfig, SourceConfig};
 use super::{
     default_parallel, CredentialSource, EngineKind, Job, NodeSpec, NodeUrl, PasswordSource,
-    Repository, Run, Source, SparkSettings, Split,
+    PgTableSettings, Repository, Run, Source, SparkSettings, Split,
 };
 use crate::error::{Error, Result};
 
@@ -147,6 +147,23 @@ pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
                     ))
                 })?;
             }
+            let table_settings = pg
+                .table
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, t)| {
+                    let name = if name.contains('.') {
+                        name
+                    } else {
+                        format!("public.{name}")
+                    };
+                    let settings = PgTableSettings {
+                        filter: t.filter,
+                        columns: t.columns.unwrap_or_default(),
+                    };
+                    (name, settings)
+                })
+                .collect();
             Source::Postgres {
                 url: pg.url,
                 password: PasswordSource {
@@ -155,6 +172,7 @@ pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
                 },
                 tables,
                 filter: pg.filter,
+                table_settings,
             }
         }
     };

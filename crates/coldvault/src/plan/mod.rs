@@ -81,6 +81,12 @@ pub enum TaskKind {
         start: Option<i64>,
         /// End key or block (exclusive); `None` is unbounded.
         end: Option<i64>,
+        /// Only these columns; every column when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<String>,
+        /// The condition every row must meet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<String>,
     },
     /// Rows of a table whose rowid lies in `[start, end)`.
     Table {
@@ -152,10 +158,12 @@ impl Plan {
                 password,
                 tables,
                 filter,
+                table_settings,
             } => crate::source::postgres::plan(
                 &crate::source::postgres::PgTarget { url, password },
                 tables,
                 filter.as_deref(),
+                table_settings,
                 job.split.max_rows,
             )?,
         };

@@ -14,7 +14,7 @@ use crate::engine::spark::SparkEngine;
 use crate::error::{Error, Result};
 use crate::job::{EngineKind, Job, PasswordSource, Source};
 use crate::plan::TaskKind;
-use crate::source::postgres::{connect, qualified, where_of, PgTarget};
+use crate::source::postgres::{connect, ident, qualified, where_of, PgTarget};
 use crate::source::ReadStats;
 use crate::store::Receipt;
 
@@ -96,10 +96,16 @@ pub(crate) fn load_range(
     t: &PgTarget<'_>,
     task: &TaskEntry,
 ) -> Result<(ReadStats, Vec<String>)> {
-    let TaskKind::PgRange { table, .. } = &task.kind else {
+    let TaskKind::PgRange { table, columns, .. } = &task.kind else {
         return Err(Error::integrity(
             "a non-table task in a PostgreSQL snapshot",
         ));
+    };
+    let column_list = if columns.is_empty() {
+        String::new()
+    } else {
+        let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+        format!(" ({})", cols.join(", "))
     };
     let (data, problems) = ctx.fetch(&task.data)?;
     let mut reader = BufReader::with_capacity(256 << 10, data.open()?);
@@ -107,7 +113,10 @@ pub(crate) fn load_range(
     let load_err =
         |e: postgres::Error| Error::source_err(format!("cannot load {table}")).with_source(e);
     let mut writer = client
-        .copy_in(&format!("COPY {} FROM STDIN", qualified(table)))
+        .copy_in(&format!(
+            "COPY {}{column_list} FROM STDIN",
+            qualified(table)
+        ))
         .map_err(load_err)?;
     let n = std::io::copy(&mut reader, &mut writer)
         .map_err(|e| Error::source_err(format!("cannot load {table}")).with_source(e))?;

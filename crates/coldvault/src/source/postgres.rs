@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::ReadStats;
 use crate::error::{Error, Result};
-use crate::job::PasswordSource;
+use std::collections::BTreeMap;
+
+use crate::job::{PasswordSource, PgTableSettings};
 use crate::plan::TaskKind;
 
 /// How a table's rows are split.
@@ -180,26 +182,38 @@ pub(crate) fn plan(
     t: &PgTarget<'_>,
     patterns: &[String],
     filter: Option<&str>,
+    settings: &BTreeMap<String, PgTableSettings>,
     max_rows: u64,
 ) -> Result<Vec<(TaskKind, u64, u64)>> {
     let mut client = connect(t)?;
     let tables = tables(&mut client, patterns, t.url)?;
-    if let Some(f) = filter {
-        // A condition that does not parse fails here, before anything runs.
-        for tb in &tables {
-            client
-                .execute(
-                    &format!("EXPLAIN SELECT 1 FROM {} WHERE {f}", qualified(&tb.name)),
-                    &[],
-                )
-                .map_err(|e| {
-                    Error::config(format!(
-                        "[source] where = {f:?} does not work on {}",
-                        tb.name
-                    ))
-                    .with_source(e)
-                })?;
+    for name in settings.keys() {
+        if !tables.iter().any(|tb| &tb.name == name) {
+            return Err(Error::config(format!(
+                "[source.table.{name:?}] names no selected table in {}",
+                where_of(t.url)
+            )));
         }
+    }
+    let what = |tb: &TableInfo| {
+        let s = settings.get(&tb.name).cloned().unwrap_or_default();
+        (s.filter.or_else(|| filter.map(str::to_owned)), s.columns)
+    };
+    // A condition or a column that does not work fails here, before anything runs.
+    for tb in &tables {
+        let (f, columns) = what(tb);
+        if f.is_none() && columns.is_empty() {
+            continue;
+        }
+        let q = range_query(&tb.name, &PgSplit::Ctid, None, None, f.as_deref(), &columns);
+        client.execute(&format!("EXPLAIN {q}"), &[]).map_err(|e| {
+            Error::config(format!(
+                "[source] where = {:?} / columns = {columns:?} does not work on {}",
+                f.unwrap_or_default(),
+                tb.name
+            ))
+            .with_source(e)
+        })?;
     }
     let mut tasks = Vec::new();
     for tb in tables {
@@ -221,6 +235,8 @@ pub(crate) fn plan(
                     split: split.clone(),
                     start,
                     end,
+                    columns: what(&tb).1,
+                    filter: what(&tb).0,
                 },
                 bytes / n,
                 rows / n,
@@ -309,6 +325,7 @@ pub fn range_query(
     start: Option<i64>,
     end: Option<i64>,
     filter: Option<&str>,
+    columns: &[String],
 ) -> String {
     let mut cond: Vec<String> = Vec::new();
     match split {
@@ -332,7 +349,16 @@ pub fn range_query(
     if let Some(f) = filter {
         cond.push(format!("({f})"));
     }
-    let mut q = format!("SELECT * FROM {}", qualified(table));
+    let cols = if columns.is_empty() {
+        "*".to_owned()
+    } else {
+        columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut q = format!("SELECT {cols} FROM {}", qualified(table));
     if !cond.is_empty() {
         q.push_str(" WHERE ");
         q.push_str(&cond.join(" AND "));
