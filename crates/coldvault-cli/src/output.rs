@@ -119,6 +119,7 @@ pub fn print_plan(job: &Job, plan: &Plan) {
                 match split {
                     coldvault::source::postgres::PgSplit::Key(k) => format!("key {k}"),
                     coldvault::source::postgres::PgSplit::Ctid => "blocks".into(),
+                    coldvault::source::postgres::PgSplit::Null(k) => format!("{k} IS NULL"),
                 },
                 start.map_or("-inf".into(), |s| s.to_string()),
                 end.map_or("+inf".into(), |e| e.to_string())

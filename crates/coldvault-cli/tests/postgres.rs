@@ -333,3 +333,60 @@ fn per_table_where_and_columns_take_only_what_is_asked() {
     assert_eq!(code, 2);
     assert!(err.contains("names no selected table"), "{err}");
 }
+
+#[test]
+fn split_by_a_nullable_column_covers_null_keys_once() {
+    let pg = Postgres::from_env();
+    let db = pg.create_db("splitby");
+    pg.client(&db)
+        .batch_execute(
+            "CREATE TABLE events (id int PRIMARY KEY, account int, body text);
+             INSERT INTO events SELECT i, CASE WHEN i % 5 = 0 THEN NULL ELSE (i % 7) * (i % 7) * 1000 - 3000 END,
+               'e' || i FROM generate_series(1, 3000) i;
+             ANALYZE events;",
+        )
+        .unwrap();
+    let env = pg_env(
+        &pg,
+        &db,
+        "\n[source.table.events]\nsplit_by = \"account\"",
+        200,
+    );
+    let (c, out, err) = run(&pg, &env, &["plan", "--json"]);
+    assert_eq!(c, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tasks = plan["tasks"].as_array().unwrap();
+    assert_eq!(
+        tasks
+            .iter()
+            .filter(|t| t["split"]["null"] == "account")
+            .count(),
+        1,
+        "{plan}"
+    );
+    assert!(
+        tasks
+            .iter()
+            .filter(|t| t["split"]["key"] == "account")
+            .count()
+            > 1,
+        "{plan}"
+    );
+    let r = backup(&pg, &env);
+    assert_eq!(r["rows"], 3000, "{r}");
+    let restored = restore_into_new_db(&pg, &env, "splitby_r");
+    let tables = [("events", "id")];
+    assert_eq!(
+        pg.fingerprint(&db, &tables),
+        pg.fingerprint(&restored, &tables)
+    );
+    let bad = pg_env(
+        &pg,
+        &db,
+        "\n[source.table.events]\nsplit_by = \"body\"",
+        200,
+    );
+    let (code, _, err) = run(&pg, &bad, &["plan"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not an integer column"), "{err}");
+}

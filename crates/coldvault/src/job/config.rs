@@ -46,6 +46,7 @@ pub(crate) struct PgTableConfig {
     #[serde(rename = "where")]
     pub filter: Option<String>,
     pub columns: Option<Vec<String>>,
+    pub split_by: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

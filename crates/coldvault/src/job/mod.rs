@@ -71,6 +71,8 @@ pub struct PgTableSettings {
     pub filter: Option<String>,
     /// Only these columns (the others are left to their defaults on restore).
     pub columns: Vec<String>,
+    /// An integer column to split by instead of the primary key (NULLs get a task of their own).
+    pub split_by: Option<String>,
 }
 
 /// Where a database password comes from: the names of a variable or a file, never the value.

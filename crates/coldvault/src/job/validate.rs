@@ -160,6 +160,7 @@ pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
                     let settings = PgTableSettings {
                         filter: t.filter,
                         columns: t.columns.unwrap_or_default(),
+                        split_by: t.split_by,
                     };
                     (name, settings)
                 })

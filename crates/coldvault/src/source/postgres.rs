@@ -31,6 +31,8 @@ pub enum PgSplit {
     Key(String),
     /// By physical block: rows with `(start,0) <= ctid < (end,0)`.
     Ctid,
+    /// The rows whose `split_by` column is NULL (one task; ranges never hold them).
+    Null(String),
 }
 
 /// A PostgreSQL connection target (no secret inside).
@@ -216,9 +218,25 @@ pub(crate) fn plan(
         })?;
     }
     let mut tasks = Vec::new();
-    for tb in tables {
+    for mut tb in tables {
         let rows = tb.rows.max(0.0) as u64;
         let bytes = (tb.pages.max(0) as u64) * 8192;
+        if let Some(col) = settings.get(&tb.name).and_then(|s| s.split_by.clone()) {
+            check_split_by(&mut client, &tb.name, &col)?;
+            tasks.push((
+                TaskKind::PgRange {
+                    table: tb.name.clone(),
+                    split: PgSplit::Null(col.clone()),
+                    start: None,
+                    end: None,
+                    columns: what(&tb).1,
+                    filter: what(&tb).0,
+                },
+                0,
+                0,
+            ));
+            tb.key = Some(col);
+        }
         let (split, bounds) = match &tb.key {
             Some(k) => (
                 PgSplit::Key(k.clone()),
@@ -245,6 +263,25 @@ pub(crate) fn plan(
         }
     }
     Ok(tasks)
+}
+
+/// A `split_by` column must exist and be an integer.
+fn check_split_by(client: &mut Client, table: &str, col: &str) -> Result<()> {
+    let ok: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::text::regclass \
+             AND attname = $2 AND atttypid IN (20, 21, 23) AND NOT attisdropped)",
+            &[&qualified(table), &col],
+        )
+        .map_err(sql_err(format!("cannot inspect {table}")))?
+        .get(0);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "[source.table.{table:?}] split_by = {col:?}: not an integer column of {table}"
+        )))
+    }
 }
 
 /// Boundaries of key ranges of about `max_rows` rows, from the histogram or min/max.
@@ -345,6 +382,7 @@ pub fn range_query(
                 cond.push(format!("ctid < '({e},0)'::tid"));
             }
         }
+        PgSplit::Null(k) => cond.push(format!("{} IS NULL", ident(k))),
     }
     if let Some(f) = filter {
         cond.push(format!("({f})"));
