@@ -221,44 +221,34 @@ fn an_endpoint_that_refuses_connections_is_a_clear_error() {
     );
 }
 
+/// Starts a backup, stops the Garage `nodes` once it is under way, and returns its output.
+fn backup_while_nodes_go_down(g: &Garage, env: &Env, nodes: &[u32]) -> std::process::Output {
+    let child = env
+        .spawnable(&["backup", "--json"])
+        .env("AWS_ACCESS_KEY_ID", g.var("GARAGE_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", g.var("GARAGE_SECRET_ACCESS_KEY"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    for &i in nodes {
+        g.stop_node(i);
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn one_garage_node_stopped_during_a_backup_does_not_stop_it() {
     let _exclusive = CLUSTER.write().unwrap();
     let g = Garage::from_env();
     let env = job(&[("garage", g.url(&unique("onedown")))], 1, 30_000_000);
-    let child = env
-        .spawnable(&["backup", "--json"])
-        .env("AWS_ACCESS_KEY_ID", g.var("GARAGE_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", g.var("GARAGE_SECRET_ACCESS_KEY"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    g.stop_node(3);
-    let out = child.wait_with_output().unwrap();
+    let out = backup_while_nodes_go_down(&g, &env, &[3]);
     g.start_node(3);
     g.wait_healthy();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     restore_exact(&g, &env, "restored");
-}
-
-/// Starts a backup, stops every Garage node once it is under way, and returns its output.
-fn backup_while_the_cluster_goes_down(g: &Garage, env: &Env) -> std::process::Output {
-    let child = env
-        .spawnable(&["backup", "--json"])
-        .env("AWS_ACCESS_KEY_ID", g.var("GARAGE_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", g.var("GARAGE_SECRET_ACCESS_KEY"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    for i in 1..=3 {
-        g.stop_node(i);
-    }
-    child.wait_with_output().unwrap()
 }
 
 fn cluster_back(g: &Garage) {
@@ -281,7 +271,7 @@ fn the_whole_cluster_down_during_a_backup_fails_clearly_then_completes_when_back
         2,
         60_000_000,
     );
-    let out = backup_while_the_cluster_goes_down(&g, &env);
+    let out = backup_while_nodes_go_down(&g, &env, &[1, 2, 3]);
     cluster_back(&g);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -321,7 +311,7 @@ fn the_whole_cluster_down_during_a_backup_moves_copies_to_other_nodes() {
         2,
         60_000_000,
     );
-    let out = backup_while_the_cluster_goes_down(&g, &env);
+    let out = backup_while_nodes_go_down(&g, &env, &[1, 2, 3]);
     cluster_back(&g);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");

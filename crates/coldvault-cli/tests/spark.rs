@@ -42,10 +42,17 @@ fn run(s: &Spark, env: &Env, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn worker() -> std::process::Command {
-    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("coldvault"));
-    c.arg("worker");
-    c
+/// Runs `coldvault worker` with `input` on its stdin.
+fn run_worker(input: &[u8]) -> std::process::Output {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("coldvault"))
+        .arg("worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -185,18 +192,7 @@ fn a_task_run_twice_stores_one_data_file() {
     let line = serde_json::to_string(&request).unwrap();
     let mut keys = Vec::new();
     for _ in 0..2 {
-        let mut child = worker()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_worker(format!("{line}\n").as_bytes());
         assert!(out.status.success());
         let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         keys.push(
@@ -220,18 +216,7 @@ fn a_task_run_twice_stores_one_data_file() {
 
 #[test]
 fn a_malformed_work_request_exits_2() {
-    let mut child = worker()
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"op\": \"nonsense\"}\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_worker(b"{\"op\": \"nonsense\"}\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed work request"));
 }

@@ -101,36 +101,36 @@ pub fn handle(request: WorkRequest) -> WorkReply {
             include,
             force,
             entry,
-        } => match crate::restore::restore_one(&job, &target, &include, force, &entry) {
-            Ok((stats, problems, deferred)) => WorkReply::Restore {
-                stats,
-                problems,
-                deferred,
-                error: None,
-            },
-            Err(e) => WorkReply::Restore {
-                stats: ReadStats::default(),
-                problems: Vec::new(),
-                deferred: Deferred::default(),
-                error: Some(e.with_context("task", &entry.id).to_string()),
-            },
+        } => restore_reply(
+            crate::restore::restore_one(&job, &target, &include, force, &entry),
+            &entry,
+        ),
+        WorkRequest::RestorePgRange { job, target, entry } => restore_reply(
+            crate::restore::restore_pg_range(&job, &target, &entry)
+                .map(|(stats, problems)| (stats, problems, Deferred::default())),
+            &entry,
+        ),
+    }
+}
+
+/// The reply to a restore request: what was written, or why not.
+fn restore_reply(
+    result: Result<(ReadStats, Vec<String>, Deferred)>,
+    entry: &TaskEntry,
+) -> WorkReply {
+    match result {
+        Ok((stats, problems, deferred)) => WorkReply::Restore {
+            stats,
+            problems,
+            deferred,
+            error: None,
         },
-        WorkRequest::RestorePgRange { job, target, entry } => {
-            match crate::restore::restore_pg_range(&job, &target, &entry) {
-                Ok((stats, problems)) => WorkReply::Restore {
-                    stats,
-                    problems,
-                    deferred: Deferred::default(),
-                    error: None,
-                },
-                Err(e) => WorkReply::Restore {
-                    stats: ReadStats::default(),
-                    problems: Vec::new(),
-                    deferred: Deferred::default(),
-                    error: Some(e.with_context("task", &entry.id).to_string()),
-                },
-            }
-        }
+        Err(e) => WorkReply::Restore {
+            stats: ReadStats::default(),
+            problems: Vec::new(),
+            deferred: Deferred::default(),
+            error: Some(e.with_context("task", &entry.id).to_string()),
+        },
     }
 }
 

@@ -139,12 +139,22 @@ fn restore_on_spark(
         })
         .collect();
     let replies = SparkEngine::new(job, master).run(&requests, staging.dir())?;
+    let (stats, problems, deferred) = merge_restore_replies(replies, Error::integrity)?;
+    fs::apply_deferred(&target, deferred)?;
+    Ok((stats, problems))
+}
+
+/// Adds up the replies of restore workers; the first failure becomes `failed(its message)`.
+pub(crate) fn merge_restore_replies(
+    replies: Vec<WorkReply>,
+    failed: fn(String) -> Error,
+) -> Result<(ReadStats, Vec<String>, Deferred)> {
     let mut stats = ReadStats::default();
     let mut problems = Vec::new();
     let mut deferred = Deferred::default();
     for r in replies {
         match r {
-            WorkReply::Restore { error: Some(e), .. } => return Err(Error::integrity(e)),
+            WorkReply::Restore { error: Some(e), .. } => return Err(failed(e)),
             WorkReply::Restore {
                 stats: s,
                 problems: p,
@@ -162,8 +172,7 @@ fn restore_on_spark(
             }
         }
     }
-    fs::apply_deferred(&target, deferred)?;
-    Ok((stats, problems))
+    Ok((stats, problems, deferred))
 }
 
 /// What a worker process needs to restore: the job's nodes, a spool, counters nobody reads.

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use super::{run_tasks, Ctx, RestoreOptions};
 use crate::catalog::{Manifest, TaskEntry};
-use crate::engine::protocol::{WorkReply, WorkRequest};
+use crate::engine::protocol::WorkRequest;
 use crate::engine::spark::SparkEngine;
 use crate::error::{Error, Result};
 use crate::job::{EngineKind, Job, PasswordSource, Source};
@@ -153,26 +153,7 @@ fn load_on_spark(
         })
         .collect();
     let replies = SparkEngine::new(job, master).run(&requests, ctx.staging.dir())?;
-    let mut stats = ReadStats::default();
-    let mut problems = Vec::new();
-    for r in replies {
-        match r {
-            WorkReply::Restore { error: Some(e), .. } => return Err(Error::source_err(e)),
-            WorkReply::Restore {
-                stats: s,
-                problems: p,
-                ..
-            } => {
-                stats.add(&s);
-                problems.extend(p);
-            }
-            WorkReply::Backup { .. } => {
-                return Err(Error::integrity(
-                    "spark engine: a backup reply to a restore request",
-                ))
-            }
-        }
-    }
+    let (stats, problems, _) = super::merge_restore_replies(replies, Error::source_err)?;
     Ok((stats, problems))
 }
 

@@ -41,3 +41,34 @@ impl ReadStats {
         self.skipped += other.skipped;
     }
 }
+
+/// Keeps the tables that `patterns` name (every table when there are none). A pattern that names
+/// no table is an error naming the pattern and `place`, so a typo never backs up less than meant.
+pub(crate) fn select_tables<T>(
+    all: Vec<T>,
+    patterns: &[String],
+    place: &str,
+    matches: impl Fn(&glob::Pattern, &T) -> bool,
+) -> crate::Result<Vec<T>> {
+    if patterns.is_empty() {
+        return Ok(all);
+    }
+    let mut globs = Vec::with_capacity(patterns.len());
+    for p in patterns {
+        let g = glob::Pattern::new(p).map_err(|e| {
+            crate::Error::config(format!(
+                "[source] tables: {p:?} is not a valid pattern: {e}"
+            ))
+        })?;
+        if !all.iter().any(|t| matches(&g, t)) {
+            return Err(crate::Error::config(format!(
+                "[source] tables: {p:?} matches no table in {place}"
+            )));
+        }
+        globs.push(g);
+    }
+    Ok(all
+        .into_iter()
+        .filter(|t| globs.iter().any(|g| matches(g, t)))
+        .collect())
+}

@@ -155,28 +155,9 @@ fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<Tab
             key: r.get(3),
         })
         .collect();
-    if patterns.is_empty() {
-        return Ok(all);
-    }
-    let globs: Vec<glob::Pattern> = patterns
-        .iter()
-        .filter_map(|p| glob::Pattern::new(p).ok())
-        .collect();
-    let matches = |g: &glob::Pattern, name: &str| {
-        g.matches(name) || name.strip_prefix("public.").is_some_and(|n| g.matches(n))
-    };
-    for (p, g) in patterns.iter().zip(&globs) {
-        if !all.iter().any(|t| matches(g, &t.name)) {
-            return Err(Error::config(format!(
-                "[source] tables: {p:?} matches no table in {}",
-                where_of(url)
-            )));
-        }
-    }
-    Ok(all
-        .into_iter()
-        .filter(|t| globs.iter().any(|g| matches(g, &t.name)))
-        .collect())
+    super::select_tables(all, patterns, &where_of(url), |g, t: &TableInfo| {
+        g.matches(&t.name) || t.name.strip_prefix("public.").is_some_and(|n| g.matches(n))
+    })
 }
 
 /// Plans a database: per table, key or block ranges of about `max_rows` rows.

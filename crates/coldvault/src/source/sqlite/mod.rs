@@ -163,25 +163,12 @@ fn tables(conn: &Connection, path: &Path, patterns: &[String]) -> Result<Vec<Tab
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(err)?;
-    if patterns.is_empty() {
-        return Ok(all);
-    }
-    let globs: Vec<glob::Pattern> = patterns
-        .iter()
-        .filter_map(|p| glob::Pattern::new(p).ok())
-        .collect();
-    for (p, g) in patterns.iter().zip(&globs) {
-        if !all.iter().any(|t| g.matches(&t.name)) {
-            return Err(Error::config(format!(
-                "[source] tables: {p:?} matches no table in {}",
-                path.display()
-            )));
-        }
-    }
-    Ok(all
-        .into_iter()
-        .filter(|t| globs.iter().any(|g| g.matches(&t.name)))
-        .collect())
+    super::select_tables(
+        all,
+        patterns,
+        &path.display().to_string(),
+        |g, t: &TableInfo| g.matches(&t.name),
+    )
 }
 
 /// Plans a SQLite database: per table, rowid ranges of about `max_rows` rows.
