@@ -124,6 +124,22 @@ pub fn print_plan(job: &Job, plan: &Plan) {
                 start.map_or("-inf".into(), |s| s.to_string()),
                 end.map_or("+inf".into(), |e| e.to_string())
             ),
+            coldvault::plan::TaskKind::MyRange {
+                table,
+                split,
+                start,
+                end,
+                ..
+            } => format!(
+                "table {table} {} {} .. {}",
+                match split {
+                    coldvault::source::mysql::MySplit::Key(k) => format!("key {k}"),
+                    coldvault::source::mysql::MySplit::Whole => "whole".into(),
+                    coldvault::source::mysql::MySplit::Null(k) => format!("{k} IS NULL"),
+                },
+                start.map_or("-inf".into(), |s| s.to_string()),
+                end.map_or("+inf".into(), |e| e.to_string())
+            ),
             coldvault::plan::TaskKind::Table { table, start, end } => format!(
                 "table {table} rowid {} .. {}",
                 start.map_or("-inf".into(), |s| s.to_string()),
@@ -170,6 +186,9 @@ pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
             r.failed_tasks.len(),
             r.tasks
         ),
+    }
+    if let (Some(_), Some(c)) = (&r.snapshot, &r.consistency) {
+        println!("consistency: {c}");
     }
 }
 

@@ -4,12 +4,14 @@
 mod faulty;
 pub mod fixtures;
 mod garage;
+mod mariadb;
 mod memory;
 mod pg;
 mod spark;
 
 pub use faulty::{Fault, FaultyTarget};
 pub use garage::Garage;
+pub use mariadb::Mariadb;
 pub use memory::MemoryTarget;
 pub use pg::Postgres;
 pub use spark::Spark;

@@ -14,6 +14,8 @@ use crate::error::Result;
 use crate::job::{EngineKind, Job, Source};
 use crate::plan::Plan;
 use crate::repo::Repository;
+use crate::source::mysql::MyTarget;
+use crate::source::mysql_snapshot as my_snapshot;
 use crate::source::postgres::{self as pg, PgTarget};
 use crate::source::postgres_schema as pg_schema;
 use crate::source::sqlite::SnapshotGuard;
@@ -52,6 +54,9 @@ pub struct BackupReport {
     pub manifest_nodes: Vec<String>,
     /// Problems that did not stop the backup (a node that missed the manifest).
     pub warnings: Vec<String>,
+    /// For a database: which point in time the snapshot holds and how it was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
 }
 
 /// Runs a backup of `job` with `parallel` tasks at once.
@@ -67,6 +72,12 @@ pub fn backup_to(
     progress: &Progress,
 ) -> Result<BackupReport> {
     let time = now_rfc3339();
+    if matches!(job.source, Source::Mysql(_)) && matches!(job.run.engine, EngineKind::Spark) {
+        return Err(crate::Error::config(
+            "a MySQL / MariaDB backup runs on the local engine: its consistent snapshot lives in \
+             connections of this process, which Spark executors cannot share",
+        ));
+    }
     let (repo, node_warnings) = repo.prepare_backup(job)?;
     let repo = &repo;
     // Plan first: a missing table or a `where` that does not parse fails before anything is stored.
@@ -76,6 +87,7 @@ pub fn backup_to(
     let mut pg_sequences = Vec::new();
     let mut sqlite_guard = None;
     let mut pg_guard = None;
+    let (mut mysql, mut my_set, mut consistency) = (None, None, None);
     match &job.source {
         Source::Sqlite { path, .. } => {
             let guard = SnapshotGuard::open(path)?;
@@ -88,7 +100,31 @@ pub fn backup_to(
             for t in &mut plan.tasks {
                 t.snapshot = Some(guard.id().to_owned());
             }
+            consistency = Some(format!(
+                "every task read one exported snapshot ({})",
+                guard.id()
+            ));
             pg_guard = Some(guard);
+        }
+        Source::Mysql(db) => {
+            let mut set = my_snapshot::SnapshotSet::open(&MyTarget::of(db), parallel)?;
+            let mut tables: Vec<String> = Vec::new();
+            for t in &mut plan.tasks {
+                t.snapshot = Some(set.id().to_owned());
+                if let crate::plan::TaskKind::MyRange { table, .. } = &t.kind {
+                    if tables.last() != Some(table) {
+                        tables.push(table.clone());
+                    }
+                }
+            }
+            let views = (!db.tables.is_empty()).then_some(&db.tables[..]);
+            let schema = set.schema(&tables, views)?;
+            consistency = Some(format!(
+                "every task read one consistent snapshot; the global read lock was held {} ms",
+                schema.lock_ms
+            ));
+            mysql = Some(schema);
+            my_set = Some(set);
         }
         Source::Fs { .. } => {}
     }
@@ -120,6 +156,7 @@ pub fn backup_to(
     drop(staging);
     drop(sqlite_guard);
     drop(pg_guard);
+    drop(my_set);
     let mut entries = Vec::with_capacity(reports.len());
     let mut failed_tasks = Vec::new();
     for r in reports {
@@ -143,6 +180,7 @@ pub fn backup_to(
         failed_tasks,
         manifest_nodes: Vec::new(),
         warnings: Vec::new(),
+        consistency,
     };
     if !report.failed_tasks.is_empty() {
         return Ok(report);
@@ -158,6 +196,7 @@ pub fn backup_to(
         tasks: entries,
         sqlite,
         postgres,
+        mysql,
     };
     let (nodes, failures) = repo.commit(&manifest)?;
     report.snapshot = Some(manifest.id);
@@ -172,7 +211,10 @@ pub fn backup_to(
 /// The PostgreSQL server of a `postgres` job.
 fn pg_target(job: &Job) -> Result<PgTarget<'_>> {
     match &job.source {
-        Source::Postgres { url, password, .. } => Ok(PgTarget { url, password }),
+        Source::Postgres(db) => Ok(PgTarget {
+            url: &db.url,
+            password: &db.password,
+        }),
         _ => Err(crate::Error::config("not a PostgreSQL job")),
     }
 }
@@ -215,7 +257,7 @@ fn run_on_spark(
 fn source_info(job: &Job) -> SourceInfo {
     let location = match &job.source {
         Source::Fs { path } | Source::Sqlite { path, .. } => path.display().to_string(),
-        Source::Postgres { url, .. } => url.clone(),
+        Source::Postgres(db) | Source::Mysql(db) => db.url.clone(),
     };
     SourceInfo {
         kind: job.source.type_name().to_owned(),

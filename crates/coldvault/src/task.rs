@@ -93,7 +93,7 @@ fn stage_and_store(
             source::sqlite::read_table(path, table, *start, *end, &mut out)?
         }
         (
-            Source::Postgres { url, password, .. },
+            Source::Postgres(db),
             TaskKind::PgRange {
                 table,
                 split,
@@ -111,8 +111,26 @@ fn stage_and_store(
                 filter.as_deref(),
                 columns,
             );
-            let target = source::postgres::PgTarget { url, password };
+            let target = source::postgres::PgTarget {
+                url: &db.url,
+                password: &db.password,
+            };
             source::postgres::read_range(&target, task.snapshot.as_deref(), &query, &mut out)?
+        }
+        (
+            Source::Mysql(_),
+            TaskKind::MyRange {
+                table,
+                split,
+                start,
+                end,
+                columns,
+                filter,
+            },
+        ) => {
+            let query =
+                source::mysql::range_query(table, split, *start, *end, filter.as_deref(), columns);
+            source::mysql_snapshot::read_range(task.snapshot.as_deref(), &query, &mut out)?
         }
         (source, kind) => {
             return Err(Error::config(format!(

@@ -122,6 +122,9 @@ pub struct Manifest {
     /// A PostgreSQL source's schema and sequences.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<crate::source::postgres_schema::PostgresSchema>,
+    /// A MySQL / MariaDB source's schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<crate::source::mysql_snapshot::MysqlSchema>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +219,7 @@ mod tests {
             tasks: vec![],
             sqlite: None,
             postgres: None,
+            mysql: None,
         }
     }
 

@@ -48,8 +48,8 @@ impl<'a> SparkEngine<'a> {
             "PGPASSWORD".to_owned(),
             "TMPDIR".to_owned(),
         ];
-        if let crate::job::Source::Postgres { password, .. } = &self.job.source {
-            names.extend(password.env.clone());
+        if let Some(db) = self.job.source.database() {
+            names.extend(db.password.env.clone());
         }
         for n in &self.job.repository.nodes {
             if let NodeUrl::S3 { .. } = n.url {

@@ -24,25 +24,27 @@ pub(crate) struct JobConfig {
 pub(crate) enum SourceConfig {
     Fs(FsSourceConfig),
     Sqlite(SqliteSourceConfig),
-    Postgres(PostgresSourceConfig),
+    Postgres(DbSourceConfig),
+    Mysql(DbSourceConfig),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PostgresSourceConfig {
+pub(crate) struct DbSourceConfig {
     pub url: String,
     pub password_env: Option<String>,
     pub password_file: Option<String>,
     pub tables: Option<Vec<String>>,
     #[serde(rename = "where")]
     pub filter: Option<String>,
-    /// Per-table settings, keyed by `schema.table` (or a bare name in `public`).
-    pub table: Option<std::collections::BTreeMap<String, PgTableConfig>>,
+    /// Per-table settings, keyed by table name (`schema.table` or a bare name in `public` for
+    /// PostgreSQL).
+    pub table: Option<std::collections::BTreeMap<String, TableConfig>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PgTableConfig {
+pub(crate) struct TableConfig {
     #[serde(rename = "where")]
     pub filter: Option<String>,
     pub columns: Option<Vec<String>>,

@@ -50,23 +50,29 @@ pub enum Source {
         tables: Vec<String>,
     },
     /// A PostgreSQL database.
-    Postgres {
-        /// `postgres://user@host:port/db`, never with a password.
-        url: String,
-        /// Where the password comes from (default: `PGPASSWORD`).
-        password: PasswordSource,
-        /// `schema.table` names or glob patterns; every user table when empty.
-        tables: Vec<String>,
-        /// A condition every selected row must meet (the cold-data case).
-        filter: Option<String>,
-        /// Per-table `where` and `columns`, keyed by `schema.table`.
-        table_settings: std::collections::BTreeMap<String, PgTableSettings>,
-    },
+    Postgres(Database),
+    /// A MySQL or MariaDB database.
+    Mysql(Database),
 }
 
-/// `[source.table."schema.table"]`: what to take of one PostgreSQL table.
+/// A database source: where it is and what to take of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Database {
+    /// `postgres://user@host:port/db` or `mysql://user@host:port/db`, never with a password.
+    pub url: String,
+    /// Where the password comes from (default: `PGPASSWORD` / `MYSQL_PWD`).
+    pub password: PasswordSource,
+    /// Table names or glob patterns (`schema.table` for PostgreSQL); every user table when empty.
+    pub tables: Vec<String>,
+    /// A condition every selected row must meet (the cold-data case).
+    pub filter: Option<String>,
+    /// Per-table `where`, `columns` and `split_by`, keyed by table name.
+    pub table_settings: std::collections::BTreeMap<String, TableSettings>,
+}
+
+/// `[source.table."name"]`: what to take of one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PgTableSettings {
+pub struct TableSettings {
     /// This table's condition, instead of the source's `where`.
     pub filter: Option<String>,
     /// Only these columns (the others are left to their defaults on restore).
@@ -90,7 +96,16 @@ impl Source {
         match self {
             Source::Fs { .. } => "fs",
             Source::Sqlite { .. } => "sqlite",
-            Source::Postgres { .. } => "postgres",
+            Source::Postgres(_) => "postgres",
+            Source::Mysql(_) => "mysql",
+        }
+    }
+
+    /// The database of a `postgres` or `mysql` source.
+    pub fn database(&self) -> Option<&Database> {
+        match self {
+            Source::Postgres(db) | Source::Mysql(db) => Some(db),
+            Source::Fs { .. } | Source::Sqlite { .. } => None,
         }
     }
 }

@@ -87,6 +87,23 @@ fn unknown_keys_are_rejected_for_every_source_kind() {
         "type = \"sqlite\"\npath = \".\"\nwhere = \"x\"",
     );
     assert!(err(&sq).contains("unknown field `where`"), "{}", err(&sq));
+    for db in ["postgres://u@h/d", "mysql://u@h/d"] {
+        let kind = db.split(':').next().unwrap();
+        let bad = GOOD.replace(
+            "type = \"fs\"\npath = \".\"",
+            &format!("type = \"{kind}\"\nurl = \"{db}\"\npath = \".\""),
+        );
+        assert!(err(&bad).contains("unknown field `path`"), "{}", err(&bad));
+        let table = GOOD.replace(
+            "type = \"fs\"\npath = \".\"",
+            &format!("type = \"{kind}\"\nurl = \"{db}\"\n[source.table.t]\nsplit = \"x\""),
+        );
+        assert!(
+            err(&table).contains("unknown field `split`"),
+            "{}",
+            err(&table)
+        );
+    }
     let node = GOOD.replace("url = \"file:n1\"", "url = \"file:n1\", weight = 2");
     assert!(
         err(&node).contains("unknown field `weight`"),
@@ -192,4 +209,19 @@ fn load_names_the_file() {
     std::fs::write(&path, "name = 1\n").unwrap();
     let e = Job::load(&path).unwrap_err().to_string();
     assert!(e.contains("job.toml") && e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn mysql_urls_name_a_database_and_hold_no_password() {
+    let job = |url: &str| {
+        GOOD.replace(
+            "type = \"fs\"\npath = \".\"",
+            &format!("type = \"mysql\"\nurl = \"{url}\""),
+        )
+    };
+    let ok = parse(&job("mysql://backup@db1:3306/shop")).unwrap();
+    assert_eq!(ok.source.type_name(), "mysql");
+    assert!(err(&job("mysql://backup@db1:3306")).contains("name the database"));
+    assert!(err(&job("mysql://backup:pw@db1/shop")).contains("MYSQL_PWD, not in the URL"));
+    assert!(err(&job("postgres://backup@db1/shop")).contains("expected mysql://"));
 }

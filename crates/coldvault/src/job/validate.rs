@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::config::{self, JobConfig, SizeConfig, SourceConfig};
 use super::{
-    default_parallel, CredentialSource, EngineKind, Job, NodeSpec, NodeUrl, PasswordSource,
-    PgTableSettings, Repository, Run, Source, SparkSettings, Split,
+    default_parallel, CredentialSource, Database, EngineKind, Job, NodeSpec, NodeUrl,
+    PasswordSource, Repository, Run, Source, SparkSettings, Split, TableSettings,
 };
 use crate::error::{Error, Result};
 
@@ -115,67 +115,10 @@ pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
             }
             Source::Sqlite { path, tables }
         }
-        SourceConfig::Postgres(pg) => {
-            if !(pg.url.starts_with("postgres://") || pg.url.starts_with("postgresql://")) {
-                return Err(Error::config(format!(
-                    "[source] url = {:?}: expected postgres://user@host:port/database",
-                    pg.url
-                )));
-            }
-            let authority = pg
-                .url
-                .split("://")
-                .nth(1)
-                .unwrap_or("")
-                .split('/')
-                .next()
-                .unwrap_or("");
-            if authority
-                .split('@')
-                .next()
-                .is_some_and(|user| authority.contains('@') && user.contains(':'))
-            {
-                return Err(Error::config(
-                    "[source] url: put the password in password_env, password_file or PGPASSWORD, not in the URL",
-                ));
-            }
-            let tables = pg.tables.unwrap_or_default();
-            for t in &tables {
-                glob::Pattern::new(t).map_err(|e| {
-                    Error::config(format!(
-                        "[source] tables: {t:?} is not a valid pattern: {e}"
-                    ))
-                })?;
-            }
-            let table_settings = pg
-                .table
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(name, t)| {
-                    let name = if name.contains('.') {
-                        name
-                    } else {
-                        format!("public.{name}")
-                    };
-                    let settings = PgTableSettings {
-                        filter: t.filter,
-                        columns: t.columns.unwrap_or_default(),
-                        split_by: t.split_by,
-                    };
-                    (name, settings)
-                })
-                .collect();
-            Source::Postgres {
-                url: pg.url,
-                password: PasswordSource {
-                    env: pg.password_env,
-                    file: pg.password_file.map(|f| base.join(f)),
-                },
-                tables,
-                filter: pg.filter,
-                table_settings,
-            }
+        SourceConfig::Postgres(db) => {
+            Source::Postgres(validate_database(db, base, Dialect::Postgres)?)
         }
+        SourceConfig::Mysql(db) => Source::Mysql(validate_database(db, base, Dialect::Mysql)?),
     };
     let target_bytes = match raw.split.target_bytes {
         None => 256 << 20,
@@ -386,4 +329,92 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| "size too large".to_string())
+}
+
+#[derive(Clone, Copy)]
+enum Dialect {
+    Postgres,
+    Mysql,
+}
+
+/// Checks a database source: the URL's scheme, no password in it, valid table patterns.
+fn validate_database(
+    db: config::DbSourceConfig,
+    base: &Path,
+    dialect: Dialect,
+) -> Result<Database> {
+    let (schemes, example, standard): (&[&str], _, _) = match dialect {
+        Dialect::Postgres => (
+            &["postgres://", "postgresql://"],
+            "postgres://user@host:port/database",
+            "PGPASSWORD",
+        ),
+        Dialect::Mysql => (
+            &["mysql://", "mariadb://"],
+            "mysql://user@host:port/database",
+            "MYSQL_PWD",
+        ),
+    };
+    if !schemes.iter().any(|s| db.url.starts_with(s)) {
+        return Err(Error::config(format!(
+            "[source] url = {:?}: expected {example}",
+            db.url
+        )));
+    }
+    let rest = db.url.split("://").nth(1).unwrap_or("");
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority
+        .split('@')
+        .next()
+        .is_some_and(|user| authority.contains('@') && user.contains(':'))
+    {
+        return Err(Error::config(format!(
+            "[source] url: put the password in password_env, password_file or {standard}, not in the URL"
+        )));
+    }
+    if matches!(dialect, Dialect::Mysql)
+        && rest
+            .split_once('/')
+            .is_none_or(|(_, d)| d.split('?').next().unwrap_or("").is_empty())
+    {
+        return Err(Error::config(format!(
+            "[source] url = {:?}: name the database, as in {example}",
+            db.url
+        )));
+    }
+    let tables = db.tables.unwrap_or_default();
+    for t in &tables {
+        glob::Pattern::new(t).map_err(|e| {
+            Error::config(format!(
+                "[source] tables: {t:?} is not a valid pattern: {e}"
+            ))
+        })?;
+    }
+    let table_settings = db
+        .table
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, t)| {
+            let name = match dialect {
+                Dialect::Postgres if !name.contains('.') => format!("public.{name}"),
+                _ => name,
+            };
+            let settings = TableSettings {
+                filter: t.filter,
+                columns: t.columns.unwrap_or_default(),
+                split_by: t.split_by,
+            };
+            (name, settings)
+        })
+        .collect();
+    Ok(Database {
+        url: db.url,
+        password: PasswordSource {
+            env: db.password_env,
+            file: db.password_file.map(|f| base.join(f)),
+        },
+        tables,
+        filter: db.filter,
+        table_settings,
+    })
 }

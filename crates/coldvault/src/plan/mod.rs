@@ -88,6 +88,22 @@ pub enum TaskKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         filter: Option<String>,
     },
+    /// Rows of a MySQL / MariaDB table in `[start, end)` of its key.
+    MyRange {
+        /// The table.
+        table: String,
+        /// How the table is split.
+        split: crate::source::mysql::MySplit,
+        /// First key (inclusive); `None` is unbounded.
+        start: Option<i64>,
+        /// End key (exclusive); `None` is unbounded.
+        end: Option<i64>,
+        /// The columns read, in the order of the data file.
+        columns: Vec<crate::source::mysql::MyColumn>,
+        /// The condition every row must meet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<String>,
+    },
     /// Rows of a table whose rowid lies in `[start, end)`.
     Table {
         /// The table.
@@ -107,6 +123,7 @@ impl TaskKind {
             TaskKind::FilePart { .. } => "file_part",
             TaskKind::Table { .. } => "table",
             TaskKind::PgRange { .. } => "pg_range",
+            TaskKind::MyRange { .. } => "mysql_range",
         }
     }
 
@@ -117,6 +134,7 @@ impl TaskKind {
             TaskKind::FilePart { .. } => "part.zst",
             TaskKind::Table { .. } => "sql.zst",
             TaskKind::PgRange { .. } => "copy.zst",
+            TaskKind::MyRange { .. } => "tsv.zst",
         }
     }
 }
@@ -153,19 +171,8 @@ impl Plan {
             Source::Sqlite { path, tables } => {
                 crate::source::sqlite::plan(path, tables, job.split.max_rows)?
             }
-            Source::Postgres {
-                url,
-                password,
-                tables,
-                filter,
-                table_settings,
-            } => crate::source::postgres::plan(
-                &crate::source::postgres::PgTarget { url, password },
-                tables,
-                filter.as_deref(),
-                table_settings,
-                job.split.max_rows,
-            )?,
+            Source::Postgres(db) => crate::source::postgres::plan(db, job.split.max_rows)?,
+            Source::Mysql(db) => crate::source::mysql::plan(db, job.split.max_rows)?,
         };
         let tasks = kinds
             .into_iter()

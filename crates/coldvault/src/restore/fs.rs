@@ -130,7 +130,7 @@ impl<'a> Restorer<'a> {
                 })?;
                 self.write_part(path, *offset, &meta, &mut reader, ctx)?
             }
-            TaskKind::Table { .. } | TaskKind::PgRange { .. } => {
+            TaskKind::Table { .. } | TaskKind::PgRange { .. } | TaskKind::MyRange { .. } => {
                 return Err(Error::integrity("a table in a file-tree snapshot"));
             }
         };

@@ -1,4 +1,5 @@
-//! `restore`: a snapshot back into a directory (file trees) or a new database file (SQLite).
+//! `restore`: a snapshot back into a directory (file trees), a new database file (SQLite) or a
+//! database server (PostgreSQL, MySQL / MariaDB).
 //!
 //! Each data file is read from the first healthy replica: its BLAKE3 is checked before a byte of it
 //! is decoded (in place on a local node, through a checked copy in staging otherwise). A missing or
@@ -7,6 +8,7 @@
 //! refused unless `force` is given.
 
 mod fs;
+mod mysql;
 mod postgres;
 mod sqlite;
 
@@ -84,8 +86,11 @@ pub fn restore_from(
         progress,
     };
     progress.start(manifest.tasks.len() as u64, manifest.totals.read.bytes_read);
-    if manifest.postgres.is_some() {
-        let (stats, problems) = postgres::restore(&ctx, job, &manifest, target, opts)?;
+    if manifest.postgres.is_some() || manifest.mysql.is_some() {
+        let (stats, problems) = match manifest.postgres {
+            Some(_) => postgres::restore(&ctx, job, &manifest, target, opts)?,
+            None => mysql::restore(&ctx, job, &manifest, target, opts)?,
+        };
         return Ok(RestoreReport {
             snapshot: manifest.id.to_string(),
             target: target.display().to_string(),
@@ -216,10 +221,11 @@ pub(crate) fn restore_pg_range(
         staging: &staging,
         progress: &progress,
     };
-    let password = match &job.source {
-        crate::job::Source::Postgres { password, .. } => password.clone(),
-        _ => crate::job::PasswordSource::default(),
-    };
+    let password = job
+        .source
+        .database()
+        .map(|db| db.password.clone())
+        .unwrap_or_default();
     let t = crate::source::postgres::PgTarget {
         url: target,
         password: &password,

@@ -12,7 +12,7 @@ use crate::catalog::{Manifest, TaskEntry};
 use crate::engine::protocol::WorkRequest;
 use crate::engine::spark::SparkEngine;
 use crate::error::{Error, Result};
-use crate::job::{EngineKind, Job, PasswordSource, Source};
+use crate::job::{EngineKind, Job};
 use crate::plan::TaskKind;
 use crate::source::postgres::{connect, ident, qualified, where_of, PgTarget};
 use crate::source::ReadStats;
@@ -36,10 +36,11 @@ pub(super) fn restore(
             target.display()
         )));
     }
-    let password = match &job.source {
-        Source::Postgres { password, .. } => password.clone(),
-        _ => PasswordSource::default(),
-    };
+    let password = job
+        .source
+        .database()
+        .map(|db| db.password.clone())
+        .unwrap_or_default();
     let t = PgTarget {
         url,
         password: &password,

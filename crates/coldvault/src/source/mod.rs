@@ -4,9 +4,11 @@
 //! a stream of encoded bytes into a writer (`read_*`), and restores from those bytes (in
 //! [`crate::restore`]). The encodings are open formats: a tar (pax) stream for file trees, raw byte
 //! ranges for the parts of large files, SQL statements in the form of the `sqlite3` shell's `.dump`
-//! for tables.
+//! for SQLite tables, `COPY`'s text format for PostgreSQL and `LOAD DATA`'s for MySQL.
 
 pub mod fs;
+pub mod mysql;
+pub mod mysql_snapshot;
 pub mod postgres;
 pub mod postgres_schema;
 pub mod sqlite;

@@ -18,9 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ReadStats;
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
-
-use crate::job::{PasswordSource, PgTableSettings};
+use crate::job::{Database, PasswordSource};
 use crate::plan::TaskKind;
 
 /// How a table's rows are split.
@@ -161,13 +159,12 @@ fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<Tab
 }
 
 /// Plans a database: per table, key or block ranges of about `max_rows` rows.
-pub(crate) fn plan(
-    t: &PgTarget<'_>,
-    patterns: &[String],
-    filter: Option<&str>,
-    settings: &BTreeMap<String, PgTableSettings>,
-    max_rows: u64,
-) -> Result<Vec<(TaskKind, u64, u64)>> {
+pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
+    let t = &PgTarget {
+        url: &db.url,
+        password: &db.password,
+    };
+    let (patterns, filter, settings) = (&db.tables, db.filter.as_deref(), &db.table_settings);
     let mut client = connect(t)?;
     let tables = tables(&mut client, patterns, t.url)?;
     for name in settings.keys() {

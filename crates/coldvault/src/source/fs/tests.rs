@@ -56,7 +56,9 @@ fn check_cover(root: &Path, target: u64) {
                 .entry(path.clone())
                 .or_default()
                 .push((*offset, *len, *part, *n)),
-            TaskKind::Table { .. } | TaskKind::PgRange { .. } => unreachable!(),
+            TaskKind::Table { .. } | TaskKind::PgRange { .. } | TaskKind::MyRange { .. } => {
+                unreachable!()
+            }
         }
     }
     for e in &all {

@@ -1,0 +1,335 @@
+//! Restoring a MySQL / MariaDB snapshot into a database: the tables (primary key only), every
+//! range's rows with `LOAD DATA LOCAL INFILE` in parallel, then the secondary indexes (built once
+//! over the loaded rows, as `myloader --innodb-optimize-keys` does), the foreign keys, and the
+//! views. The database is created when missing. Tables of the snapshot that already exist there
+//! are refused unless `force` is given, which replaces them.
+//!
+//! A load that produces any warning (a value the column would not take as it is) fails with the
+//! server's warning, and the number of rows loaded must equal the number read.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, LocalInfileHandler};
+
+use super::{run_tasks, Ctx, RestoreOptions};
+use crate::catalog::{Manifest, TaskEntry};
+use crate::engine::local::map_parallel;
+use crate::error::{Error, Result};
+use crate::job::{EngineKind, Job};
+use crate::plan::TaskKind;
+use crate::source::mysql::{ident, literal, options, sql_err, where_of, ColumnKind, MyTarget};
+use crate::source::mysql_snapshot::MysqlSchema;
+use crate::source::ReadStats;
+
+pub(super) fn restore(
+    ctx: &Ctx<'_>,
+    job: &Job,
+    manifest: &Manifest,
+    target: &std::path::Path,
+    opts: &RestoreOptions,
+) -> Result<(ReadStats, Vec<String>)> {
+    let schema = manifest
+        .mysql
+        .as_ref()
+        .ok_or_else(|| Error::integrity("the snapshot has no MySQL schema"))?;
+    let url = target.to_str().unwrap_or("");
+    if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+        return Err(Error::config(format!(
+            "restore of a MySQL snapshot needs --to mysql://user@host:port/database, not {}",
+            target.display()
+        )));
+    }
+    if matches!(job.run.engine, EngineKind::Spark) {
+        return Err(Error::config(
+            "a MySQL snapshot is restored by the local engine: run restore without --engine spark",
+        ));
+    }
+    let password = job
+        .source
+        .database()
+        .map(|db| db.password.clone())
+        .unwrap_or_default();
+    let t = MyTarget {
+        url,
+        password: &password,
+    };
+    let mut conn = open_database(&t)?;
+    clear_target(&mut conn, schema, url, opts.force)?;
+    let mut deferred = Vec::new();
+    for table in &schema.tables {
+        let (create, keys, fks) = split_create(&table.create);
+        conn.query_drop(&create)
+            .map_err(sql_err(format!("cannot create table {}", table.name)))?;
+        deferred.push((table.name.as_str(), keys, fks));
+    }
+    let (stats, problems) = run_tasks(
+        manifest,
+        opts.parallel,
+        |_| true,
+        |task| load_range(ctx, &t, task),
+    )?;
+    let built = map_parallel(&deferred, opts.parallel, |(table, keys, _)| {
+        alter(&t, table, keys)
+    });
+    built.into_iter().collect::<Result<Vec<()>>>()?;
+    for (table, _, fks) in &deferred {
+        alter(&t, table, fks)?;
+    }
+    let mut problems = problems;
+    problems.extend(create_views(&mut conn, schema));
+    Ok((stats, problems))
+}
+
+/// Connects to the target's server, creates the database when missing and selects it.
+fn open_database(t: &MyTarget<'_>) -> Result<Conn> {
+    let opts = options(t)?;
+    let db = mysql::Opts::from(opts.clone())
+        .get_db_name()
+        .map(str::to_owned)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| {
+            Error::config(format!(
+                "--to {}: name the database, as in mysql://user@host:port/database",
+                t.url
+            ))
+        })?;
+    let mut conn = Conn::new(opts.db_name(None::<String>)).map_err(|e| {
+        Error::source_err(format!("cannot connect to {}", where_of(t.url))).with_source(e)
+    })?;
+    conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", ident(&db)))
+        .map_err(sql_err(format!("cannot create database {db}")))?;
+    conn.select_db(&db)
+        .map_err(sql_err(format!("cannot use database {db}")))?;
+    session(&mut conn)?;
+    Ok(conn)
+}
+
+/// Settings of every restoring session: no checks that the snapshot already passed, and a zero
+/// in an `AUTO_INCREMENT` column stays zero.
+fn session(conn: &mut Conn) -> Result<()> {
+    conn.query_drop(
+        "SET SESSION foreign_key_checks = 0, unique_checks = 0, sql_mode = 'NO_AUTO_VALUE_ON_ZERO'",
+    )
+    .map_err(sql_err("cannot set up the session".into()))
+}
+
+/// Refuses (or, with `force`, drops) the snapshot's tables and views already in the target.
+fn clear_target(conn: &mut Conn, schema: &MysqlSchema, url: &str, force: bool) -> Result<()> {
+    let names: Vec<String> = schema
+        .tables
+        .iter()
+        .chain(&schema.views)
+        .map(|o| literal(&o.name))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let present: Vec<(String, String)> = conn
+        .query(format!(
+            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({}) ORDER BY TABLE_NAME",
+            names.join(", ")
+        ))
+        .map_err(sql_err("cannot inspect the target".into()))?;
+    if present.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        let list: Vec<&str> = present.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(Error::config(format!(
+            "the target database {} already has {}; restore into a new database, or pass --force to replace them",
+            where_of(url),
+            list.join(", ")
+        )));
+    }
+    for (name, kind) in &present {
+        let what = if kind == "VIEW" { "VIEW" } else { "TABLE" };
+        conn.query_drop(format!("DROP {what} IF EXISTS {}", ident(name)))
+            .map_err(sql_err(format!("cannot drop {name}")))?;
+    }
+    Ok(())
+}
+
+/// Splits a `CREATE TABLE` into the statement without secondary indexes and foreign keys, the
+/// `ADD …` clauses of the indexes, and those of the foreign keys. An index that starts with the
+/// `AUTO_INCREMENT` column stays (the column must be indexed).
+pub(crate) fn split_create(create: &str) -> (String, Vec<String>, Vec<String>) {
+    let lines: Vec<&str> = create.lines().collect();
+    let Some(end) = lines.iter().skip(1).position(|l| l.starts_with(')')) else {
+        return (create.to_owned(), Vec::new(), Vec::new());
+    };
+    let body: Vec<&str> = lines[1..=end]
+        .iter()
+        .map(|l| l.trim().trim_end_matches(','))
+        .collect();
+    let auto = body.iter().find_map(|l| {
+        let rest = l.strip_prefix('`')?;
+        let name = &rest[..rest.find("` ")?];
+        l.contains(" AUTO_INCREMENT").then(|| format!("(`{name}`"))
+    });
+    let (mut kept, mut keys, mut fks) = (Vec::new(), Vec::new(), Vec::new());
+    for l in body {
+        let index = ["KEY ", "UNIQUE KEY ", "FULLTEXT KEY ", "SPATIAL KEY "]
+            .iter()
+            .any(|p| l.starts_with(p));
+        if index && !auto.as_ref().is_some_and(|a| l.contains(a.as_str())) {
+            keys.push(format!("ADD {l}"));
+        } else if l.starts_with("CONSTRAINT ") && l.contains(" FOREIGN KEY ") {
+            fks.push(format!("ADD {l}"));
+        } else {
+            kept.push(format!("  {l}"));
+        }
+    }
+    let stmt = format!(
+        "{}\n{}\n{}",
+        lines[0],
+        kept.join(",\n"),
+        lines[end + 1..].join("\n")
+    );
+    (stmt, keys, fks)
+}
+
+/// `ALTER TABLE table ADD …, ADD …` on a fresh connection.
+fn alter(t: &MyTarget<'_>, table: &str, clauses: &[String]) -> Result<()> {
+    if clauses.is_empty() {
+        return Ok(());
+    }
+    let mut conn = open_database(t)?;
+    conn.query_drop(format!(
+        "ALTER TABLE {} {}",
+        ident(table),
+        clauses.join(", ")
+    ))
+    .map_err(sql_err(format!("cannot build the indexes of {table}")))
+}
+
+/// Creates the views, retrying those that name a view not created yet.
+fn create_views(conn: &mut Conn, schema: &MysqlSchema) -> Vec<String> {
+    let mut pending: Vec<_> = schema.views.iter().collect();
+    loop {
+        let before = pending.len();
+        let mut failed = Vec::new();
+        for v in pending {
+            if let Err(e) = conn.query_drop(&v.create) {
+                failed.push((v, e.to_string()));
+            }
+        }
+        if failed.is_empty() || failed.len() == before {
+            return failed
+                .into_iter()
+                .map(|(v, e)| format!("view {} was not created: {e}", v.name))
+                .collect();
+        }
+        pending = failed.into_iter().map(|(v, _)| v).collect();
+    }
+}
+
+/// Loads one range's rows with `LOAD DATA LOCAL INFILE`, the data file streamed as the file.
+pub(crate) fn load_range(
+    ctx: &Ctx<'_>,
+    t: &MyTarget<'_>,
+    task: &TaskEntry,
+) -> Result<(ReadStats, Vec<String>)> {
+    let TaskKind::MyRange { table, columns, .. } = &task.kind else {
+        return Err(Error::integrity("a non-table task in a MySQL snapshot"));
+    };
+    let (data, problems) = ctx.fetch(&task.data)?;
+    let reader: Box<dyn Read + Send> = Box::new(data.open()?);
+    let slot = Arc::new(Mutex::new(Some(reader)));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut conn = open_database(t)?;
+    let (slot2, sent2) = (slot.clone(), sent.clone());
+    conn.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, out| {
+        let taken = slot2.lock().map(|mut s| s.take()).unwrap_or(None);
+        let mut r = taken.ok_or_else(|| std::io::Error::other("the data file was sent already"))?;
+        let n = std::io::copy(&mut r, out)?;
+        sent2.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    })));
+    let (mut list, mut sets) = (Vec::new(), Vec::new());
+    for (i, c) in columns.iter().enumerate() {
+        let via = match c.kind {
+            ColumnKind::Plain => None,
+            ColumnKind::Bit => Some(format!("CAST(@c{i} AS UNSIGNED)")),
+            ColumnKind::Text => Some(format!("CONVERT(@c{i} USING utf8mb4)")),
+        };
+        match via {
+            Some(expr) => {
+                list.push(format!("@c{i}"));
+                sets.push(format!("{} = {expr}", ident(&c.name)));
+            }
+            None => list.push(ident(&c.name)),
+        }
+    }
+    let mut stmt = format!(
+        r"LOAD DATA LOCAL INFILE 'coldvault' INTO TABLE {} CHARACTER SET binary FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n' ({})",
+        ident(table),
+        list.join(", ")
+    );
+    if !sets.is_empty() {
+        stmt.push_str(" SET ");
+        stmt.push_str(&sets.join(", "));
+    }
+    let load_err = sql_err(format!("cannot load {table}"));
+    let (rows, warnings) = {
+        let res = conn.query_iter(&stmt).map_err(load_err)?;
+        (res.affected_rows(), res.warnings())
+    };
+    if warnings > 0 {
+        let first: Vec<(String, u32, String)> =
+            conn.query("SHOW WARNINGS LIMIT 3").unwrap_or_default();
+        let text: Vec<String> = first.into_iter().map(|(_, _, m)| m).collect();
+        return Err(Error::source_err(format!(
+            "loading {table} gave {warnings} warning(s): {}",
+            text.join("; ")
+        )));
+    }
+    if rows != task.stats.rows {
+        return Err(Error::source_err(format!(
+            "loading {table} stored {rows} rows of the {} read",
+            task.stats.rows
+        )));
+    }
+    let n = sent.load(Ordering::Relaxed);
+    ctx.progress.add_bytes(n);
+    ctx.progress.task_done();
+    Ok((
+        ReadStats {
+            rows,
+            bytes_read: n,
+            ..ReadStats::default()
+        },
+        problems,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secondary_indexes_and_foreign_keys_are_deferred() {
+        let create = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  `a` int(11) DEFAULT NULL,\n  `p` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `ua` (`a`),\n  KEY `kp` (`p`),\n  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `par` (`id`),\n  CONSTRAINT `c` CHECK (`a` > 0)\n) ENGINE=InnoDB AUTO_INCREMENT=7 DEFAULT CHARSET=utf8mb4";
+        let (stmt, keys, fks) = split_create(create);
+        assert_eq!(
+            stmt,
+            "CREATE TABLE `t` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  `a` int(11) DEFAULT NULL,\n  `p` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  CONSTRAINT `c` CHECK (`a` > 0)\n) ENGINE=InnoDB AUTO_INCREMENT=7 DEFAULT CHARSET=utf8mb4"
+        );
+        assert_eq!(keys, ["ADD UNIQUE KEY `ua` (`a`)", "ADD KEY `kp` (`p`)"]);
+        assert_eq!(
+            fks,
+            ["ADD CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `par` (`id`)"]
+        );
+    }
+
+    #[test]
+    fn an_index_on_the_auto_increment_column_stays() {
+        let create = "CREATE TABLE `t` (\n  `k` varchar(3) NOT NULL,\n  `n` int(11) NOT NULL AUTO_INCREMENT,\n  PRIMARY KEY (`k`),\n  KEY `n` (`n`)\n) ENGINE=InnoDB";
+        let (stmt, keys, _) = split_create(create);
+        assert!(stmt.contains("KEY `n` (`n`)"), "{stmt}");
+        assert!(keys.is_empty());
+    }
+}

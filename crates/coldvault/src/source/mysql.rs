@@ -1,0 +1,552 @@
+//! MySQL / MariaDB source: tables split into key ranges of an integer primary key (or a
+//! `split_by` column), each range streamed into the text format `LOAD DATA` reads back, all
+//! tasks under one consistent snapshot (see [`super::mysql_snapshot`]).
+//!
+//! Splitting never scans a table: min/max of the key are index lookups, and ranges are bisected
+//! with the optimizer's row estimates (`EXPLAIN`, which dives into the index) until each holds
+//! about `max_rows` rows, then neighbours are merged. Sparse and skewed keys therefore get
+//! ranges of similar row counts. First and last ranges are unbounded, so keys outside the
+//! statistics are still read exactly once.
+//!
+//! The data format is `LOAD DATA`'s default: fields separated by a tab, rows ended by a newline,
+//! `\N` for NULL, and backslash escapes for backslash, tab, newline and NUL. Values travel as the
+//! server's own text (`SET NAMES binary`: no character-set conversion; `time_zone = '+00:00'`),
+//! BIT columns as integers.
+
+use std::io::Write;
+use std::time::Duration;
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts, OptsBuilder, Value};
+use serde::{Deserialize, Serialize};
+
+use super::ReadStats;
+use crate::error::{Error, Result};
+use crate::job::{Database, PasswordSource, TableSettings};
+use crate::plan::TaskKind;
+
+pub use crate::source::postgres::where_of;
+
+/// How a table's rows are split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MySplit {
+    /// By an integer column: rows with `start <= key < end`.
+    Key(String),
+    /// The rows whose `split_by` column is NULL.
+    Null(String),
+    /// The whole table (no integer key).
+    Whole,
+}
+
+/// A column as it is read and loaded back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MyColumn {
+    /// The column's name.
+    pub name: String,
+    /// How its values travel.
+    #[serde(default, skip_serializing_if = "ColumnKind::is_plain")]
+    pub kind: ColumnKind,
+}
+
+/// How a column's values travel in the data file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnKind {
+    /// The server's text, loaded as bytes.
+    #[default]
+    Plain,
+    /// BIT: read as an integer, loaded through a variable.
+    Bit,
+    /// A type that parses text in a character set (MariaDB's UUID, INET4, INET6): loaded through
+    /// a variable converted to utf8mb4.
+    Text,
+}
+
+impl ColumnKind {
+    fn is_plain(&self) -> bool {
+        *self == ColumnKind::Plain
+    }
+
+    fn of(data_type: &str) -> ColumnKind {
+        match data_type.to_ascii_lowercase().as_str() {
+            "bit" => ColumnKind::Bit,
+            "uuid" | "inet4" | "inet6" => ColumnKind::Text,
+            _ => ColumnKind::Plain,
+        }
+    }
+}
+
+/// A MySQL server and database (no secret inside).
+#[derive(Debug, Clone)]
+pub struct MyTarget<'a> {
+    /// `mysql://user@host:port/db`.
+    pub url: &'a str,
+    /// Where the password comes from.
+    pub password: &'a PasswordSource,
+}
+
+impl<'a> MyTarget<'a> {
+    /// The server of a `mysql` source.
+    pub fn of(db: &'a Database) -> MyTarget<'a> {
+        MyTarget {
+            url: &db.url,
+            password: &db.password,
+        }
+    }
+}
+
+/// Connection options from the URL and the password, with our session settings.
+pub(crate) fn options(t: &MyTarget<'_>) -> Result<OptsBuilder> {
+    let url = t
+        .url
+        .strip_prefix("mariadb://")
+        .map(|rest| format!("mysql://{rest}"))
+        .unwrap_or_else(|| t.url.to_owned());
+    let opts = Opts::from_url(&url)
+        .map_err(|e| Error::config(format!("mysql URL {:?} is malformed: {e}", t.url)))?;
+    let pass = crate::secrets::db_password(t.password, "MYSQL_PWD")?;
+    Ok(OptsBuilder::from_opts(opts)
+        .pass(pass)
+        .prefer_socket(false)
+        .tcp_connect_timeout(Some(Duration::from_secs(10)))
+        .init(vec![
+            "SET NAMES binary",
+            "SET time_zone = '+00:00'",
+            "SET SESSION net_write_timeout = 3600, net_read_timeout = 3600",
+        ]))
+}
+
+/// Connects, with an error that names the server and the cause (never the password).
+pub fn connect(t: &MyTarget<'_>) -> Result<Conn> {
+    Conn::new(options(t)?).map_err(|e| {
+        Error::source_err(format!("cannot connect to {}", where_of(t.url))).with_source(e)
+    })
+}
+
+pub(crate) fn sql_err(what: String) -> impl FnOnce(mysql::Error) -> Error {
+    move |e| Error::source_err(what).with_source(e)
+}
+
+/// Quotes an identifier.
+pub fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Quotes a string literal.
+pub(crate) fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+struct TableInfo {
+    name: String,
+    rows: u64,
+    bytes: u64,
+    key: Option<String>,
+}
+
+fn tables(conn: &mut Conn, patterns: &[String], url: &str) -> Result<Vec<TableInfo>> {
+    let listed: Vec<(String, Option<u64>, Option<u64>)> = conn
+        .query(
+            "SELECT TABLE_NAME, TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+        )
+        .map_err(sql_err(format!(
+            "cannot list the tables of {}",
+            where_of(url)
+        )))?;
+    // Tables whose primary key is one integer column.
+    let keys: Vec<(String, String)> = conn
+        .query(
+            "SELECT s.TABLE_NAME, MIN(s.COLUMN_NAME) FROM information_schema.STATISTICS s \
+             JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA \
+               AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME \
+             WHERE s.TABLE_SCHEMA = DATABASE() AND s.INDEX_NAME = 'PRIMARY' \
+             GROUP BY s.TABLE_NAME \
+             HAVING COUNT(*) = 1 AND MIN(c.DATA_TYPE) IN ('tinyint','smallint','mediumint','int','bigint')",
+        )
+        .map_err(sql_err(format!("cannot read the keys of {}", where_of(url))))?;
+    let all = listed
+        .into_iter()
+        .map(|(name, rows, bytes)| TableInfo {
+            key: keys
+                .iter()
+                .find(|(t, _)| *t == name)
+                .map(|(_, k)| k.clone()),
+            name,
+            rows: rows.unwrap_or(0),
+            bytes: bytes.unwrap_or(0),
+        })
+        .collect();
+    super::select_tables(all, patterns, &where_of(url), |g, t: &TableInfo| {
+        g.matches(&t.name)
+    })
+}
+
+/// The columns of `table` that are read: `wanted` (checked) or every stored column.
+fn columns(conn: &mut Conn, table: &str, wanted: &[String]) -> Result<Vec<MyColumn>> {
+    let all: Vec<(String, String, String)> = conn
+        .query(format!(
+            "SELECT COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+            literal(table)
+        ))
+        .map_err(sql_err(format!("cannot read the columns of {table}")))?;
+    let generated = |extra: &str| extra.to_ascii_uppercase().contains("GENERATED");
+    let column = |(name, ty, _): &(String, String, String)| MyColumn {
+        name: name.clone(),
+        kind: ColumnKind::of(ty),
+    };
+    if wanted.is_empty() {
+        return Ok(all
+            .iter()
+            .filter(|c| !generated(&c.2))
+            .map(column)
+            .collect());
+    }
+    wanted
+        .iter()
+        .map(|w| match all.iter().find(|c| &c.0 == w) {
+            Some(c) if generated(&c.2) => Err(Error::config(format!(
+                "[source.table.{table:?}] columns: {w:?} is a generated column; it is computed again on restore"
+            ))),
+            Some(c) => Ok(column(c)),
+            None => Err(Error::config(format!(
+                "[source.table.{table:?}] columns: {table} has no column {w:?}"
+            ))),
+        })
+        .collect()
+}
+
+/// Plans a database: per table, key ranges of about `max_rows` rows.
+pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
+    let t = MyTarget::of(db);
+    let mut conn = connect(&t)?;
+    let tables = tables(&mut conn, &db.tables, t.url)?;
+    for name in db.table_settings.keys() {
+        if !tables.iter().any(|tb| &tb.name == name) {
+            return Err(Error::config(format!(
+                "[source.table.{name:?}] names no selected table in {}",
+                where_of(t.url)
+            )));
+        }
+    }
+    let mut tasks = Vec::new();
+    for mut tb in tables {
+        let s = db.table_settings.get(&tb.name).cloned().unwrap_or_default();
+        let filter = s.filter.clone().or_else(|| db.filter.clone());
+        let cols = columns(&mut conn, &tb.name, &s.columns)?;
+        check_query(&mut conn, &tb.name, &cols, filter.as_deref(), &s)?;
+        let kind = |split: MySplit, start, end| TaskKind::MyRange {
+            table: tb.name.clone(),
+            split,
+            start,
+            end,
+            columns: cols.clone(),
+            filter: filter.clone(),
+        };
+        if let Some(col) = &s.split_by {
+            check_split_by(&mut conn, &tb.name, col)?;
+            tasks.push((kind(MySplit::Null(col.clone()), None, None), 0, 0));
+            tb.key = Some(col.clone());
+        }
+        let Some(key) = tb.key.clone() else {
+            tasks.push((kind(MySplit::Whole, None, None), tb.bytes, tb.rows));
+            continue;
+        };
+        let bounds = if tb.rows <= max_rows {
+            Vec::new()
+        } else {
+            key_bounds(&mut conn, &tb.name, &key, max_rows)?
+        };
+        let n = bounds.len() as u64 + 1;
+        let mut start = None;
+        for end in bounds.into_iter().map(Some).chain([None]) {
+            tasks.push((
+                kind(MySplit::Key(key.clone()), start, end),
+                tb.bytes / n,
+                tb.rows / n,
+            ));
+            start = end;
+        }
+    }
+    Ok(tasks)
+}
+
+/// A `where` or column list that does not work fails here, before anything runs.
+fn check_query(
+    conn: &mut Conn,
+    table: &str,
+    cols: &[MyColumn],
+    filter: Option<&str>,
+    s: &TableSettings,
+) -> Result<()> {
+    if filter.is_none() && s.columns.is_empty() {
+        return Ok(());
+    }
+    let q = range_query(table, &MySplit::Whole, None, None, filter, cols);
+    conn.query_drop(format!("EXPLAIN {q}")).map_err(|e| {
+        Error::config(format!(
+            "[source] where = {:?} / columns = {:?} does not work on {table}",
+            filter.unwrap_or_default(),
+            s.columns
+        ))
+        .with_source(e)
+    })
+}
+
+/// A `split_by` column must exist and be an integer.
+fn check_split_by(conn: &mut Conn, table: &str, col: &str) -> Result<()> {
+    let ty: Option<String> = conn
+        .query_first(format!(
+            "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = {} AND COLUMN_NAME = {}",
+            literal(table),
+            literal(col)
+        ))
+        .map_err(sql_err(format!("cannot inspect {table}")))?;
+    match ty.as_deref() {
+        Some("tinyint" | "smallint" | "mediumint" | "int" | "bigint") => Ok(()),
+        _ => Err(Error::config(format!(
+            "[source.table.{table:?}] split_by = {col:?}: not an integer column of {table}"
+        ))),
+    }
+}
+
+/// Boundaries of key ranges of about `max_rows` rows, by bisecting with row estimates.
+fn key_bounds(conn: &mut Conn, table: &str, key: &str, max_rows: u64) -> Result<Vec<i64>> {
+    let (k, t) = (ident(key), ident(table));
+    let range: Option<(Option<String>, Option<String>)> = conn
+        .query_first(format!("SELECT MIN({k}), MAX({k}) FROM {t}"))
+        .map_err(sql_err(format!("cannot read the key range of {table}")))?;
+    let clamp = |v: Option<String>| {
+        v.and_then(|s| s.parse::<i128>().ok())
+            .map(|v| v.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+    };
+    let Some((Some(lo), Some(hi))) = range.map(|(a, b)| (clamp(a), clamp(b))) else {
+        return Ok(Vec::new());
+    };
+    let mut estimate = |a: i64, b: i128| -> Result<u64> {
+        let q = format!("EXPLAIN SELECT {k} FROM {t} WHERE {k} >= {a} AND {k} < {b}");
+        let row: Option<mysql::Row> = conn
+            .query_first(q)
+            .map_err(sql_err(format!("cannot estimate the rows of {table}")))?;
+        let rows = row.and_then(|r| {
+            let i = r
+                .columns_ref()
+                .iter()
+                .position(|c| c.name_str() == "rows")?;
+            r.get::<Option<u64>, _>(i).flatten()
+        });
+        Ok(rows.unwrap_or(0))
+    };
+    bisect_bounds(lo, hi, max_rows, &mut estimate)
+}
+
+/// Most ranges a table is cut into before splitting stops.
+const MAX_RANGES: usize = 100_000;
+
+/// Cuts the keys `lo..=hi` into ranges of at most about `max_rows` estimated rows: a range whose
+/// estimate is larger is halved, then neighbouring ranges are merged while they fit. Returns the
+/// interior boundaries (each the first key of a range), strictly increasing.
+pub(crate) fn bisect_bounds(
+    lo: i64,
+    hi: i64,
+    max_rows: u64,
+    estimate: &mut dyn FnMut(i64, i128) -> Result<u64>,
+) -> Result<Vec<i64>> {
+    let mut leaves: Vec<(i64, u64)> = Vec::new();
+    let mut stack = vec![(lo as i128, hi as i128 + 1)];
+    while let Some((a, b)) = stack.pop() {
+        let e = estimate(a as i64, b)?;
+        if e <= max_rows || b - a <= 1 || leaves.len() + stack.len() >= MAX_RANGES {
+            leaves.push((a as i64, e));
+        } else {
+            let m = a + (b - a) / 2;
+            stack.push((m, b));
+            stack.push((a, m));
+        }
+    }
+    let mut bounds = Vec::new();
+    let mut acc = 0u64;
+    for (i, &(start, e)) in leaves.iter().enumerate() {
+        if i > 0 && acc + e > max_rows {
+            bounds.push(start);
+            acc = 0;
+        }
+        acc += e;
+    }
+    Ok(bounds)
+}
+
+/// The `SELECT` of one range.
+pub fn range_query(
+    table: &str,
+    split: &MySplit,
+    start: Option<i64>,
+    end: Option<i64>,
+    filter: Option<&str>,
+    columns: &[MyColumn],
+) -> String {
+    let mut cond: Vec<String> = Vec::new();
+    match split {
+        MySplit::Key(k) => {
+            if let Some(s) = start {
+                cond.push(format!("{} >= {s}", ident(k)));
+            }
+            if let Some(e) = end {
+                cond.push(format!("{} < {e}", ident(k)));
+            }
+        }
+        MySplit::Null(k) => cond.push(format!("{} IS NULL", ident(k))),
+        MySplit::Whole => {}
+    }
+    if let Some(f) = filter {
+        cond.push(format!("({f})"));
+    }
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|c| match c.kind {
+            ColumnKind::Bit => format!("{} + 0", ident(&c.name)),
+            ColumnKind::Plain | ColumnKind::Text => ident(&c.name),
+        })
+        .collect();
+    let mut q = format!("SELECT {} FROM {}", cols.join(", "), ident(table));
+    if !cond.is_empty() {
+        q.push_str(" WHERE ");
+        q.push_str(&cond.join(" AND "));
+    }
+    q
+}
+
+/// Streams the rows of `query` on `conn` into `out` in `LOAD DATA`'s text format.
+pub(crate) fn stream_rows(conn: &mut Conn, query: &str, out: &mut dyn Write) -> Result<ReadStats> {
+    const FLUSH_AT: usize = 240 << 10;
+    let mut result = conn
+        .query_iter(query)
+        .map_err(sql_err(format!("cannot read {query}")))?;
+    let mut buf = Vec::with_capacity(FLUSH_AT + (16 << 10));
+    let mut stats = ReadStats::default();
+    let mut flush = |buf: &mut Vec<u8>, stats: &mut ReadStats| -> Result<()> {
+        out.write_all(buf)
+            .map_err(|e| Error::io("cannot write staged data", e))?;
+        stats.bytes_read += buf.len() as u64;
+        buf.clear();
+        Ok(())
+    };
+    for row in result.by_ref() {
+        let row = row.map_err(sql_err(format!("cannot read {query}")))?;
+        for i in 0..row.len() {
+            if i > 0 {
+                buf.push(b'\t');
+            }
+            match row.as_ref(i) {
+                None | Some(Value::NULL) => buf.extend_from_slice(b"\\N"),
+                Some(Value::Bytes(b)) => escape_into(&mut buf, b),
+                Some(other) => escape_into(&mut buf, other.as_sql(true).as_bytes()),
+            }
+        }
+        buf.push(b'\n');
+        stats.rows += 1;
+        if buf.len() >= FLUSH_AT {
+            flush(&mut buf, &mut stats)?;
+        }
+    }
+    flush(&mut buf, &mut stats)?;
+    Ok(stats)
+}
+
+/// Appends `value` with `LOAD DATA`'s escapes (backslash, tab, newline, NUL).
+pub(crate) fn escape_into(buf: &mut Vec<u8>, value: &[u8]) {
+    let mut rest = value;
+    while let Some(i) = rest
+        .iter()
+        .position(|&b| matches!(b, b'\\' | b'\t' | b'\n' | 0))
+    {
+        buf.extend_from_slice(&rest[..i]);
+        buf.extend_from_slice(match rest[i] {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            _ => b"\\0",
+        });
+        rest = &rest[i + 1..];
+    }
+    buf.extend_from_slice(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn escapes_what_load_data_reads_back() {
+        let mut b = Vec::new();
+        escape_into(&mut b, b"a\tb\nc\\d\0e\\N");
+        assert_eq!(b, b"a\\tb\\nc\\\\d\\0e\\\\N");
+    }
+
+    fn exact(keys: &[i64]) -> impl FnMut(i64, i128) -> Result<u64> + '_ {
+        |a, b| Ok(keys.iter().filter(|&&k| k >= a && (k as i128) < b).count() as u64)
+    }
+
+    proptest! {
+        /// Ranges hold at most `max_rows` keys each and are few, whatever the key distribution.
+        #[test]
+        fn bisected_ranges_are_bounded_and_few(
+            mut keys in prop::collection::btree_set(
+                prop_oneof![-1_000i64..1_000, any::<i64>(), (0i64..50).prop_map(|k| k * 1_000_000_007)],
+                1..400,
+            ).prop_map(|s| s.into_iter().collect::<Vec<_>>()),
+            max_rows in 1u64..60,
+        ) {
+            keys.sort();
+            let (lo, hi) = (keys[0], keys[keys.len() - 1]);
+            let bounds = bisect_bounds(lo, hi, max_rows, &mut exact(&keys)).unwrap();
+            prop_assert!(bounds.windows(2).all(|w| w[0] < w[1]));
+            let mut edges: Vec<Option<i64>> = vec![None];
+            edges.extend(bounds.iter().map(|&b| Some(b)));
+            edges.push(None);
+            let mut seen = 0;
+            for w in edges.windows(2) {
+                let n = keys
+                    .iter()
+                    .filter(|&&k| w[0].is_none_or(|s| k >= s) && w[1].is_none_or(|e| k < e))
+                    .count();
+                prop_assert!(n as u64 <= max_rows, "a range holds {n} > {max_rows}");
+                seen += n;
+            }
+            prop_assert_eq!(seen, keys.len());
+            let optimal = (keys.len() as u64).div_ceil(max_rows);
+            let ranges = bounds.len() as u64 + 1;
+            prop_assert!(ranges <= 2 * optimal + 1, "{ranges} ranges for {optimal}");
+        }
+    }
+
+    #[test]
+    fn range_query_reads_bits_as_integers_and_bounds_half_open() {
+        let cols = vec![
+            MyColumn {
+                name: "id".into(),
+                kind: ColumnKind::Plain,
+            },
+            MyColumn {
+                name: "f`lag".into(),
+                kind: ColumnKind::Bit,
+            },
+        ];
+        let q = range_query(
+            "t",
+            &MySplit::Key("id".into()),
+            Some(-5),
+            Some(10),
+            Some("x > 1"),
+            &cols,
+        );
+        assert_eq!(
+            q,
+            "SELECT `id`, `f``lag` + 0 FROM `t` WHERE `id` >= -5 AND `id` < 10 AND (x > 1)"
+        );
+    }
+}
