@@ -279,17 +279,50 @@ fn bad_input_is_a_clear_error_and_commits_nothing() {
 }
 
 #[test]
-fn restore_refuses_a_target_that_has_the_tables() {
+fn restore_refuses_a_target_that_has_the_tables_unless_forced() {
     let pg = Postgres::from_env();
     let db = pg.create_db("dup");
     pg.client(&db)
-        .batch_execute("CREATE TABLE x (id int PRIMARY KEY); INSERT INTO x VALUES (1);")
+        .batch_execute(
+            "CREATE TYPE kind AS ENUM ('a', 'b');
+             CREATE TABLE x (id int PRIMARY KEY, k kind, v text);
+             INSERT INTO x VALUES (1, 'a', 'one'), (2, 'b', 'two');
+             CREATE TABLE y (id int PRIMARY KEY, x int REFERENCES x);
+             INSERT INTO y VALUES (10, 1);
+             CREATE VIEW vx AS SELECT id, v FROM x;",
+        )
         .unwrap();
     let env = pg_env(&pg, &db, "", 10);
     backup(&pg, &env);
+    pg.client(&db)
+        .batch_execute("UPDATE x SET v = 'changed'; DELETE FROM y;")
+        .unwrap();
     let (c, _, err) = run(&pg, &env, &["restore", "latest", "--to", &pg.url(&db)]);
     assert_eq!(c, 2, "{err}");
-    assert!(err.contains("already has table public.x"), "{err}");
+    assert!(
+        err.contains("already has table public.x") && err.contains("--force"),
+        "{err}"
+    );
+    let (c, out, err) = run(
+        &pg,
+        &env,
+        &["restore", "latest", "--to", &pg.url(&db), "--force"],
+    );
+    assert_eq!(c, 0, "{out}{err}");
+    let mut c = pg.client(&db);
+    let v: Vec<String> = c
+        .query("SELECT v FROM vx ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        v,
+        ["one", "two"],
+        "--force replaced the tables with the snapshot's"
+    );
+    let y: i64 = c.query_one("SELECT count(*) FROM y", &[]).unwrap().get(0);
+    assert_eq!(y, 1, "and the rows the snapshot had");
 }
 
 #[test]

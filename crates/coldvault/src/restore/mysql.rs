@@ -96,9 +96,8 @@ fn open_database(t: &MyTarget<'_>) -> Result<Conn> {
                 t.url
             ))
         })?;
-    let mut conn = Conn::new(opts.db_name(None::<String>)).map_err(|e| {
-        Error::source_err(format!("cannot connect to {}", where_of(t.url))).with_source(e)
-    })?;
+    let mut conn = Conn::new(opts.db_name(None::<String>))
+        .map_err(sql_err(format!("cannot connect to {}", where_of(t.url))))?;
     conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", ident(&db)))
         .map_err(sql_err(format!("cannot create database {db}")))?;
     conn.select_db(&db)

@@ -1,7 +1,8 @@
 //! Restoring a PostgreSQL snapshot into a database: the schema's pre-data section (tables, types,
 //! sequences), then every range's rows with `COPY … FROM STDIN` in parallel, then the post-data
 //! section (indexes, constraints, triggers, built once over the loaded rows), then the sequences'
-//! values. The target must not hold the snapshot's tables yet.
+//! values. The target must not hold the snapshot's tables yet, unless `force` is given: then they
+//! are dropped (with what depends on them) and replaced.
 
 use std::io::{BufReader, Write};
 use std::path::Path;
@@ -55,17 +56,31 @@ pub(super) fn restore(
         .collect();
     tables.dedup();
     let mut client = connect(&t)?;
+    let mut present = Vec::new();
     for table in &tables {
         let exists: Option<String> = client
             .query_one("SELECT to_regclass($1)::text", &[&qualified(table)])
             .map_err(|e| Error::source_err("cannot inspect the target").with_source(e))?
             .get(0);
         if exists.is_some() {
-            return Err(Error::config(format!(
-                "the target database {} already has table {table}; restore into a new, empty database",
-                where_of(url)
-            )));
+            present.push(qualified(table));
         }
+    }
+    if !present.is_empty() && !opts.force {
+        return Err(Error::config(format!(
+            "the target database {} already has table {}; restore into a new database, or pass --force to replace them",
+            where_of(url),
+            tables_named(&present)
+        )));
+    }
+    if !present.is_empty() {
+        // CASCADE: foreign keys and views of other tables that point at them go too.
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {} CASCADE",
+                present.join(", ")
+            ))
+            .map_err(|e| Error::source_err("cannot drop the tables to replace").with_source(e))?;
     }
     let mut problems = Vec::new();
     problems.extend(psql(ctx, &t, &schema.pre_data, "pre-data")?);
@@ -192,4 +207,9 @@ fn psql(ctx: &Ctx<'_>, t: &PgTarget<'_>, data: &Receipt, section: &str) -> Resul
         )));
     }
     Ok(problems)
+}
+
+/// `"public"."x", "s"."y"` as `public.x, s.y`.
+fn tables_named(quoted: &[String]) -> String {
+    quoted.join(", ").replace('"', "")
 }

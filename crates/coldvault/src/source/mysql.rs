@@ -119,13 +119,20 @@ pub(crate) fn options(t: &MyTarget<'_>) -> Result<OptsBuilder> {
 
 /// Connects, with an error that names the server and the cause (never the password).
 pub fn connect(t: &MyTarget<'_>) -> Result<Conn> {
-    Conn::new(options(t)?).map_err(|e| {
-        Error::source_err(format!("cannot connect to {}", where_of(t.url))).with_source(e)
-    })
+    Conn::new(options(t)?).map_err(sql_err(format!("cannot connect to {}", where_of(t.url))))
 }
 
+/// An error of the server or the driver as one line: `what: ERROR 1045 (28000): Access denied…`.
 pub(crate) fn sql_err(what: String) -> impl FnOnce(mysql::Error) -> Error {
-    move |e| Error::source_err(what).with_source(e)
+    move |e| {
+        let cause = match &e {
+            mysql::Error::MySqlError(m) => m.to_string(),
+            mysql::Error::IoError(io) => io.to_string(),
+            mysql::Error::DriverError(d) => d.to_string(),
+            other => other.to_string(),
+        };
+        Error::source_err(format!("{what}: {cause}"))
+    }
 }
 
 /// Quotes an identifier.
@@ -435,7 +442,7 @@ pub(crate) fn stream_rows(conn: &mut Conn, query: &str, out: &mut dyn Write) -> 
         Ok(())
     };
     for row in result.by_ref() {
-        let row = row.map_err(sql_err(format!("cannot read {query}")))?;
+        let row = row.map_err(|e| sql_err(format!("cannot read {query}"))(e))?;
         for i in 0..row.len() {
             if i > 0 {
                 buf.push(b'\t');

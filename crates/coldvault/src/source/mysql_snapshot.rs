@@ -80,13 +80,11 @@ impl SnapshotSet {
         }
         let mut lock = connect(t)?;
         let started = Instant::now();
-        lock.query_drop("FLUSH TABLES WITH READ LOCK").map_err(|e| {
-            Error::source_err(format!(
+        lock.query_drop("FLUSH TABLES WITH READ LOCK")
+            .map_err(sql_err(format!(
                 "cannot take the global read lock on {} (FLUSH TABLES WITH READ LOCK needs the RELOAD privilege)",
                 where_of(t.url)
-            ))
-            .with_source(e)
-        })?;
+            )))?;
         let begun = conns.iter_mut().try_for_each(|c| {
             c.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
                 .map_err(sql_err("cannot start the snapshot transaction".into()))

@@ -20,7 +20,7 @@ use crate::store::{data_key, Payload, Receipt};
 /// What a snapshot keeps of a PostgreSQL database besides its rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostgresSchema {
-    /// `pg_dump --section=pre-data` (SQL, zstd).
+    /// `pg_dump --section=pre-data --clean --if-exists` (SQL, zstd).
     pub pre_data: Receipt,
     /// `pg_dump --section=post-data` (SQL, zstd).
     pub post_data: Receipt,
@@ -71,8 +71,13 @@ fn pg_dump(
 ) -> Result<()> {
     let mut cmd = Command::new("pg_dump");
     cmd.args(["--schema-only", "--no-owner", "--no-acl", "--no-password"])
-        .arg(format!("--section={section}"))
-        .arg(format!("--snapshot={snapshot}"))
+        .arg(format!("--section={section}"));
+    if section == "pre-data" {
+        // `DROP … IF EXISTS` before each `CREATE`: no-ops into a new database, and what lets
+        // `restore --force` replace the snapshot's types, sequences and views.
+        cmd.args(["--clean", "--if-exists"]);
+    }
+    cmd.arg(format!("--snapshot={snapshot}"))
         .arg("--dbname")
         .arg(t.url)
         .stdin(Stdio::null())
