@@ -100,6 +100,15 @@ CREATE VIEW vv AS SELECT COUNT(*) AS n FROM v;
 ANALYZE TABLE t, counter;
 "#,
     );
+    let every_byte: String = (0..=255u8).map(|b| format!("{b:02X}")).collect();
+    exec(
+        &my,
+        &db,
+        &format!(
+            "UPDATE t SET b = UNHEX('{every_byte}'), vb = UNHEX('{}') WHERE id = 4",
+            &every_byte[..100]
+        ),
+    );
     let env = my_env(&my, &db, "", 500);
     let r = backup(&my, &env);
     assert_eq!(r["rows"], 2 + 3001 + 42, "{r}");
