@@ -57,6 +57,9 @@ enum Command {
         parallel: Option<usize>,
         #[command(flatten)]
         engine: EngineArgs,
+        /// Wait this long (e.g. 10m) for another backup of the job to finish, instead of refusing
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        wait: Option<std::time::Duration>,
         /// Print one JSON document
         #[arg(long)]
         json: bool,
@@ -114,6 +117,32 @@ enum Command {
         force: bool,
         #[command(flatten)]
         engine: EngineArgs,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove snapshots by a retention policy; with --prune, delete the data files no snapshot needs
+    Forget {
+        /// The job file
+        job: PathBuf,
+        /// Keep the newest N snapshots
+        #[arg(long, value_name = "N")]
+        keep_last: Option<usize>,
+        /// Keep the newest snapshot of each of the last N days
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<usize>,
+        /// Keep the newest snapshot of each of the last N weeks
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<usize>,
+        /// Keep the newest snapshot of each of the last N months
+        #[arg(long, value_name = "N")]
+        keep_monthly: Option<usize>,
+        /// Say what would be removed, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Then delete, on every node, the data files no remaining snapshot needs
+        #[arg(long)]
+        prune: bool,
         /// Print one JSON document
         #[arg(long)]
         json: bool,
@@ -216,10 +245,12 @@ fn run(command: Command) -> Result<u8, Failure> {
             job,
             parallel,
             engine,
+            wait,
             json,
         } => {
             let mut job = load(&job)?;
             engine.apply(&mut job)?;
+            job.run.lock_wait = wait;
             let parallel = parallel.unwrap_or(job.run.parallel).max(1);
             let started = std::time::Instant::now();
             let show = !json && std::io::stdout().is_terminal();
@@ -262,6 +293,32 @@ fn run(command: Command) -> Result<u8, Failure> {
                 output::print_verify(&report);
             }
             Ok(if report.ok { 0 } else { 1 })
+        }
+        Command::Forget {
+            job,
+            keep_last,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            dry_run,
+            prune,
+            json,
+        } => {
+            let job = load(&job)?;
+            let repo = Repository::open(&job)?;
+            let policy = coldvault::forget::Policy {
+                keep_last,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+            };
+            let report = coldvault::forget::forget(&repo, &policy, dry_run, prune)?;
+            if json {
+                print_json(&report);
+            } else {
+                output::print_forget(&report);
+            }
+            Ok(0)
         }
         Command::Repair {
             job,

@@ -284,3 +284,27 @@ pub fn print_verify(r: &VerifyReport) {
         }
     );
 }
+
+pub fn print_forget(r: &coldvault::forget::ForgetReport) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for id in &r.remove {
+        println!("{verb} snapshot {id}");
+    }
+    for w in &r.warnings {
+        eprintln!("coldvault: warning: {w}");
+    }
+    println!("{} snapshots kept, {} {verb}", r.keep.len(), r.remove.len());
+    if let Some(p) = &r.prune {
+        let verb = if r.dry_run { "would delete" } else { "deleted" };
+        println!(
+            "prune: {} data files needed; {} replicas unneeded, {} {verb} ({})",
+            p.referenced,
+            p.unreferenced,
+            if r.dry_run { p.unreferenced } else { p.deleted },
+            bytes(p.bytes_freed)
+        );
+        if let Some(d) = &p.deferred {
+            println!("prune: {d}");
+        }
+    }
+}

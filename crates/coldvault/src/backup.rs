@@ -78,8 +78,10 @@ pub fn backup_to(
              connections of this process, which Spark executors cannot share",
         ));
     }
-    let (repo, node_warnings) = repo.prepare_backup(job)?;
+    let (repo, mut node_warnings) = repo.prepare_backup(job)?;
     let repo = &repo;
+    let lock = crate::lock::Lock::backup(repo.nodes(), job.run.lock_wait)?;
+    node_warnings.extend(lock.broken.iter().cloned());
     // Plan first: a missing table or a `where` that does not parse fails before anything is stored.
     let mut plan = Plan::new(job)?;
     let staging = Staging::create(&job.run.staging, &job.name)?;
@@ -199,6 +201,7 @@ pub fn backup_to(
         mysql,
     };
     let (nodes, failures) = repo.commit(&manifest)?;
+    drop(lock);
     report.snapshot = Some(manifest.id);
     report.manifest_nodes = nodes;
     report.warnings = node_warnings;

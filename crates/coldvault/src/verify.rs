@@ -105,10 +105,10 @@ pub fn verify(
     read_data: bool,
     parallel: usize,
 ) -> VerifyReport {
-    let replicas: Vec<(&Receipt, &str)> = manifest
-        .tasks
+    let receipts = manifest.receipts();
+    let replicas: Vec<(&Receipt, &str)> = receipts
         .iter()
-        .flat_map(|t| t.data.nodes.iter().map(move |n| (&t.data, n.as_str())))
+        .flat_map(|r| r.nodes.iter().map(move |n| (*r, n.as_str())))
         .collect();
     let results = map_parallel(&replicas, parallel, |(data, node)| {
         check_replica(repo, node, data, read_data)
@@ -116,7 +116,7 @@ pub fn verify(
     let mut report = VerifyReport {
         snapshot: manifest.id.to_string(),
         ok: true,
-        data_files: manifest.tasks.len() as u64,
+        data_files: receipts.len() as u64,
         replicas_checked: replicas.len() as u64,
         bytes_read: 0,
         read_data,
@@ -127,17 +127,13 @@ pub fn verify(
         report.bytes_read += n;
         report.problems.extend(p);
     }
-    for t in &manifest.tasks {
-        if t.data.nodes.len() < manifest.replicas {
+    for r in &receipts {
+        if r.nodes.len() < manifest.replicas {
             report.problems.push(Problem {
                 node: String::new(),
-                file: t.data.key.to_string(),
+                file: r.key.to_string(),
                 problem: "missing",
-                detail: format!(
-                    "{} of {} copies listed",
-                    t.data.nodes.len(),
-                    manifest.replicas
-                ),
+                detail: format!("{} of {} copies listed", r.nodes.len(), manifest.replicas),
             });
         }
     }
@@ -146,10 +142,9 @@ pub fn verify(
         if manifest_nodes.iter().any(|n| n == node.name()) {
             continue;
         }
-        let holds_data = manifest
-            .tasks
+        let holds_data = receipts
             .iter()
-            .any(|t| t.data.nodes.iter().any(|n| n == node.name()));
+            .any(|r| r.nodes.iter().any(|n| n == node.name()));
         if let (Err(e), false) = (node.list(crate::store::SNAPSHOTS_PREFIX), holds_data) {
             report.warnings.push(format!(
                 "node {} is unreachable and holds no replica of this snapshot: {e}",

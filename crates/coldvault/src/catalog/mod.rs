@@ -155,6 +155,15 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Every data file the snapshot needs: the tasks' and the schema's.
+    pub fn receipts(&self) -> Vec<&Receipt> {
+        let mut all: Vec<&Receipt> = self.tasks.iter().map(|t| &t.data).collect();
+        if let Some(pg) = &self.postgres {
+            all.extend([&pg.pre_data, &pg.post_data]);
+        }
+        all
+    }
+
     /// The sum of the tasks' stats.
     pub fn totals_of(tasks: &[TaskEntry]) -> Totals {
         let mut t = Totals {

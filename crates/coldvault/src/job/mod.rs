@@ -199,6 +199,10 @@ pub struct Run {
     pub engine: EngineKind,
     /// How to reach a Spark cluster, for `engine = "spark"`.
     pub spark: SparkSettings,
+    /// How long a backup waits for another backup of the job to finish (`--wait`); `None`
+    /// refuses at once.
+    #[serde(skip)]
+    pub lock_wait: Option<Duration>,
 }
 
 /// Where a job's tasks run.

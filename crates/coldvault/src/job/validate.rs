@@ -286,6 +286,7 @@ fn validate_run(raw: config::RunConfig, base: &Path) -> Result<Run> {
         zstd_level,
         engine,
         spark,
+        lock_wait: None,
     })
 }
 
