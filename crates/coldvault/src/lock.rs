@@ -178,8 +178,18 @@ impl Lock {
     fn others(&mut self) -> Result<Vec<LockInfo>> {
         let here = hostname();
         let mut found: Vec<LockInfo> = Vec::new();
+        let mut listed = 0;
+        let mut last = None;
         for node in &self.nodes {
-            for key in node.list(LOCKS_PREFIX)? {
+            let keys = match node.list(LOCKS_PREFIX) {
+                Ok(k) => k,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            listed += 1;
+            for key in keys {
                 let Ok(bytes) = crate::repo::read_small(node.as_ref(), &key) else {
                     continue; // removed meanwhile
                 };
@@ -203,7 +213,10 @@ impl Lock {
                 found.push(info);
             }
         }
-        Ok(found)
+        match (listed, last) {
+            (0, Some(e)) => Err(e),
+            _ => Ok(found),
+        }
     }
 
     fn start_refresher(&mut self) {
@@ -241,13 +254,22 @@ impl Drop for Lock {
     }
 }
 
+/// Writes the lock to every node that takes it; an error only when none does (a node that
+/// refuses writes gets no data either, and every other holder looks on all nodes).
 fn put_everywhere(nodes: &[SharedTarget], info: &LockInfo) -> Result<()> {
     let bytes = serde_json::to_vec(info).unwrap_or_default();
+    let mut last = None;
+    let mut written = 0;
     for n in nodes {
-        n.put(&info.key(), Payload::Bytes(&bytes))
-            .map_err(|e| e.with_context("lock", info.key()))?;
+        match n.put(&info.key(), Payload::Bytes(&bytes)) {
+            Ok(()) => written += 1,
+            Err(e) => last = Some(e.with_context("lock", info.key())),
+        }
     }
-    Ok(())
+    match (written, last) {
+        (0, Some(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

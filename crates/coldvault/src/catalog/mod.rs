@@ -253,3 +253,45 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Arbitrary bytes are a manifest or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Manifest::decode(&bytes);
+            let _ = RepoMarker::decode(&bytes);
+        }
+
+        /// A real manifest with one byte changed or a piece cut out decodes or errs, never panics.
+        #[test]
+        fn damaged_manifests_never_panic(at in 0usize..2000, byte in any::<u8>(), cut in 0usize..50) {
+            let m = Manifest {
+                format: FORMAT_VERSION,
+                id: SnapshotId::generate("j", "t"),
+                job: "j".into(),
+                time: now_rfc3339(),
+                source: SourceInfo { kind: "fs".into(), location: "/x".into() },
+                replicas: 2,
+                totals: Totals::default(),
+                tasks: vec![],
+                sqlite: None,
+                postgres: None,
+                mysql: None,
+            };
+            let mut bytes = m.encode();
+            let i = at % bytes.len();
+            bytes[i] = byte;
+            let _ = Manifest::decode(&bytes);
+            let end = (i + cut).min(bytes.len());
+            bytes.drain(i..end);
+            let _ = Manifest::decode(&bytes);
+        }
+    }
+}

@@ -225,3 +225,36 @@ fn mysql_urls_name_a_database_and_hold_no_password() {
     assert!(err(&job("mysql://backup:pw@db1/shop")).contains("MYSQL_PWD, not in the URL"));
     assert!(err(&job("postgres://backup@db1/shop")).contains("expected mysql://"));
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Any text is a job or a clear error, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            let _ = parse(&text);
+        }
+
+        /// A good job with bytes cut out, repeated or replaced: a job or an error that says
+        /// something, never a panic.
+        #[test]
+        fn mutated_jobs_never_panic(
+            cut in 0usize..400, len in 0usize..40, insert in "[\\[\\]{}=\"'.,a-z0-9 \\n-]{0,12}"
+        ) {
+            let mut text = GOOD.replace("type = \"fs\"\npath = \".\"",
+                "type = \"mysql\"\nurl = \"mysql://u@h:1/d\"\n[source.table.t]\nsplit_by = \"k\"");
+            let at = cut.min(text.len());
+            let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let end = (at + len).min(text.len());
+            let end = (end..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+            text.replace_range(at..end, &insert);
+            if let Err(e) = parse(&text) {
+                prop_assert!(!e.to_string().trim().is_empty());
+            }
+        }
+    }
+}
