@@ -187,6 +187,12 @@ pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
             r.tasks
         ),
     }
+    if let Some(run) = &r.resumed_run {
+        println!(
+            "resumed the interrupted run of {run}: {} of {} tasks reused, not read again",
+            r.reused_tasks, r.tasks
+        );
+    }
     if let (Some(_), Some(c)) = (&r.snapshot, &r.consistency) {
         println!("consistency: {c}");
     }

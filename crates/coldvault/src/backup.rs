@@ -48,6 +48,11 @@ pub struct BackupReport {
     pub bytes_read: u64,
     /// Bytes of data files (one copy each).
     pub bytes_stored: u64,
+    /// Tasks whose data an interrupted run had stored already, reused without reading them.
+    pub reused_tasks: u64,
+    /// When the interrupted run that this one resumed started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_run: Option<String>,
     /// The tasks that failed.
     pub failed_tasks: Vec<FailedTask>,
     /// Nodes holding the manifest.
@@ -82,6 +87,16 @@ pub fn backup_to(
     let repo = &repo;
     let lock = crate::lock::Lock::backup(repo.nodes(), job.run.lock_wait)?;
     node_warnings.extend(lock.broken.iter().cloned());
+    for node in repo.nodes() {
+        match node.remove_temporaries() {
+            Ok(0) => {}
+            Ok(n) => node_warnings.push(format!(
+                "removed {n} temporary objects an interrupted run left on node {}",
+                node.name()
+            )),
+            Err(e) => node_warnings.push(e.to_string()),
+        }
+    }
     // Plan first: a missing table or a `where` that does not parse fails before anything is stored.
     let mut plan = Plan::new(job)?;
     let staging = Staging::create(&job.run.staging, &job.name)?;
@@ -130,6 +145,34 @@ pub fn backup_to(
         }
         Source::Fs { .. } => {}
     }
+    // Tasks whose receipts an interrupted run left are not read or stored again.
+    let receipts = repo.unfinished_run();
+    let mut reused = std::collections::BTreeMap::new();
+    let mut resumed_run: Option<String> = None;
+    let mut todo = Vec::with_capacity(plan.tasks.len());
+    for t in &plan.tasks {
+        match receipts.get(t.id.as_str()) {
+            Some(r) if r.entry.kind == t.kind => {
+                if resumed_run.as_ref().is_none_or(|s| &r.run_started < s) {
+                    resumed_run = Some(r.run_started.clone());
+                }
+                reused.insert(t.id.clone(), r.entry.clone());
+            }
+            _ => todo.push(crate::plan::TaskSpec {
+                run: Some(time.clone()),
+                ..t.clone()
+            }),
+        }
+    }
+    if let (Some(run), Some(c)) = (&resumed_run, consistency.as_mut()) {
+        c.push_str(&format!(
+            "; resumed: {} of {} tasks were read by the interrupted run of {run} under its own \
+             snapshot, so the rows are consistent within each run's tasks, not across both",
+            reused.len(),
+            plan.tasks.len()
+        ));
+    }
+    let all_tasks = std::mem::replace(&mut plan.tasks, todo);
     progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
     // A PostgreSQL schema is dumped from the same snapshot while the data tasks run.
     let (reports, postgres) = std::thread::scope(|s| {
@@ -159,11 +202,12 @@ pub fn backup_to(
     drop(sqlite_guard);
     drop(pg_guard);
     drop(my_set);
-    let mut entries = Vec::with_capacity(reports.len());
     let mut failed_tasks = Vec::new();
     for r in reports {
         match (r.entry, r.error) {
-            (Some(e), _) => entries.push(e),
+            (Some(e), _) => {
+                reused.insert(e.id.clone(), e);
+            }
             (None, error) => failed_tasks.push(FailedTask {
                 task: r.task.id.to_string(),
                 kind: r.task.kind.name().to_owned(),
@@ -171,10 +215,17 @@ pub fn backup_to(
             }),
         }
     }
+    let reused_tasks = (all_tasks.len() - plan.tasks.len()) as u64;
+    let entries: Vec<_> = all_tasks
+        .iter()
+        .filter_map(|t| reused.remove(&t.id))
+        .collect();
     let totals = Manifest::totals_of(&entries);
     let mut report = BackupReport {
         snapshot: None,
-        tasks: plan.tasks.len() as u64,
+        tasks: all_tasks.len() as u64,
+        reused_tasks,
+        resumed_run,
         files: totals.read.files,
         rows: totals.read.rows,
         bytes_read: totals.read.bytes_read,
@@ -201,6 +252,8 @@ pub fn backup_to(
         mysql,
     };
     let (nodes, failures) = repo.commit(&manifest)?;
+    crate::failpoint::hit("manifest");
+    repo.clear_receipts();
     drop(lock);
     report.snapshot = Some(manifest.id);
     report.manifest_nodes = nodes;

@@ -28,6 +28,7 @@ pub mod backup;
 pub mod catalog;
 pub mod engine;
 mod error;
+pub mod failpoint;
 pub mod forget;
 pub mod job;
 pub mod lock;

@@ -407,3 +407,81 @@ pub(crate) fn read_small(node: &dyn crate::store::Target, key: &ObjectKey) -> Re
     })?;
     Ok(buf)
 }
+
+/// A stored task of a run that did not finish: what a resumed run reuses.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunReceipt {
+    /// When the run that stored it started (RFC 3339).
+    pub run_started: String,
+    /// The task as it would appear in the manifest.
+    pub entry: crate::catalog::TaskEntry,
+}
+
+impl Repository {
+    /// Writes a task's receipt to every node that takes it (at least one must).
+    pub fn write_receipt(&self, receipt: &RunReceipt) -> Result<()> {
+        let bytes = serde_json::to_vec(receipt).unwrap_or_default();
+        let key = crate::store::receipt_key(receipt.entry.id.as_str());
+        let mut last = None;
+        let mut written = 0;
+        for n in self.nodes() {
+            match n.put(&key, Payload::Bytes(&bytes)) {
+                Ok(()) => written += 1,
+                Err(e) => last = Some(e),
+            }
+        }
+        match (written, last) {
+            (0, Some(e)) => Err(e.with_context("receipt", key)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The receipts of the unfinished run, by task id: those stored after the newest committed
+    /// snapshot started, whose data files are still on every node they name.
+    pub fn unfinished_run(&self) -> BTreeMap<String, RunReceipt> {
+        let newest = self
+            .list()
+            .snapshots
+            .last()
+            .map(|(m, _)| m.time.clone())
+            .unwrap_or_default();
+        let mut out: BTreeMap<String, RunReceipt> = BTreeMap::new();
+        for node in self.nodes() {
+            let Ok(keys) = node.list(crate::store::RUNS_PREFIX) else {
+                continue;
+            };
+            for key in keys {
+                let Ok(r) = read_small(node.as_ref(), &key).and_then(|b| {
+                    serde_json::from_slice::<RunReceipt>(&b)
+                        .map_err(|e| Error::integrity("malformed receipt").with_source(e))
+                }) else {
+                    continue;
+                };
+                if r.run_started <= newest || out.contains_key(r.entry.id.as_str()) {
+                    continue;
+                }
+                let data = &r.entry.data;
+                let present = data.nodes.iter().all(|n| {
+                    self.replicator
+                        .node(n)
+                        .is_some_and(|t| matches!(t.stat(&data.key), Ok(Some(s)) if s == data.size))
+                });
+                if present {
+                    out.insert(r.entry.id.to_string(), r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes every receipt of the run (after its snapshot is committed).
+    pub fn clear_receipts(&self) {
+        for node in self.nodes() {
+            if let Ok(keys) = node.list(crate::store::RUNS_PREFIX) {
+                for k in keys {
+                    let _ = node.delete(&k);
+                }
+            }
+        }
+    }
+}

@@ -140,7 +140,9 @@ fn stage_and_store(
             )))
         }
     };
+    crate::failpoint::hit("read");
     let staged = out.inner.finish()?;
+    crate::failpoint::hit("staged");
     let key = data_key(staged.checksum(), task.kind.data_ext());
     let data = repo.replicator().put(
         &key,
@@ -148,11 +150,20 @@ fn stage_and_store(
         staged.size(),
         staged.checksum(),
     )?;
-    Ok(TaskEntry {
+    crate::failpoint::hit("stored");
+    let entry = TaskEntry {
         id: task.id.clone(),
         kind: task.kind.clone(),
         data,
         stats,
         file,
-    })
+    };
+    if let Some(run) = &task.run {
+        repo.write_receipt(&crate::repo::RunReceipt {
+            run_started: run.clone(),
+            entry: entry.clone(),
+        })?;
+        crate::failpoint::hit("receipt");
+    }
+    Ok(entry)
 }

@@ -154,6 +154,10 @@ pub struct TaskSpec {
     /// The database snapshot every task of the run reads (not part of the task's id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// When the backup run started: a task that stores its data file writes a receipt under it,
+    /// which a resumed run reuses (not part of the task's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 /// The tasks of a job.
@@ -182,6 +186,7 @@ impl Plan {
                 estimated_bytes,
                 estimated_items,
                 snapshot: None,
+                run: None,
             })
             .collect();
         Ok(Plan { tasks })

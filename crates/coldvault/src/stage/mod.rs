@@ -22,8 +22,10 @@ pub struct Staging {
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Staging {
-    /// Creates a fresh spool directory below `base`.
+    /// Creates a fresh spool directory below `base`, first removing the spool directories of
+    /// this job's runs whose process is gone (killed runs leave theirs).
     pub fn create(base: &Path, job: &str) -> Result<Staging> {
+        remove_dead_spools(base, job);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -99,6 +101,23 @@ impl Staging {
         staged.size = count;
         staged.checksum = hash;
         Ok(staged)
+    }
+}
+
+/// Removes `JOB-PID-…` spool directories below `base` whose process no longer runs.
+fn remove_dead_spools(base: &Path, job: &str) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&format!("{job}-")) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 

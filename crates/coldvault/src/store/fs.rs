@@ -179,4 +179,42 @@ impl Target for FsTarget {
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
         Some(self.path(key))
     }
+
+    fn remove_temporaries(&self) -> Result<usize> {
+        let mut removed = 0;
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err("cannot list", &dir, e)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(path);
+                } else if dead_writers_temp(&entry.file_name().to_string_lossy()) {
+                    fs::remove_file(&path).map_err(|e| self.err("cannot remove", &path, e))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// `.NAME.tmp.PID.N` written by a process that no longer runs.
+fn dead_writers_temp(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(3, '.');
+    let (Some(n), Some(pid), Some(head)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    head.ends_with(".tmp")
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
 }

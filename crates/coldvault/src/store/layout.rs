@@ -4,6 +4,8 @@
 //! <node>/<directory>/config.json                  repository marker: format version, repository id
 //! <node>/<directory>/data/<hh>/<blake3>.<ext>     data files, named by the BLAKE3 of their bytes
 //! <node>/<directory>/snapshots/<id>.json          snapshot manifests, written last
+//! <node>/<directory>/runs/<task id>.json          receipts of the unfinished run's stored tasks
+//! <node>/<directory>/locks/<kind>-<id>.json       who is backing up or pruning
 //! ```
 //!
 //! Data files are content-addressed, so a task run twice (a retry, a Spark speculation) stores the
@@ -17,6 +19,13 @@ pub const CONFIG_KEY: &str = "config.json";
 pub const DATA_PREFIX: &str = "data/";
 /// Where manifests live.
 pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+/// Where the receipts of an unfinished run live.
+pub const RUNS_PREFIX: &str = "runs/";
+
+/// The key of a task's receipt in the unfinished run.
+pub fn receipt_key(task: &str) -> ObjectKey {
+    ObjectKey::new(format!("{RUNS_PREFIX}{task}.json"))
+}
 
 /// The key of a data file with BLAKE3 `checksum` (hex) and extension `ext`.
 pub fn data_key(checksum: &str, ext: &str) -> ObjectKey {

@@ -27,7 +27,9 @@ use crate::error::Result;
 
 pub use self::opendal::{OpenDalTarget, S3Options};
 pub use fs::FsTarget;
-pub use layout::{data_key, manifest_key, CONFIG_KEY, DATA_PREFIX, SNAPSHOTS_PREFIX};
+pub use layout::{
+    data_key, manifest_key, receipt_key, CONFIG_KEY, DATA_PREFIX, RUNS_PREFIX, SNAPSHOTS_PREFIX,
+};
 pub use replicate::{rendezvous_order, Receipt, Replicator};
 pub use retry::{Backoff, RetryingTarget};
 
@@ -129,6 +131,10 @@ pub trait Target: Send + Sync + fmt::Debug {
     /// A local path to the object when the node is a local directory, so readers can skip a copy.
     fn local_path(&self, _key: &ObjectKey) -> Option<PathBuf> {
         None
+    }
+    /// Removes temporary objects that writers which died left behind; returns how many.
+    fn remove_temporaries(&self) -> Result<usize> {
+        Ok(0)
     }
 }
 

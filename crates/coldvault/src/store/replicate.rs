@@ -162,7 +162,15 @@ impl Replicator {
         std::thread::scope(|s| {
             let handles: Vec<_> = batch
                 .iter()
-                .map(|&i| s.spawn(move || self.nodes[i].put(key, payload)))
+                .map(|&i| {
+                    s.spawn(move || {
+                        let r = self.nodes[i].put(key, payload);
+                        if r.is_ok() {
+                            crate::failpoint::hit("stored-some");
+                        }
+                        r
+                    })
+                })
                 .collect();
             handles
                 .into_iter()

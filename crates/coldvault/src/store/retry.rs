@@ -134,6 +134,10 @@ impl Target for RetryingTarget {
     fn local_path(&self, key: &ObjectKey) -> Option<std::path::PathBuf> {
         self.inner.local_path(key)
     }
+
+    fn remove_temporaries(&self) -> Result<usize> {
+        self.inner.remove_temporaries()
+    }
 }
 
 #[cfg(test)]
