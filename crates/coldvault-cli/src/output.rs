@@ -187,6 +187,12 @@ pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
             r.tasks
         ),
     }
+    if r.unchanged_tasks > 0 {
+        println!(
+            "{} of {} tasks unchanged since the last snapshot (same sizes, times and inodes): not read",
+            r.unchanged_tasks, r.tasks
+        );
+    }
     if let Some(run) = &r.resumed_run {
         println!(
             "resumed the interrupted run of {run}: {} of {} tasks reused, not read again",

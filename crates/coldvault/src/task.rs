@@ -157,6 +157,7 @@ fn stage_and_store(
         data,
         stats,
         file,
+        fingerprint: task.fingerprint.clone(),
     };
     if let Some(run) = &task.run {
         repo.write_receipt(&crate::repo::RunReceipt {

@@ -73,6 +73,10 @@ pub struct TaskEntry {
     /// For a file part: the file's metadata, to restore once every part is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileMeta>,
+    /// The fingerprint of the metadata of what the task read (file trees): the next backup
+    /// reuses this entry when the fingerprint is the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// Totals over the tasks of a snapshot.

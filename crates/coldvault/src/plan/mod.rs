@@ -158,6 +158,9 @@ pub struct TaskSpec {
     /// which a resumed run reuses (not part of the task's id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// A file-tree task's fingerprint of the metadata of what it reads (not part of its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// The tasks of a job.
@@ -170,14 +173,24 @@ pub struct Plan {
 impl Plan {
     /// Plans `job` by reading its source's structure (not its data).
     pub fn new(job: &Job) -> Result<Plan> {
+        let mut prints = Vec::new();
         let kinds = match &job.source {
-            Source::Fs { path } => crate::source::fs::plan(path, job.split.target_bytes)?,
+            Source::Fs { path } => {
+                crate::source::fs::plan_fingerprinted(path, job.split.target_bytes)?
+                    .into_iter()
+                    .map(|(k, b, i, p)| {
+                        prints.push(p);
+                        (k, b, i)
+                    })
+                    .collect()
+            }
             Source::Sqlite { path, tables } => {
                 crate::source::sqlite::plan(path, tables, job.split.max_rows)?
             }
             Source::Postgres(db) => crate::source::postgres::plan(db, job.split.max_rows)?,
             Source::Mysql(db) => crate::source::mysql::plan(db, job.split.max_rows)?,
         };
+        let mut prints = prints.into_iter();
         let tasks = kinds
             .into_iter()
             .map(|(kind, estimated_bytes, estimated_items)| TaskSpec {
@@ -187,6 +200,7 @@ impl Plan {
                 estimated_items,
                 snapshot: None,
                 run: None,
+                fingerprint: prints.next(),
             })
             .collect();
         Ok(Plan { tasks })

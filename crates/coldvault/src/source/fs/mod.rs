@@ -111,12 +111,30 @@ fn read_err(what: &str, path: &Path, e: io::Error) -> Error {
 
 /// Plans a file tree: ranges of about `target` bytes, and parts for files larger than `target`.
 /// Returns (kind, estimated bytes, estimated items) per task.
+#[cfg(test)]
 pub(crate) fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
+    Ok(plan_fingerprinted(root, target)?
+        .into_iter()
+        .map(|(k, b, i, _)| (k, b, i))
+        .collect())
+}
+
+/// Plans a tree into ranges of about `target` bytes and parts of larger files. Each task comes
+/// with a fingerprint of the metadata of what it reads (path, mode, owner, size, modification and
+/// change times, inode): equal fingerprints mean unchanged entries, which an incremental backup
+/// takes from the parent snapshot without reading them.
+pub(crate) fn plan_fingerprinted(
+    root: &Path,
+    target: u64,
+) -> Result<Vec<(TaskKind, u64, u64, String)>> {
     let mut tasks = Vec::new();
     let mut start: Option<RelPath> = None;
     let mut split_files = Vec::new();
     let mut bytes = 0u64;
     let mut items = 0u64;
+    let root_meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
+    let mut print = blake3::Hasher::new();
+    fingerprint(&mut print, &RelPath::root(), &root_meta);
     walk(root, None, None, &mut |rel, _path, meta| {
         if items > 0 && bytes >= target {
             tasks.push((
@@ -127,6 +145,10 @@ pub(crate) fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>
                 },
                 bytes,
                 items,
+                std::mem::replace(&mut print, blake3::Hasher::new())
+                    .finalize()
+                    .to_hex()
+                    .to_string(),
             ));
             start = Some(rel.clone());
             bytes = 0;
@@ -136,6 +158,9 @@ pub(crate) fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>
         items += 1;
         if meta.is_file() && meta.len() > target {
             split_files.push(rel.clone());
+            let mut own = blake3::Hasher::new();
+            fingerprint(&mut own, rel, meta);
+            let own = own.finalize().to_hex().to_string();
             let parts = meta.len().div_ceil(target);
             for part in 0..parts {
                 let offset = part * target;
@@ -150,10 +175,14 @@ pub(crate) fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>
                     },
                     len,
                     1,
+                    own.clone(),
                 ));
             }
-        } else if meta.is_file() {
-            bytes += meta.len().div_ceil(512) * 512;
+        } else {
+            fingerprint(&mut print, rel, meta);
+            if meta.is_file() {
+                bytes += meta.len().div_ceil(512) * 512;
+            }
         }
         Ok(())
     })?;
@@ -165,8 +194,29 @@ pub(crate) fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>
         },
         bytes,
         items,
+        print.finalize().to_hex().to_string(),
     ));
     Ok(tasks)
+}
+
+/// Adds what says whether an entry changed to `h`.
+fn fingerprint(h: &mut blake3::Hasher, rel: &RelPath, m: &Metadata) {
+    h.update(&(rel.as_bytes().len() as u64).to_le_bytes());
+    h.update(rel.as_bytes());
+    for v in [
+        m.mode() as i64,
+        m.uid() as i64,
+        m.gid() as i64,
+        m.len() as i64,
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino() as i64,
+        m.dev() as i64,
+    ] {
+        h.update(&v.to_le_bytes());
+    }
 }
 
 /// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`.
