@@ -26,6 +26,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod crypt;
 pub mod engine;
 mod error;
 pub mod failpoint;

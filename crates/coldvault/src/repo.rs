@@ -17,6 +17,8 @@ use crate::store::{
 pub struct Repository {
     replicator: Replicator,
     job: String,
+    encryption: Option<crate::job::Encryption>,
+    crypt: Arc<std::sync::Mutex<Option<Arc<crate::crypt::Crypt>>>>,
 }
 
 /// What `init` did on each node.
@@ -52,11 +54,10 @@ impl Repository {
                 Ok(Arc::new(RetryingTarget::new(inner, backoff)) as SharedTarget)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Repository::with_nodes(
-            &job.name,
-            nodes,
-            job.repository.replicas,
-        ))
+        Ok(
+            Repository::with_nodes(&job.name, nodes, job.repository.replicas)
+                .with_encryption(job.repository.encryption.clone()),
+        )
     }
 
     /// A repository over given targets (tests use memory and faulty targets).
@@ -64,7 +65,31 @@ impl Repository {
         Repository {
             replicator: Replicator::new(nodes, replicas),
             job: job.to_owned(),
+            encryption: None,
+            crypt: Arc::default(),
         }
+    }
+
+    /// The same repository, encrypted as `[repository.encryption]` says.
+    pub fn with_encryption(mut self, encryption: Option<crate::job::Encryption>) -> Repository {
+        self.encryption = encryption;
+        self
+    }
+
+    /// The repository's keys when it is encrypted (read, in passphrase mode, from the nodes the
+    /// first time they are needed).
+    pub fn crypt(&self) -> Result<Option<Arc<crate::crypt::Crypt>>> {
+        let Some(enc) = &self.encryption else {
+            return Ok(None);
+        };
+        // One opening at a time: in passphrase mode the first one may create the key.
+        let mut slot = self.crypt.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref() {
+            return Ok(Some(c.clone()));
+        }
+        let c = crate::crypt::Crypt::open(enc, self.nodes())?;
+        *slot = Some(c.clone());
+        Ok(Some(c))
     }
 
     /// The replicator over the nodes.
@@ -132,7 +157,8 @@ impl Repository {
                 .cloned()
                 .collect(),
             self.replicator.replicas(),
-        );
+        )
+        .with_encryption(self.encryption.clone());
         repo.ensure_marker(false)?;
         Ok((repo, warnings))
     }
@@ -258,7 +284,10 @@ impl Repository {
                     }
                     continue;
                 }
-                match read_small(node.as_ref(), key).and_then(|b| Manifest::decode(&b)) {
+                let decoded = read_small(node.as_ref(), key)
+                    .and_then(|b| crate::crypt::unseal_opt(self.crypt()?.as_ref(), b))
+                    .and_then(|b| Manifest::decode(&b));
+                match decoded {
                     Ok(m) => {
                         by_id.insert(key.as_str().to_owned(), (m, vec![node.name().to_owned()]));
                     }
@@ -313,7 +342,7 @@ impl Repository {
     /// Writes `manifest` to every node; it must reach at least `replicas` of them.
     /// Returns the nodes that hold it and the failures.
     pub fn commit(&self, manifest: &Manifest) -> Result<(Vec<String>, Vec<Error>)> {
-        let bytes = manifest.encode();
+        let bytes = crate::crypt::seal_opt(self.crypt()?.as_ref(), manifest.encode())?;
         let key = manifest_key(manifest.id.as_str());
         let results: Vec<(String, Result<()>)> = std::thread::scope(|s| {
             let handles: Vec<_> = self
@@ -420,7 +449,10 @@ pub struct RunReceipt {
 impl Repository {
     /// Writes a task's receipt to every node that takes it (at least one must).
     pub fn write_receipt(&self, receipt: &RunReceipt) -> Result<()> {
-        let bytes = serde_json::to_vec(receipt).unwrap_or_default();
+        let bytes = crate::crypt::seal_opt(
+            self.crypt()?.as_ref(),
+            serde_json::to_vec(receipt).unwrap_or_default(),
+        )?;
         let key = crate::store::receipt_key(receipt.entry.id.as_str());
         let mut last = None;
         let mut written = 0;
@@ -451,10 +483,13 @@ impl Repository {
                 continue;
             };
             for key in keys {
-                let Ok(r) = read_small(node.as_ref(), &key).and_then(|b| {
-                    serde_json::from_slice::<RunReceipt>(&b)
-                        .map_err(|e| Error::integrity("malformed receipt").with_source(e))
-                }) else {
+                let Ok(r) = read_small(node.as_ref(), &key)
+                    .and_then(|b| crate::crypt::unseal_opt(self.crypt()?.as_ref(), b))
+                    .and_then(|b| {
+                        serde_json::from_slice::<RunReceipt>(&b)
+                            .map_err(|e| Error::integrity("malformed receipt").with_source(e))
+                    })
+                else {
                     continue;
                 };
                 if r.run_started <= newest || out.contains_key(r.entry.id.as_str()) {

@@ -59,7 +59,7 @@ fn stage_and_store(
     task: &TaskSpec,
     progress: &Progress,
 ) -> Result<TaskEntry> {
-    let stager = staging.stager(task.id.as_str(), job.run.zstd_level)?;
+    let stager = staging.stager(task.id.as_str(), job.run.zstd_level, repo.crypt()?.as_ref())?;
     let mut out = CountingWriter {
         inner: stager,
         progress,

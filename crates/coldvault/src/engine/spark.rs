@@ -46,10 +46,15 @@ impl<'a> SparkEngine<'a> {
             "AWS_ACCESS_KEY_ID".to_owned(),
             "AWS_SECRET_ACCESS_KEY".to_owned(),
             "PGPASSWORD".to_owned(),
+            "MYSQL_PWD".to_owned(),
             "TMPDIR".to_owned(),
         ];
         if let Some(db) = self.job.source.database() {
             names.extend(db.password.env.clone());
+        }
+        if let Some(enc) = &self.job.repository.encryption {
+            names.extend(enc.identity_env.clone());
+            names.extend(enc.passphrase_env.clone());
         }
         for n in &self.job.repository.nodes {
             if let NodeUrl::S3 { .. } = n.url {

@@ -85,6 +85,16 @@ pub(crate) struct RepositoryConfig {
     pub directory: String,
     pub replicas: Option<i64>,
     pub nodes: Vec<NodeConfig>,
+    pub encryption: Option<EncryptionConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EncryptionConfig {
+    pub recipients: Option<Vec<String>>,
+    pub identity_file: Option<String>,
+    pub identity_env: Option<String>,
+    pub passphrase_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

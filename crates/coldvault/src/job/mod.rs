@@ -128,6 +128,21 @@ pub struct Repository {
     pub replicas: usize,
     /// The storage nodes.
     pub nodes: Vec<NodeSpec>,
+    /// `[repository.encryption]`: age keys, when the repository is encrypted.
+    pub encryption: Option<Encryption>,
+}
+
+/// `[repository.encryption]`: names of keys, never a secret itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// age X25519 public keys (`age1…`) every data file is encrypted to.
+    pub recipients: Vec<String>,
+    /// A file holding an age identity (`AGE-SECRET-KEY-1…`), to read the repository.
+    pub identity_file: Option<PathBuf>,
+    /// A variable holding an age identity.
+    pub identity_env: Option<String>,
+    /// A variable holding the passphrase of the repository's own key (instead of recipients).
+    pub passphrase_env: Option<String>,
 }
 
 /// One storage node as declared in the job.

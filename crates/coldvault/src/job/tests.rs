@@ -258,3 +258,20 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn encryption_settings_are_checked() {
+    let with = |enc: &str| {
+        GOOD.replace(
+            "\n[run]",
+            &format!("\n[repository.encryption]\n{enc}\n\n[run]"),
+        )
+    };
+    let ok = parse(&with("recipients = [\"age1abc\"]\nidentity_env = \"K\"")).unwrap();
+    let enc = ok.repository.encryption.unwrap();
+    assert_eq!(enc.identity_env.as_deref(), Some("K"));
+    assert!(err(&with("recipients = [\"age1abc\"]\npassphrase_env = \"P\"")).contains("not both"));
+    assert!(err(&with("identity_file = \"k\"")).contains("name recipients"));
+    assert!(err(&with("recipients = [\"ssh-ed25519 AAA\"]")).contains("not an age public key"));
+    assert!(err(&with("passphrase = \"inline\"")).contains("unknown field `passphrase`"));
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::config::{self, JobConfig, SizeConfig, SourceConfig};
 use super::{
-    default_parallel, CredentialSource, Database, EngineKind, Job, NodeSpec, NodeUrl,
+    default_parallel, CredentialSource, Database, Encryption, EngineKind, Job, NodeSpec, NodeUrl,
     PasswordSource, Repository, Run, Source, SparkSettings, Split, TableSettings,
 };
 use crate::error::{Error, Result};
@@ -214,10 +214,42 @@ fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<Rep
             nodes.len()
         )));
     }
+    let encryption =
+        match raw.encryption {
+            None => None,
+            Some(e) => {
+                let recipients = e.recipients.unwrap_or_default();
+                let keyed =
+                    !recipients.is_empty() || e.identity_file.is_some() || e.identity_env.is_some();
+                match (&e.passphrase_env, keyed) {
+                    (Some(_), true) => return Err(Error::config(
+                        "[repository.encryption]: passphrase_env or recipients/identity, not both",
+                    )),
+                    (None, _) if recipients.is_empty() => return Err(Error::config(
+                        "[repository.encryption]: name recipients = [\"age1…\"] or passphrase_env",
+                    )),
+                    _ => {}
+                }
+                for r in &recipients {
+                    if !r.starts_with("age1") {
+                        return Err(Error::config(format!(
+                        "[repository.encryption] recipients: {r:?} is not an age public key (age1…)"
+                    )));
+                    }
+                }
+                Some(Encryption {
+                    recipients,
+                    identity_file: e.identity_file.map(|f| base.join(f)),
+                    identity_env: e.identity_env,
+                    passphrase_env: e.passphrase_env,
+                })
+            }
+        };
     Ok(Repository {
         directory,
         replicas: replicas as usize,
         nodes,
+        encryption,
     })
 }
 

@@ -244,15 +244,26 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct Verified {
     path: PathBuf,
     _staged: Option<StagedFile>,
+    crypt: Option<std::sync::Arc<crate::crypt::Crypt>>,
 }
 
 impl Verified {
-    /// The decompressed bytes.
-    pub(crate) fn open(&self) -> Result<impl Read> {
+    /// The decompressed (and decrypted) bytes.
+    pub(crate) fn open(&self) -> Result<Box<dyn Read + Send>> {
         let f = File::open(&self.path)
             .map_err(|e| Error::io(format!("cannot open {}", self.path.display()), e))?;
-        zstd::Decoder::with_buffer(BufReader::with_capacity(1 << 20, f))
-            .map_err(|e| Error::io("cannot start zstd", e))
+        let f = BufReader::with_capacity(1 << 20, f);
+        match &self.crypt {
+            None => Ok(Box::new(
+                zstd::Decoder::with_buffer(f).map_err(|e| Error::io("cannot start zstd", e))?,
+            )),
+            Some(c) => {
+                let plain = c.open_reader_send(f)?;
+                Ok(Box::new(
+                    zstd::Decoder::new(plain).map_err(|e| Error::io("cannot start zstd", e))?,
+                ))
+            }
+        }
     }
 }
 
@@ -277,6 +288,7 @@ impl Ctx<'_> {
                     return Ok(Verified {
                         path,
                         _staged: None,
+                        crypt: self.repo.crypt()?,
                     });
                 }
                 let mut r = node.get(&data.key)?;
@@ -286,6 +298,7 @@ impl Ctx<'_> {
                 Ok(Verified {
                     path: staged.path().to_path_buf(),
                     _staged: Some(staged),
+                    crypt: self.repo.crypt()?,
                 })
             };
             match attempt() {

@@ -39,7 +39,11 @@ pub(crate) fn capture(
     staging: &Staging,
 ) -> Result<PostgresSchema> {
     let store = |section: &str| -> Result<Receipt> {
-        let mut stager = staging.stager(&format!("schema-{section}"), job.run.zstd_level)?;
+        let mut stager = staging.stager(
+            &format!("schema-{section}"),
+            job.run.zstd_level,
+            repo.crypt()?.as_ref(),
+        )?;
         pg_dump(target, snapshot, section, &mut stager)?;
         let staged = stager.finish()?;
         let key = data_key(staged.checksum(), "sql.zst");

@@ -49,8 +49,14 @@ impl Staging {
         &self.dir
     }
 
-    /// Starts staging a data file for task `name`, compressing at `level`.
-    pub fn stager(&self, name: &str, level: i32) -> Result<Stager> {
+    /// Starts staging a data file for task `name`, compressing at `level` (and encrypting with
+    /// `crypt`, after compression, when the repository is encrypted).
+    pub fn stager(
+        &self,
+        name: &str,
+        level: i32,
+        crypt: Option<&std::sync::Arc<crate::crypt::Crypt>>,
+    ) -> Result<Stager> {
         let path = self.dir.join(format!("{name}.partial"));
         let file = File::create(&path)
             .map_err(|e| Error::io(format!("cannot create staged file {}", path.display()), e))?;
@@ -63,7 +69,10 @@ impl Staging {
             compressor,
             input: Vec::with_capacity(FRAME_BYTES),
             output: Vec::with_capacity(zstd::zstd_safe::compress_bound(FRAME_BYTES)),
-            out: Some(HashingWriter::new(file)),
+            out: Some(match crypt {
+                None => Sink::Plain(Box::new(HashingWriter::new(file))),
+                Some(c) => Sink::Sealed(Box::new(c.seal_writer(HashingWriter::new(file))?)),
+            }),
             path,
             raw_bytes: 0,
             frames: 0,
@@ -203,12 +212,34 @@ impl<W: Write> Write for HashingWriter<W> {
 /// prefix path instead of the slower streaming "external dictionary" path.
 const FRAME_BYTES: usize = 4 << 20;
 
+/// Where compressed frames go: the staged file (hashed), through age when encrypted.
+enum Sink {
+    Plain(Box<HashingWriter<File>>),
+    Sealed(Box<age::stream::StreamWriter<HashingWriter<File>>>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Sealed(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Sealed(w) => w.flush(),
+        }
+    }
+}
+
 /// The data of one task being staged: write the encoded bytes, then [`Stager::finish`].
 pub struct Stager {
     compressor: zstd::bulk::Compressor<'static>,
     input: Vec<u8>,
     output: Vec<u8>,
-    out: Option<HashingWriter<File>>,
+    out: Option<Sink>,
     path: PathBuf,
     raw_bytes: u64,
     frames: u64,
@@ -260,7 +291,11 @@ impl Stager {
                 .out
                 .take()
                 .ok_or_else(|| io::Error::other("the staged file is already finished"))?;
-            let (file, checksum, size) = out.finish();
+            let hashed = match out {
+                Sink::Plain(h) => *h,
+                Sink::Sealed(w) => w.finish()?,
+            };
+            let (file, checksum, size) = hashed.finish();
             drop(file);
             Ok::<_, io::Error>((checksum, size))
         })();
@@ -330,7 +365,7 @@ mod tests {
         ) {
             let tmp = tempfile::tempdir().unwrap();
             let staging = Staging::create(tmp.path(), "t").unwrap();
-            let mut s = staging.stager("task", 3).unwrap();
+            let mut s = staging.stager("task", 3, None).unwrap();
             let mut all = Vec::new();
             for c in &chunks { s.write_all(c).unwrap(); all.extend_from_slice(c); }
             prop_assert_eq!(s.raw_bytes(), all.len() as u64);
@@ -347,7 +382,7 @@ mod tests {
     fn a_data_file_of_several_frames_reads_back_as_one_stream() {
         let tmp = tempfile::tempdir().unwrap();
         let staging = Staging::create(tmp.path(), "t").unwrap();
-        let mut s = staging.stager("big", 1).unwrap();
+        let mut s = staging.stager("big", 1, None).unwrap();
         let data: Vec<u8> = (0..FRAME_BYTES * 2 + 12345)
             .map(|i| (i % 251) as u8)
             .collect();
@@ -361,7 +396,7 @@ mod tests {
     fn an_empty_data_file_is_a_valid_zstd_stream() {
         let tmp = tempfile::tempdir().unwrap();
         let staging = Staging::create(tmp.path(), "t").unwrap();
-        let staged = staging.stager("empty", 3).unwrap().finish().unwrap();
+        let staged = staging.stager("empty", 3, None).unwrap().finish().unwrap();
         let stored = fs::read(staged.path()).unwrap();
         assert!(!stored.is_empty());
         assert!(zstd::decode_all(&stored[..]).unwrap().is_empty());
@@ -372,10 +407,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let staging = Staging::create(tmp.path(), "t").unwrap();
         let dir = staging.dir().to_path_buf();
-        let mut s = staging.stager("a", 1).unwrap();
+        let mut s = staging.stager("a", 1, None).unwrap();
         s.write_all(b"hello").unwrap();
         let staged = s.finish().unwrap();
-        let mut unfinished = staging.stager("b", 1).unwrap();
+        let mut unfinished = staging.stager("b", 1, None).unwrap();
         unfinished.write_all(b"x").unwrap();
         drop(unfinished);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
