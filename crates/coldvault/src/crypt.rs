@@ -110,26 +110,7 @@ impl Crypt {
     }
 
     /// Reads an encrypted stream as plaintext.
-    pub fn open_reader<'r, R: Read + 'r>(&self, input: R) -> Result<Box<dyn Read + 'r>> {
-        if self.identities.is_empty() {
-            return Err(Error::config(format!(
-                "the repository is encrypted and its key is not available: {}",
-                self.missing.as_deref().unwrap_or("no identity")
-            )));
-        }
-        let dec = age::Decryptor::new_buffered(BufReader::new(input)).map_err(decrypt_err)?;
-        let r = dec
-            .decrypt(
-                self.identities
-                    .iter()
-                    .map(|i| i.as_ref() as &dyn age::Identity),
-            )
-            .map_err(decrypt_err)?;
-        Ok(Box::new(r))
-    }
-
-    /// Reads an encrypted stream as plaintext, for readers that cross threads.
-    pub fn open_reader_send<R: Read + Send + 'static>(
+    pub fn open_reader<R: Read + Send + 'static>(
         &self,
         input: R,
     ) -> Result<Box<dyn Read + Send>> {
@@ -166,7 +147,7 @@ impl Crypt {
             ));
         }
         let mut out = Vec::new();
-        self.open_reader(stored)?
+        self.open_reader(std::io::Cursor::new(stored.to_vec()))?
             .read_to_end(&mut out)
             .map_err(|e| Error::integrity("cannot decrypt").with_source(e))?;
         Ok(out)

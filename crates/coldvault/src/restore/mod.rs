@@ -258,7 +258,7 @@ impl Verified {
                 zstd::Decoder::with_buffer(f).map_err(|e| Error::io("cannot start zstd", e))?,
             )),
             Some(c) => {
-                let plain = c.open_reader_send(f)?;
+                let plain = c.open_reader(f)?;
                 Ok(Box::new(
                     zstd::Decoder::new(plain).map_err(|e| Error::io("cannot start zstd", e))?,
                 ))
