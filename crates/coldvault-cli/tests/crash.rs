@@ -140,3 +140,55 @@ fn a_backup_killed_at_random_moments_converges() {
     assert_exact_restore(&env);
     eprintln!("reused {reused_total} tasks after the kills");
 }
+
+/// Staging on a full disk: a clear error naming the cause, no snapshot, staging left empty.
+/// The small disk is a 256 KiB tmpfs mounted in a private mount namespace (`unshare -rm`, which
+/// needs no privileges), so the test runs the same as root or not.
+#[test]
+fn a_full_staging_disk_is_a_clear_error_and_commits_nothing() {
+    let env = Env::new(
+        "type = \"fs\"\npath = \"src\"",
+        "target_bytes = \"1MiB\"",
+        2,
+    );
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4u64 {
+        // Incompressible: the staged files are as large as the data.
+        std::fs::write(src.join(format!("r{i}")), fixtures::bytes(i, 900_000)).unwrap();
+    }
+    let staging = env.path("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=256k tmpfs '{st}' || exit 90; \
+         '{bin}' backup '{job}' --json > '{out}'; echo $? > '{rc}'; ls -A '{st}' > '{left}'",
+        st = staging.display(),
+        bin = assert_cmd::cargo::cargo_bin("coldvault").display(),
+        job = env.job.display(),
+        out = env.path("out.json").display(),
+        rc = env.path("rc").display(),
+        left = env.path("left").display(),
+    );
+    let status = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "unshare -rm (a private mount namespace) must work here"
+    );
+    let rc = std::fs::read_to_string(env.path("rc")).unwrap();
+    assert_eq!(rc.trim(), "1", "some tasks failed");
+    let out: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("out.json")).unwrap()).unwrap();
+    assert!(out["snapshot"].is_null(), "{out}");
+    let errors = out["failed_tasks"].to_string();
+    assert!(errors.contains("No space left on device"), "{errors}");
+    assert!(errors.contains("staged file"), "{errors}");
+    assert_eq!(
+        std::fs::read_to_string(env.path("left")).unwrap(),
+        "",
+        "staging is empty"
+    );
+    assert_eq!(snapshots(&env), 0);
+}

@@ -117,3 +117,40 @@ fn a_write_through_a_symlink_is_refused() {
     restore_refused(&env, "is not a directory");
     assert!(!outside.join("planted").exists());
 }
+
+#[test]
+fn a_tampered_manifest_path_is_refused_before_anything_is_written() {
+    let env = Env::new(
+        "type = \"fs\"\npath = \"src\"",
+        "target_bytes = \"16KiB\"",
+        2,
+    );
+    std::fs::create_dir_all(env.path("src")).unwrap();
+    std::fs::write(env.path("src/big"), vec![7u8; 100_000]).unwrap();
+    env.json(&["backup"], 0);
+    let mut files = Vec::new();
+    for n in ["a", "b", "c"] {
+        common::walk(&env.node_dir(n).join("snapshots"), &mut files);
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.contains("\"path\": \"big\""),
+            "a file part names its path"
+        );
+        std::fs::write(
+            &f,
+            text.replace("\"path\": \"big\"", "\"path\": \"../escaped\""),
+        )
+        .unwrap();
+    }
+    let to = env.path("target/inner");
+    let (code, out, err) = env.run(&["restore", "latest", "--to", to.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("malformed manifest") && err.contains(".."),
+        "{err}"
+    );
+    assert!(!env.path("target/escaped").exists());
+    assert!(!to.exists());
+}

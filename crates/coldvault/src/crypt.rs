@@ -110,10 +110,7 @@ impl Crypt {
     }
 
     /// Reads an encrypted stream as plaintext.
-    pub fn open_reader<R: Read + Send + 'static>(
-        &self,
-        input: R,
-    ) -> Result<Box<dyn Read + Send>> {
+    pub fn open_reader<R: Read + Send + 'static>(&self, input: R) -> Result<Box<dyn Read + Send>> {
         if self.identities.is_empty() {
             return Err(Error::config(format!(
                 "the repository is encrypted and its key is not available: {}",
