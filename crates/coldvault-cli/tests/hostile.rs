@@ -1,4 +1,4 @@
-//! Restore never writes outside its target, whatever a data file says: `..` entries, absolute
+//! Restore never writes outside its target, whatever a data file or manifest says: `..` entries, absolute
 //! paths, and a symlink followed by a write through it are refused.
 
 mod common;
@@ -153,4 +153,28 @@ fn a_tampered_manifest_path_is_refused_before_anything_is_written() {
     );
     assert!(!env.path("target/escaped").exists());
     assert!(!to.exists());
+}
+
+#[test]
+fn a_tampered_sqlite_data_file_cannot_run_anything_but_inserts() {
+    let env = Env::new("type = \"sqlite\"\npath = \"src.db\"", "max_rows = 100", 2);
+    let conn = rusqlite::Connection::open(env.path("src.db")).unwrap();
+    conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    drop(conn);
+    env.json(&["backup"], 0);
+    let evil = env.path("evil.db");
+    let sql = format!(
+        "INSERT INTO t VALUES (2);\nATTACH DATABASE '{}' AS e;\nCREATE TABLE e.pwned (x);\n",
+        evil.display()
+    );
+    plant(&env, &zstd::encode_all(sql.as_bytes(), 3).unwrap());
+    let to = env.path("restored.db");
+    let (code, out, err) = env.run(&["restore", "latest", "--to", to.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("refusing a statement that is not INSERT INTO"),
+        "{err}"
+    );
+    assert!(!evil.exists(), "ATTACH wrote outside the target");
 }

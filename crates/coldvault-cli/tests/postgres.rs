@@ -423,3 +423,36 @@ fn split_by_a_nullable_column_covers_null_keys_once() {
     assert_eq!(code, 2);
     assert!(err.contains("not an integer column"), "{err}");
 }
+
+#[test]
+fn a_resumed_backup_says_what_its_consistency_is() {
+    let pg = Postgres::from_env();
+    let db = pg.create_db("resume");
+    pg.client(&db)
+        .batch_execute(
+            "CREATE TABLE r (id int PRIMARY KEY, v text);
+             INSERT INTO r SELECT i, md5(i::text) FROM generate_series(1, 5000) i;
+             ANALYZE r;",
+        )
+        .unwrap();
+    let env = pg_env(&pg, &db, "", 250);
+    let out = env
+        .cmd(&["backup"])
+        .env("PGPASSWORD", pg.password())
+        .env("COLDVAULT_FAILPOINT", "receipt:3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "the first run was aborted");
+    let r = backup(&pg, &env);
+    assert!(r["reused_tasks"].as_u64().unwrap() >= 3, "{r}");
+    let c = r["consistency"].as_str().unwrap();
+    assert!(
+        c.contains("resumed") && c.contains("not across both"),
+        "the output says a resumed run is not one point in time: {c}"
+    );
+    let restored = restore_into_new_db(&pg, &env, "resume_r");
+    assert_eq!(
+        pg.fingerprint(&db, &[("r", "id")]),
+        pg.fingerprint(&restored, &[("r", "id")])
+    );
+}

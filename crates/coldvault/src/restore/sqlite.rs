@@ -44,8 +44,7 @@ pub(super) fn restore(
     conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
         .map_err(|e| err("cannot configure", e))?;
     for o in schema.objects.iter().filter(|o| o.kind == "table") {
-        conn.execute_batch(&o.sql)
-            .map_err(|e| err(&format!("cannot create table {}", o.name), e))?;
+        exec_only(&conn, &o.sql, "CREATE ").map_err(|e| e.with_context("table", &o.name))?;
     }
     let mut stats = ReadStats::default();
     let mut problems = Vec::new();
@@ -75,8 +74,7 @@ pub(super) fn restore(
         }
     }
     for o in schema.objects.iter().filter(|o| o.kind != "table") {
-        conn.execute_batch(&o.sql)
-            .map_err(|e| err(&format!("cannot create {} {}", o.kind, o.name), e))?;
+        exec_only(&conn, &o.sql, "CREATE ").map_err(|e| e.with_context("object", &o.name))?;
     }
     conn.execute_batch(&format!("PRAGMA user_version = {}", schema.user_version))
         .map_err(|e| err("cannot set user_version", e))?;
@@ -103,7 +101,7 @@ fn load(conn: &Connection, mut r: impl BufRead, ctx: &Ctx<'_>) -> Result<u64> {
             ctx.progress.add_bytes(n as u64);
         }
         if (n == 0 && !batch.is_empty()) || batch.len() >= 1 << 20 {
-            conn.execute_batch(&batch).map_err(sql_err)?;
+            exec_only(conn, &batch, "INSERT INTO ")?;
             batch.clear();
         }
         if n == 0 {
@@ -112,4 +110,25 @@ fn load(conn: &Connection, mut r: impl BufRead, ctx: &Ctx<'_>) -> Result<u64> {
     }
     conn.execute_batch("COMMIT").map_err(sql_err)?;
     Ok(rows)
+}
+
+/// Executes the statements of `sql`, each of which must start with `prefix`: a tampered data file
+/// or manifest cannot run anything else (no `ATTACH`, no `VACUUM INTO` writing outside the
+/// target, no `PRAGMA`).
+fn exec_only(conn: &Connection, sql: &str, prefix: &str) -> Result<()> {
+    use rusqlite::fallible_iterator::FallibleIterator as _;
+    let sql_err = |e| Error::integrity("cannot load rows").with_source(e);
+    let mut batch = rusqlite::Batch::new(conn, sql);
+    while let Some(mut stmt) = batch.next().map_err(sql_err)? {
+        let text = stmt.expanded_sql().unwrap_or_default();
+        if !text.trim_start().starts_with(prefix) {
+            let head: String = text.trim_start().chars().take(40).collect();
+            return Err(Error::integrity(format!(
+                "refusing a statement that is not {}…: {head:?}",
+                prefix.trim_end()
+            )));
+        }
+        stmt.raw_execute().map_err(sql_err)?;
+    }
+    Ok(())
 }
