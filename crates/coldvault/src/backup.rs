@@ -12,13 +12,19 @@ use crate::engine::spark::SparkEngine;
 use crate::engine::{local::map_parallel, Progress};
 use crate::error::Result;
 use crate::job::{EngineKind, Job, Source};
-use crate::plan::Plan;
+use std::collections::BTreeMap;
+
+use crate::catalog::TaskEntry;
+use crate::lock::Lock;
+use crate::plan::{Plan, TaskId, TaskKind, TaskSpec};
 use crate::repo::Repository;
 use crate::source::mysql::MyTarget;
 use crate::source::mysql_snapshot as my_snapshot;
+use crate::source::mysql_snapshot::MysqlSchema;
 use crate::source::postgres::{self as pg, PgTarget};
 use crate::source::postgres_schema as pg_schema;
 use crate::source::sqlite::SnapshotGuard;
+use crate::source::sqlite::SqliteSchema;
 use crate::stage::Staging;
 use crate::task::run_task;
 
@@ -86,109 +92,27 @@ pub fn backup_to(
              connections of this process, which Spark executors cannot share",
         ));
     }
-    let (repo, mut node_warnings) = repo.prepare_backup(job)?;
+    let (repo, lock, warnings) = prepare(job, repo)?;
     let repo = &repo;
-    let lock = crate::lock::Lock::backup(repo.nodes(), job.run.lock_wait)?;
-    node_warnings.extend(lock.broken.iter().cloned());
-    for node in repo.nodes() {
-        match node.remove_temporaries() {
-            Ok(0) => {}
-            Ok(n) => node_warnings.push(format!(
-                "removed {n} temporary objects an interrupted run left on node {}",
-                node.name()
-            )),
-            Err(e) => node_warnings.push(e.to_string()),
-        }
-    }
     // Plan first: a missing table or a `where` that does not parse fails before anything is stored.
     let mut plan = Plan::new(job)?;
     let staging = Staging::create(&job.run.staging, &job.name)?;
-    let mut sqlite = None;
-    let mut pg_sequences = Vec::new();
-    let mut sqlite_guard = None;
-    let mut pg_guard = None;
-    let (mut mysql, mut my_set, mut consistency) = (None, None, None);
-    match &job.source {
-        Source::Sqlite { path, .. } => {
-            let guard = SnapshotGuard::open(path)?;
-            sqlite = Some(guard.schema(path)?);
-            sqlite_guard = Some(guard);
-        }
-        Source::Postgres { .. } => {
-            let mut guard = pg::SnapshotGuard::open(&pg_target(job)?)?;
-            pg_sequences = guard.sequences()?;
-            for t in &mut plan.tasks {
-                t.snapshot = Some(guard.id().to_owned());
-            }
-            consistency = Some(format!(
-                "every task read one exported snapshot ({})",
-                guard.id()
-            ));
-            pg_guard = Some(guard);
-        }
-        Source::Mysql(db) => {
-            let mut set = my_snapshot::SnapshotSet::open(&MyTarget::of(db), parallel)?;
-            let mut tables: Vec<String> = Vec::new();
-            for t in &mut plan.tasks {
-                t.snapshot = Some(set.id().to_owned());
-                if let crate::plan::TaskKind::MyRange { table, .. } = &t.kind {
-                    if tables.last() != Some(table) {
-                        tables.push(table.clone());
-                    }
-                }
-            }
-            let views = (!db.tables.is_empty()).then_some(&db.tables[..]);
-            let schema = set.schema(&tables, views)?;
-            consistency = Some(format!(
-                "every task read one consistent snapshot; the global read lock was held {} ms",
-                schema.lock_ms
-            ));
-            mysql = Some(schema);
-            my_set = Some(set);
-        }
-        Source::Fs { .. } => {}
-    }
-    // Tasks whose receipts an interrupted run left are not read or stored again.
-    let receipts = repo.unfinished_run();
-    // Tasks of a file tree whose entries have the same metadata as in the parent snapshot.
-    let parent = parent_tasks(repo, &plan);
-    let mut reused = std::collections::BTreeMap::new();
-    let mut resumed_run: Option<String> = None;
-    let mut unchanged_tasks = 0;
-    let mut todo = Vec::with_capacity(plan.tasks.len());
-    for t in &plan.tasks {
-        if let Some(e) = parent.get(&t.id) {
-            unchanged_tasks += 1;
-            reused.insert(t.id.clone(), e.clone());
-            continue;
-        }
-        match receipts.get(t.id.as_str()) {
-            Some(r) if r.entry.kind == t.kind => {
-                if resumed_run.as_ref().is_none_or(|s| &r.run_started < s) {
-                    resumed_run = Some(r.run_started.clone());
-                }
-                reused.insert(t.id.clone(), r.entry.clone());
-            }
-            _ => todo.push(crate::plan::TaskSpec {
-                run: Some(time.clone()),
-                ..t.clone()
-            }),
-        }
-    }
-    if let (Some(run), Some(c)) = (&resumed_run, consistency.as_mut()) {
+    let mut held = hold_source(job, &mut plan, parallel)?;
+    let mut reuse = reuse(repo, &plan, &time);
+    if let (Some(run), Some(c)) = (&reuse.resumed_run, held.consistency.as_mut()) {
         c.push_str(&format!(
             "; resumed: {} of {} tasks were read by the interrupted run of {run} under its own \
              snapshot, so the rows are consistent within each run's tasks, not across both",
-            reused.len(),
+            reuse.resumed,
             plan.tasks.len()
         ));
     }
-    let all_tasks = std::mem::replace(&mut plan.tasks, todo);
+    let all_tasks = std::mem::replace(&mut plan.tasks, std::mem::take(&mut reuse.todo));
     progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
     // A PostgreSQL schema is dumped from the same snapshot while the data tasks run.
     let (reports, postgres) = std::thread::scope(|s| {
-        let schema = pg_guard.as_ref().map(|g| {
-            let (id, sequences) = (g.id().to_owned(), std::mem::take(&mut pg_sequences));
+        let schema = held.pg_guard.as_ref().map(|g| {
+            let (id, sequences) = (g.id().to_owned(), std::mem::take(&mut held.pg_sequences));
             let staging = &staging;
             s.spawn(move || {
                 let target = pg_target(job)?;
@@ -210,14 +134,12 @@ pub fn backup_to(
     let reports = reports?;
     let postgres = postgres?;
     drop(staging);
-    drop(sqlite_guard);
-    drop(pg_guard);
-    drop(my_set);
+    let (sqlite, mysql, consistency) = held.release();
     let mut failed_tasks = Vec::new();
     for r in reports {
         match (r.entry, r.error) {
             (Some(e), _) => {
-                reused.insert(e.id.clone(), e);
+                reuse.entries.insert(e.id.clone(), e);
             }
             (None, error) => failed_tasks.push(FailedTask {
                 task: r.task.id.to_string(),
@@ -226,25 +148,24 @@ pub fn backup_to(
             }),
         }
     }
-    let reused_tasks = (all_tasks.len() - plan.tasks.len() - unchanged_tasks) as u64;
     let entries: Vec<_> = all_tasks
         .iter()
-        .filter_map(|t| reused.remove(&t.id))
+        .filter_map(|t| reuse.entries.remove(&t.id))
         .collect();
     let totals = Manifest::totals_of(&entries);
     let mut report = BackupReport {
         snapshot: None,
         tasks: all_tasks.len() as u64,
-        reused_tasks,
-        resumed_run,
-        unchanged_tasks: unchanged_tasks as u64,
+        reused_tasks: reuse.resumed as u64,
+        resumed_run: reuse.resumed_run,
+        unchanged_tasks: reuse.unchanged as u64,
         files: totals.read.files,
         rows: totals.read.rows,
         bytes_read: totals.read.bytes_read,
         bytes_stored: totals.bytes_stored,
         failed_tasks,
         manifest_nodes: Vec::new(),
-        warnings: Vec::new(),
+        warnings,
         consistency,
     };
     if !report.failed_tasks.is_empty() {
@@ -269,11 +190,137 @@ pub fn backup_to(
     drop(lock);
     report.snapshot = Some(manifest.id);
     report.manifest_nodes = nodes;
-    report.warnings = node_warnings;
     report
         .warnings
         .extend(failures.iter().map(|e| e.to_string()));
     Ok(report)
+}
+
+/// The repository of the nodes that answer, the job's backup lock, and warnings (nodes left
+/// out, stale locks broken, temporaries of dead runs removed).
+fn prepare(job: &Job, repo: &Repository) -> Result<(Repository, Lock, Vec<String>)> {
+    let (repo, mut warnings) = repo.prepare_backup(job)?;
+    let lock = Lock::backup(repo.nodes(), job.run.lock_wait)?;
+    warnings.extend(lock.broken.iter().cloned());
+    for node in repo.nodes() {
+        match node.remove_temporaries() {
+            Ok(0) => {}
+            Ok(n) => warnings.push(format!(
+                "removed {n} temporary objects an interrupted run left on node {}",
+                node.name()
+            )),
+            Err(e) => warnings.push(e.to_string()),
+        }
+    }
+    Ok((repo, lock, warnings))
+}
+
+/// A database source held at one point in time while the tasks run, and its schema.
+#[derive(Default)]
+struct Held {
+    sqlite: Option<SqliteSchema>,
+    sqlite_guard: Option<SnapshotGuard>,
+    pg_guard: Option<pg::SnapshotGuard>,
+    pg_sequences: Vec<(String, i64)>,
+    mysql: Option<MysqlSchema>,
+    my_set: Option<my_snapshot::SnapshotSet>,
+    consistency: Option<String>,
+}
+
+impl Held {
+    /// Ends the snapshot; returns the schemas and the consistency statement.
+    fn release(self) -> (Option<SqliteSchema>, Option<MysqlSchema>, Option<String>) {
+        (self.sqlite, self.mysql, self.consistency)
+    }
+}
+
+/// Opens the source's snapshot and marks the plan's tasks with it.
+fn hold_source(job: &Job, plan: &mut Plan, parallel: usize) -> Result<Held> {
+    let mut held = Held::default();
+    match &job.source {
+        Source::Sqlite { path, .. } => {
+            let guard = SnapshotGuard::open(path)?;
+            held.sqlite = Some(guard.schema(path)?);
+            held.sqlite_guard = Some(guard);
+        }
+        Source::Postgres { .. } => {
+            let mut guard = pg::SnapshotGuard::open(&pg_target(job)?)?;
+            held.pg_sequences = guard.sequences()?;
+            for t in &mut plan.tasks {
+                t.snapshot = Some(guard.id().to_owned());
+            }
+            held.consistency = Some(format!(
+                "every task read one exported snapshot ({})",
+                guard.id()
+            ));
+            held.pg_guard = Some(guard);
+        }
+        Source::Mysql(db) => {
+            let mut set = my_snapshot::SnapshotSet::open(&MyTarget::of(db), parallel)?;
+            let mut tables: Vec<String> = Vec::new();
+            for t in &mut plan.tasks {
+                t.snapshot = Some(set.id().to_owned());
+                if let TaskKind::MyRange { table, .. } = &t.kind {
+                    if tables.last() != Some(table) {
+                        tables.push(table.clone());
+                    }
+                }
+            }
+            let views = (!db.tables.is_empty()).then_some(&db.tables[..]);
+            let schema = set.schema(&tables, views)?;
+            held.consistency = Some(format!(
+                "every task read one consistent snapshot; the global read lock was held {} ms",
+                schema.lock_ms
+            ));
+            held.mysql = Some(schema);
+            held.my_set = Some(set);
+        }
+        Source::Fs { .. } => {}
+    }
+    Ok(held)
+}
+
+/// What a run takes without reading: tasks unchanged since the parent snapshot, and tasks an
+/// interrupted run stored. `todo` is the rest, marked with this run's start.
+struct Reuse {
+    todo: Vec<TaskSpec>,
+    entries: BTreeMap<TaskId, TaskEntry>,
+    resumed_run: Option<String>,
+    unchanged: usize,
+    resumed: usize,
+}
+
+fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
+    let receipts = repo.unfinished_run();
+    let parent = parent_tasks(repo, plan);
+    let mut r = Reuse {
+        todo: Vec::with_capacity(plan.tasks.len()),
+        entries: BTreeMap::new(),
+        resumed_run: None,
+        unchanged: 0,
+        resumed: 0,
+    };
+    for t in &plan.tasks {
+        if let Some(e) = parent.get(&t.id) {
+            r.unchanged += 1;
+            r.entries.insert(t.id.clone(), e.clone());
+            continue;
+        }
+        match receipts.get(t.id.as_str()) {
+            Some(rc) if rc.entry.kind == t.kind => {
+                if r.resumed_run.as_ref().is_none_or(|s| &rc.run_started < s) {
+                    r.resumed_run = Some(rc.run_started.clone());
+                }
+                r.resumed += 1;
+                r.entries.insert(t.id.clone(), rc.entry.clone());
+            }
+            _ => r.todo.push(TaskSpec {
+                run: Some(time.to_owned()),
+                ..t.clone()
+            }),
+        }
+    }
+    r
 }
 
 /// The PostgreSQL server of a `postgres` job.
@@ -335,18 +382,15 @@ fn source_info(job: &Job) -> SourceInfo {
 
 /// The entries of the newest snapshot that `plan`'s tasks may take as they are: same task, same
 /// metadata fingerprint, data file still on every node it names.
-fn parent_tasks(
-    repo: &Repository,
-    plan: &Plan,
-) -> std::collections::BTreeMap<crate::plan::TaskId, crate::catalog::TaskEntry> {
-    let mut out = std::collections::BTreeMap::new();
+fn parent_tasks(repo: &Repository, plan: &Plan) -> BTreeMap<TaskId, TaskEntry> {
+    let mut out = BTreeMap::new();
     if plan.tasks.iter().all(|t| t.fingerprint.is_none()) {
         return out;
     }
     let Some((parent, _)) = repo.list().snapshots.pop() else {
         return out;
     };
-    let wanted: std::collections::BTreeMap<_, _> = plan.tasks.iter().map(|t| (&t.id, t)).collect();
+    let wanted: BTreeMap<_, _> = plan.tasks.iter().map(|t| (&t.id, t)).collect();
     for e in parent.tasks {
         let Some(t) = wanted.get(&e.id) else { continue };
         if t.fingerprint.is_none() || e.fingerprint != t.fingerprint || e.kind != t.kind {
