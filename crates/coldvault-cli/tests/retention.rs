@@ -241,3 +241,42 @@ fn prune_running_with_backups_never_deletes_what_they_need() {
         fixtures::listing(&env.path("r"))
     );
 }
+
+#[test]
+fn two_real_backups_at_once_one_refuses_naming_the_other() {
+    let env = tree_env(1500);
+    let mut first = env
+        .spawnable(&["backup", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    // Wait until the first holds its lock.
+    let locks = env.node_dir("a").join("locks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&locks).map_or(true, |mut d| d.next().is_none()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first backup took no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (c, _, err) = env.run(&["backup"]);
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert_eq!(
+        env.json(&["snapshots"], 0)["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
