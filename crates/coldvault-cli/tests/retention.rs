@@ -245,7 +245,7 @@ fn prune_running_with_backups_never_deletes_what_they_need() {
 #[test]
 fn two_real_backups_at_once_one_refuses_naming_the_other() {
     let env = tree_env(1500);
-    let mut first = env
+    let first = env
         .spawnable(&["backup", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
