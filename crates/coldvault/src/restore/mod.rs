@@ -370,3 +370,27 @@ pub(crate) fn run_tasks<'m>(
     }
     Ok((stats, problems))
 }
+
+/// The database URL of `--to` (one of `schemes`) and the password source of the job's source;
+/// `kind` and `example` name them in the error.
+pub(crate) fn database_target<'t>(
+    job: &Job,
+    target: &'t Path,
+    schemes: &[&str],
+    kind: &str,
+    example: &str,
+) -> Result<(&'t str, crate::job::PasswordSource)> {
+    let url = target.to_str().unwrap_or("");
+    if !schemes.iter().any(|s| url.starts_with(s)) {
+        return Err(Error::config(format!(
+            "restore of a {kind} snapshot needs --to {example}, not {}",
+            target.display()
+        )));
+    }
+    let password = job
+        .source
+        .database()
+        .map(|db| db.password.clone())
+        .unwrap_or_default();
+    Ok((url, password))
+}

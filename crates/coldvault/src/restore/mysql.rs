@@ -35,23 +35,18 @@ pub(super) fn restore(
         .mysql
         .as_ref()
         .ok_or_else(|| Error::integrity("the snapshot has no MySQL schema"))?;
-    let url = target.to_str().unwrap_or("");
-    if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
-        return Err(Error::config(format!(
-            "restore of a MySQL snapshot needs --to mysql://user@host:port/database, not {}",
-            target.display()
-        )));
-    }
+    let (url, password) = super::database_target(
+        job,
+        target,
+        &["mysql://", "mariadb://"],
+        "MySQL",
+        "mysql://user@host:port/database",
+    )?;
     if matches!(job.run.engine, EngineKind::Spark) {
         return Err(Error::config(
             "a MySQL snapshot is restored by the local engine: run restore without --engine spark",
         ));
     }
-    let password = job
-        .source
-        .database()
-        .map(|db| db.password.clone())
-        .unwrap_or_default();
     let t = MyTarget {
         url,
         password: &password,

@@ -30,18 +30,13 @@ pub(super) fn restore(
         .postgres
         .as_ref()
         .ok_or_else(|| Error::integrity("the snapshot has no PostgreSQL schema"))?;
-    let url = target.to_str().unwrap_or("");
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(Error::config(format!(
-            "restore of a PostgreSQL snapshot needs --to postgres://user@host:port/database, not {}",
-            target.display()
-        )));
-    }
-    let password = job
-        .source
-        .database()
-        .map(|db| db.password.clone())
-        .unwrap_or_default();
+    let (url, password) = super::database_target(
+        job,
+        target,
+        &["postgres://", "postgresql://"],
+        "PostgreSQL",
+        "postgres://user@host:port/database",
+    )?;
     let t = PgTarget {
         url,
         password: &password,
