@@ -114,37 +114,31 @@ pub fn print_plan(job: &Job, plan: &Plan) {
                 start,
                 end,
                 ..
-            } => format!(
-                "table {table} {} {} .. {}",
-                match split {
+            } => {
+                let by = match split {
                     coldvault::source::postgres::PgSplit::Key(k) => format!("key {k}"),
                     coldvault::source::postgres::PgSplit::Ctid => "blocks".into(),
                     coldvault::source::postgres::PgSplit::Null(k) => format!("{k} IS NULL"),
-                },
-                start.map_or("-inf".into(), |s| s.to_string()),
-                end.map_or("+inf".into(), |e| e.to_string())
-            ),
+                };
+                table_range(table, &by, *start, *end)
+            }
             coldvault::plan::TaskKind::MyRange {
                 table,
                 split,
                 start,
                 end,
                 ..
-            } => format!(
-                "table {table} {} {} .. {}",
-                match split {
+            } => {
+                let by = match split {
                     coldvault::source::mysql::MySplit::Key(k) => format!("key {k}"),
                     coldvault::source::mysql::MySplit::Whole => "whole".into(),
                     coldvault::source::mysql::MySplit::Null(k) => format!("{k} IS NULL"),
-                },
-                start.map_or("-inf".into(), |s| s.to_string()),
-                end.map_or("+inf".into(), |e| e.to_string())
-            ),
-            coldvault::plan::TaskKind::Table { table, start, end } => format!(
-                "table {table} rowid {} .. {}",
-                start.map_or("-inf".into(), |s| s.to_string()),
-                end.map_or("+inf".into(), |e| e.to_string())
-            ),
+                };
+                table_range(table, &by, *start, *end)
+            }
+            coldvault::plan::TaskKind::Table { table, start, end } => {
+                table_range(table, "rowid", *start, *end)
+            }
         };
         println!(
             "  {}  {:>10}  {:>8} items  {what}",
@@ -153,6 +147,15 @@ pub fn print_plan(job: &Job, plan: &Plan) {
             t.estimated_items
         );
     }
+}
+
+/// `table T BY START .. END` of a range task, unbounded ends as -inf / +inf.
+fn table_range(table: &str, by: &str, start: Option<i64>, end: Option<i64>) -> String {
+    format!(
+        "table {table} {by} {} .. {}",
+        start.map_or("-inf".into(), |s| s.to_string()),
+        end.map_or("+inf".into(), |e| e.to_string())
+    )
 }
 
 pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {

@@ -46,15 +46,6 @@ fn leftovers(env: &Env) -> Vec<String> {
     out
 }
 
-fn assert_exact_restore(env: &Env) {
-    let v = env.json(&["verify", "latest", "--read-data"], 0);
-    assert_eq!(v["ok"], true, "{v}");
-    let to = env.path("restored");
-    let _ = std::fs::remove_dir_all(&to);
-    env.json(&["restore", "latest", "--to", to.to_str().unwrap()], 0);
-    assert_eq!(fixtures::listing(&env.path("src")), fixtures::listing(&to));
-}
-
 #[test]
 fn a_backup_killed_at_each_step_resumes_to_an_exact_snapshot() {
     for point in [
@@ -100,7 +91,7 @@ fn a_backup_killed_at_each_step_resumes_to_an_exact_snapshot() {
         }
         assert_eq!(snapshots(&env), committed + 1);
         assert!(leftovers(&env).is_empty(), "{point}: {:?}", leftovers(&env));
-        assert_exact_restore(&env);
+        env.assert_latest_restores_exactly();
     }
 }
 
@@ -137,7 +128,7 @@ fn a_backup_killed_at_random_moments_converges() {
     let r = env.json(&["backup"], 0);
     reused_total += r["reused_tasks"].as_u64().unwrap();
     assert!(leftovers(&env).is_empty(), "{:?}", leftovers(&env));
-    assert_exact_restore(&env);
+    env.assert_latest_restores_exactly();
     eprintln!("reused {reused_total} tasks after the kills");
 }
 

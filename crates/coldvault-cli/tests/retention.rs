@@ -71,14 +71,7 @@ fn a_second_backup_is_refused_naming_the_holder_and_verify_restore_still_run() {
             && err.contains("host "),
         "{err}"
     );
-    let v = env.json(&["verify", "latest", "--read-data"], 0);
-    assert_eq!(v["ok"], true, "{v}");
-    let to = env.path("r");
-    env.json(&["restore", "latest", "--to", to.to_str().unwrap()], 0);
-    assert_eq!(
-        fixtures::listing(&env.path("src")),
-        fixtures::listing(&env.path("r"))
-    );
+    env.assert_latest_restores_exactly();
 }
 
 #[test]
@@ -232,14 +225,7 @@ fn prune_running_with_backups_never_deletes_what_they_need() {
     let runs = pruner.join().unwrap();
     assert!(runs >= 2, "prune ran {runs} times during the backups");
     env.json(&["forget", "--keep-last", "1", "--prune"], 0);
-    let v = env.json(&["verify", "latest", "--read-data"], 0);
-    assert_eq!(v["ok"], true, "{v}");
-    let to = env.path("r");
-    env.json(&["restore", "latest", "--to", to.to_str().unwrap()], 0);
-    assert_eq!(
-        fixtures::listing(&env.path("src")),
-        fixtures::listing(&env.path("r"))
-    );
+    env.assert_latest_restores_exactly();
 }
 
 #[test]

@@ -291,8 +291,11 @@ struct Reuse {
 }
 
 fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
-    let receipts = repo.unfinished_run();
-    let parent = parent_tasks(repo, plan);
+    // One listing of the manifests serves both: the parent is the newest snapshot, and only
+    // receipts newer than it belong to an unfinished run.
+    let parent = repo.list().snapshots.pop().map(|(m, _)| m);
+    let receipts = repo.unfinished_run(parent.as_ref().map_or("", |m| m.time.as_str()));
+    let parent = parent_tasks(repo, plan, parent);
     let mut r = Reuse {
         todo: Vec::with_capacity(plan.tasks.len()),
         entries: BTreeMap::new(),
@@ -315,7 +318,7 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
                 r.entries.insert(t.id.clone(), rc.entry.clone());
             }
             _ => r.todo.push(TaskSpec {
-                run: Some(time.to_owned()),
+                run_started: Some(time.to_owned()),
                 ..t.clone()
             }),
         }
@@ -382,12 +385,13 @@ fn source_info(job: &Job) -> SourceInfo {
 
 /// The entries of the newest snapshot that `plan`'s tasks may take as they are: same task, same
 /// metadata fingerprint, data file still on every node it names.
-fn parent_tasks(repo: &Repository, plan: &Plan) -> BTreeMap<TaskId, TaskEntry> {
+fn parent_tasks(
+    repo: &Repository,
+    plan: &Plan,
+    parent: Option<Manifest>,
+) -> BTreeMap<TaskId, TaskEntry> {
     let mut out = BTreeMap::new();
-    if plan.tasks.iter().all(|t| t.fingerprint.is_none()) {
-        return out;
-    }
-    let Some((parent, _)) = repo.list().snapshots.pop() else {
+    let Some(parent) = parent else {
         return out;
     };
     let wanted: BTreeMap<_, _> = plan.tasks.iter().map(|t| (&t.id, t)).collect();
@@ -396,12 +400,7 @@ fn parent_tasks(repo: &Repository, plan: &Plan) -> BTreeMap<TaskId, TaskEntry> {
         if t.fingerprint.is_none() || e.fingerprint != t.fingerprint || e.kind != t.kind {
             continue;
         }
-        let present = e.data.nodes.iter().all(|n| {
-            repo.replicator().node(n).is_some_and(
-                |node| matches!(node.stat(&e.data.key), Ok(Some(s)) if s == e.data.size),
-            )
-        });
-        if present {
+        if repo.holds(&e.data) {
             out.insert(e.id.clone(), e);
         }
     }

@@ -20,7 +20,7 @@ use age::secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{Error, Result};
 use crate::job::Encryption;
-use crate::store::{ObjectKey, Payload, SharedTarget};
+use crate::store::{ObjectKey, SharedTarget};
 
 /// Where the passphrase mode keeps the repository's key.
 pub const KEY_FILE: &str = "keys/repository.age";
@@ -224,15 +224,8 @@ fn repository_key(pass: SecretString, nodes: &[SharedTarget]) -> Result<Arc<Cryp
         w.finish()
             .map_err(|e| Error::io("cannot encrypt the repository key", e))?
     };
-    let mut written = 0;
-    for node in nodes {
-        if node.put(&key, Payload::Bytes(&sealed)).is_ok() {
-            written += 1;
-        }
-    }
-    if written == 0 {
-        return Err(Error::target("cannot store the repository key on any node"));
-    }
+    crate::store::put_on_any(nodes, &key, &sealed)
+        .map_err(|e| Error::target("cannot store the repository key on any node").with_source(e))?;
     Ok(with(id))
 }
 

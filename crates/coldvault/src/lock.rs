@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::now_rfc3339;
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{ObjectKey, Payload, SharedTarget};
+use crate::store::{put_on_any, ObjectKey, SharedTarget};
 
 /// Where locks live in a node's job directory.
 pub const LOCKS_PREFIX: &str = "locks/";
@@ -69,7 +69,8 @@ impl LockInfo {
     }
 }
 
-fn process_alive(pid: u32) -> bool {
+/// Whether process `pid` runs on this host (dead writers' locks, temporaries and spools go).
+pub(crate) fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -258,18 +259,7 @@ impl Drop for Lock {
 /// refuses writes gets no data either, and every other holder looks on all nodes).
 fn put_everywhere(nodes: &[SharedTarget], info: &LockInfo) -> Result<()> {
     let bytes = serde_json::to_vec(info).unwrap_or_default();
-    let mut last = None;
-    let mut written = 0;
-    for n in nodes {
-        match n.put(&info.key(), Payload::Bytes(&bytes)) {
-            Ok(()) => written += 1,
-            Err(e) => last = Some(e.with_context("lock", info.key())),
-        }
-    }
-    match (written, last) {
-        (0, Some(e)) => Err(e),
-        _ => Ok(()),
-    }
+    put_on_any(nodes, &info.key(), &bytes).map_err(|e| e.with_context("lock", info.key()))
 }
 
 #[cfg(test)]

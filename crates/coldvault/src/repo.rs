@@ -454,29 +454,23 @@ impl Repository {
             serde_json::to_vec(receipt).unwrap_or_default(),
         )?;
         let key = crate::store::receipt_key(receipt.entry.id.as_str());
-        let mut last = None;
-        let mut written = 0;
-        for n in self.nodes() {
-            match n.put(&key, Payload::Bytes(&bytes)) {
-                Ok(()) => written += 1,
-                Err(e) => last = Some(e),
-            }
-        }
-        match (written, last) {
-            (0, Some(e)) => Err(e.with_context("receipt", key)),
-            _ => Ok(()),
-        }
+        crate::store::put_on_any(self.nodes(), &key, &bytes)
+            .map_err(|e| e.with_context("receipt", key))
     }
 
-    /// The receipts of the unfinished run, by task id: those stored after the newest committed
-    /// snapshot started, whose data files are still on every node they name.
-    pub fn unfinished_run(&self) -> BTreeMap<String, RunReceipt> {
-        let newest = self
-            .list()
-            .snapshots
-            .last()
-            .map(|(m, _)| m.time.clone())
-            .unwrap_or_default();
+    /// True when every node `data` names holds it with its size (what may be reused as is).
+    pub fn holds(&self, data: &crate::store::Receipt) -> bool {
+        data.nodes.iter().all(|n| {
+            self.replicator
+                .node(n)
+                .is_some_and(|t| matches!(t.stat(&data.key), Ok(Some(s)) if s == data.size))
+        })
+    }
+
+    /// The receipts of the unfinished run, by task id: those stored after `newest` (the start of
+    /// the newest committed snapshot, empty when there is none), whose data files are still on
+    /// every node they name.
+    pub fn unfinished_run(&self, newest: &str) -> BTreeMap<String, RunReceipt> {
         let mut out: BTreeMap<String, RunReceipt> = BTreeMap::new();
         for node in self.nodes() {
             let Ok(keys) = node.list(crate::store::RUNS_PREFIX) else {
@@ -492,16 +486,10 @@ impl Repository {
                 else {
                     continue;
                 };
-                if r.run_started <= newest || out.contains_key(r.entry.id.as_str()) {
+                if r.run_started.as_str() <= newest || out.contains_key(r.entry.id.as_str()) {
                     continue;
                 }
-                let data = &r.entry.data;
-                let present = data.nodes.iter().all(|n| {
-                    self.replicator
-                        .node(n)
-                        .is_some_and(|t| matches!(t.stat(&data.key), Ok(Some(s)) if s == data.size))
-                });
-                if present {
+                if self.holds(&r.entry.data) {
                     out.insert(r.entry.id.to_string(), r);
                 }
             }

@@ -159,7 +159,7 @@ fn stage_and_store(
         file,
         fingerprint: task.fingerprint.clone(),
     };
-    if let Some(run) = &task.run {
+    if let Some(run) = &task.run_started {
         repo.write_receipt(&crate::repo::RunReceipt {
             run_started: run.clone(),
             entry: entry.clone(),

@@ -95,6 +95,20 @@ retry_delay = "1ms"
         out
     }
 
+    /// `verify latest --read-data` is clean and `restore latest` into `restored` gives back the
+    /// tree under `src` exactly.
+    pub fn assert_latest_restores_exactly(&self) {
+        let v = self.json(&["verify", "latest", "--read-data"], 0);
+        assert_eq!(v["ok"], true, "{v}");
+        let to = self.path("restored");
+        let _ = std::fs::remove_dir_all(&to);
+        self.json(&["restore", "latest", "--to", to.to_str().unwrap()], 0);
+        assert_eq!(
+            coldvault_testing::fixtures::listing(&self.path("src")),
+            coldvault_testing::fixtures::listing(&to)
+        );
+    }
+
     /// The latest manifest as JSON, read from a node's directory.
     pub fn manifest(&self, node: &str) -> Value {
         let mut files = Vec::new();

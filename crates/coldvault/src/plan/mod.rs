@@ -157,7 +157,7 @@ pub struct TaskSpec {
     /// When the backup run started: a task that stores its data file writes a receipt under it,
     /// which a resumed run reuses (not part of the task's id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<String>,
+    pub run_started: Option<String>,
     /// A file-tree task's fingerprint of the metadata of what it reads (not part of its id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
@@ -199,7 +199,7 @@ impl Plan {
                 estimated_bytes,
                 estimated_items,
                 snapshot: None,
-                run: None,
+                run_started: None,
                 fingerprint: prints.next(),
             })
             .collect();

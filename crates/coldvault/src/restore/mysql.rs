@@ -51,7 +51,7 @@ pub(super) fn restore(
         url,
         password: &password,
     };
-    let mut conn = open_database(&t)?;
+    let mut conn = create_database(&t)?;
     clear_target(&mut conn, schema, url, opts.force)?;
     let mut deferred = Vec::new();
     for table in &schema.tables {
@@ -78,8 +78,9 @@ pub(super) fn restore(
     Ok((stats, problems))
 }
 
-/// Connects to the target's server, creates the database when missing and selects it.
-fn open_database(t: &MyTarget<'_>) -> Result<Conn> {
+/// Connects to the target's server, creates the database when missing and selects it (once per
+/// restore; the loading connections then use [`restoring_session`]).
+fn create_database(t: &MyTarget<'_>) -> Result<Conn> {
     let opts = options(t)?;
     let db = mysql::Opts::from(opts.clone())
         .get_db_name()
@@ -97,6 +98,13 @@ fn open_database(t: &MyTarget<'_>) -> Result<Conn> {
         .map_err(sql_err(format!("cannot create database {db}")))?;
     conn.select_db(&db)
         .map_err(sql_err(format!("cannot use database {db}")))?;
+    session(&mut conn)?;
+    Ok(conn)
+}
+
+/// A connection to the (existing) target database, set up for restoring.
+fn restoring_session(t: &MyTarget<'_>) -> Result<Conn> {
+    let mut conn = crate::source::mysql::connect(t)?;
     session(&mut conn)?;
     Ok(conn)
 }
@@ -191,7 +199,7 @@ fn alter(t: &MyTarget<'_>, table: &str, clauses: &[String]) -> Result<()> {
     if clauses.is_empty() {
         return Ok(());
     }
-    let mut conn = open_database(t)?;
+    let mut conn = restoring_session(t)?;
     conn.query_drop(format!(
         "ALTER TABLE {} {}",
         ident(table),
@@ -234,7 +242,7 @@ pub(crate) fn load_range(
     let reader: Box<dyn Read + Send> = Box::new(data.open()?);
     let slot = Arc::new(Mutex::new(Some(reader)));
     let sent = Arc::new(AtomicU64::new(0));
-    let mut conn = open_database(t)?;
+    let mut conn = restoring_session(t)?;
     let (slot2, sent2) = (slot.clone(), sent.clone());
     conn.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, out| {
         let taken = slot2.lock().map(|mut s| s.take()).unwrap_or(None);

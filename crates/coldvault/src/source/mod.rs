@@ -15,6 +15,12 @@ pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
+/// `host:port/db` of a database URL, for messages (never the user or a secret).
+pub fn where_of(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    rest.rsplit('@').next().unwrap_or(rest).to_owned()
+}
+
 /// What reading one task found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadStats {

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::job::{Database, PasswordSource, TableSettings};
 use crate::plan::TaskKind;
 
-pub use crate::source::postgres::where_of;
+pub use super::where_of;
 
 /// How a table's rows are split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -57,11 +57,7 @@ pub fn connect(t: &PgTarget<'_>) -> Result<Client> {
     })
 }
 
-/// `host:port/db` of a URL, for messages.
-pub fn where_of(url: &str) -> String {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    rest.rsplit('@').next().unwrap_or(rest).to_owned()
-}
+pub use super::where_of;
 
 fn sql_err(what: String) -> impl FnOnce(postgres::Error) -> Error {
     move |e| Error::source_err(what).with_source(e)

@@ -124,7 +124,7 @@ fn remove_dead_spools(base: &Path, job: &str) {
             continue;
         };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+        if pid.is_some_and(|p| !crate::lock::process_alive(p)) {
             let _ = fs::remove_dir_all(e.path());
         }
     }

@@ -140,3 +140,20 @@ pub trait Target: Send + Sync + fmt::Debug {
 
 /// A node shared by the threads of a run.
 pub type SharedTarget = std::sync::Arc<dyn Target>;
+
+/// Puts `bytes` under `key` on every node that takes it; an error (the last node's) only when
+/// none does. For small objects that any one node can answer for: locks, receipts, keys.
+pub fn put_on_any(nodes: &[SharedTarget], key: &ObjectKey, bytes: &[u8]) -> Result<()> {
+    let mut last = None;
+    let mut written = 0;
+    for n in nodes {
+        match n.put(key, Payload::Bytes(bytes)) {
+            Ok(()) => written += 1,
+            Err(e) => last = Some(e),
+        }
+    }
+    match (written, last) {
+        (0, Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
