@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use coldvault::job::EngineKind;
 use coldvault::{backup, repair, restore, stage::Staging, verify, ErrorKind, Job, Plan, Progress};
-use coldvault::{Repository, RestoreOptions};
+use coldvault::{Repository, RestoreOptions, RestoreTarget};
 
 use output::{bytes, print_json, with_progress};
 
@@ -97,15 +97,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore a snapshot into a directory, a new SQLite file, or a PostgreSQL database
+    /// Restore a snapshot into a directory, a new SQLite file, or a PostgreSQL or MySQL database
     Restore {
         /// The job file
         job: PathBuf,
         /// A snapshot id (or a unique prefix), or `latest`
         snapshot: String,
-        /// Where to restore
+        /// Where to restore: a directory, a SQLite file, or postgres://… / mysql://… (no password)
         #[arg(long)]
-        to: PathBuf,
+        to: std::ffi::OsString,
         /// Only paths matching this glob, or inside a matching directory (repeatable)
         #[arg(long)]
         include: Vec<String>,
@@ -172,11 +172,8 @@ impl EngineArgs {
             Some(_) => job.run.engine = EngineKind::Local,
             None => {}
         }
-        if job.run.engine == EngineKind::Spark && job.run.spark.master.is_none() {
-            return Err(anyhow::anyhow!(
-                "--engine spark needs --spark-master or [run.spark] master in the job"
-            )
-            .into());
+        if job.run.engine == EngineKind::Spark {
+            job.run.spark.master()?;
         }
         Ok(())
     }
@@ -377,7 +374,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             let started = std::time::Instant::now();
             let show = !json && std::io::stdout().is_terminal();
             let report = with_progress(show, "restore", |p: &Progress| {
-                restore::restore(&job, &snapshot, &to, &opts, p)
+                restore::restore(&job, &snapshot, &RestoreTarget::parse(&to), &opts, p)
             })
             .map_err(|e| Failure {
                 code: if e.kind() == ErrorKind::Integrity {
@@ -420,8 +417,8 @@ fn worker() -> Result<u8, Failure> {
         if line.trim().is_empty() {
             continue;
         }
-        let request = coldvault::engine::protocol::parse_request(&line)?;
-        let reply = coldvault::engine::protocol::handle(request);
+        let request = coldvault::worker::parse_request(&line)?;
+        let reply = coldvault::worker::handle(request);
         serde_json::to_writer(&mut out, &reply)?;
         out.write_all(b"\n")?;
         out.flush()?;

@@ -81,65 +81,7 @@ pub fn print_plan(job: &Job, plan: &Plan) {
         job.source.type_name()
     );
     for t in &plan.tasks {
-        let what = match &t.kind {
-            coldvault::plan::TaskKind::Files {
-                start,
-                end,
-                split_files,
-            } => format!(
-                "files from {} to {}{}",
-                start.as_ref().map_or("the start".into(), |s| s.to_string()),
-                end.as_ref().map_or("the end".into(), |s| s.to_string()),
-                if split_files.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (less {} large files)", split_files.len())
-                }
-            ),
-            coldvault::plan::TaskKind::FilePart {
-                path,
-                part,
-                parts,
-                offset,
-                len,
-            } => {
-                format!(
-                    "part {}/{parts} of {path} at {offset}, {len} bytes",
-                    part + 1
-                )
-            }
-            coldvault::plan::TaskKind::PgRange {
-                table,
-                split,
-                start,
-                end,
-                ..
-            } => {
-                let by = match split {
-                    coldvault::source::postgres::PgSplit::Key(k) => format!("key {k}"),
-                    coldvault::source::postgres::PgSplit::Ctid => "blocks".into(),
-                    coldvault::source::postgres::PgSplit::Null(k) => format!("{k} IS NULL"),
-                };
-                table_range(table, &by, *start, *end)
-            }
-            coldvault::plan::TaskKind::MyRange {
-                table,
-                split,
-                start,
-                end,
-                ..
-            } => {
-                let by = match split {
-                    coldvault::source::mysql::MySplit::Key(k) => format!("key {k}"),
-                    coldvault::source::mysql::MySplit::Whole => "whole".into(),
-                    coldvault::source::mysql::MySplit::Null(k) => format!("{k} IS NULL"),
-                };
-                table_range(table, &by, *start, *end)
-            }
-            coldvault::plan::TaskKind::Table { table, start, end } => {
-                table_range(table, "rowid", *start, *end)
-            }
-        };
+        let what = &t.kind;
         println!(
             "  {}  {:>10}  {:>8} items  {what}",
             t.id,
@@ -147,15 +89,6 @@ pub fn print_plan(job: &Job, plan: &Plan) {
             t.estimated_items
         );
     }
-}
-
-/// `table T BY START .. END` of a range task, unbounded ends as -inf / +inf.
-fn table_range(table: &str, by: &str, start: Option<i64>, end: Option<i64>) -> String {
-    format!(
-        "table {table} {by} {} .. {}",
-        start.map_or("-inf".into(), |s| s.to_string()),
-        end.map_or("+inf".into(), |e| e.to_string())
-    )
 }
 
 pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {

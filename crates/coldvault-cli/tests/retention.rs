@@ -44,7 +44,7 @@ fn plant_lock(env: &Env, pid: u32, started: &str) {
         std::fs::create_dir_all(&dir).unwrap();
         let lock = serde_json::json!({
             "kind": "backup", "id": "planted0", "host": host, "pid": pid,
-            "started": started, "refreshed": coldvault::catalog::now_rfc3339(),
+            "started": started, "refreshed": coldvault::util::now_rfc3339(),
         });
         std::fs::write(dir.join("backup-planted0.json"), lock.to_string()).unwrap();
     }

@@ -185,7 +185,7 @@ fn a_task_run_twice_stores_one_data_file() {
     env.json(&["init"], 0);
     let job = coldvault::Job::load(&env.job).unwrap();
     let plan = coldvault::Plan::new(&job).unwrap();
-    let request = coldvault::engine::protocol::WorkRequest::Backup {
+    let request = coldvault::worker::WorkRequest::Backup {
         job,
         task: plan.tasks[0].clone(),
     };

@@ -1,4 +1,5 @@
-//! `backup`: plan the job, run its tasks on the local engine, commit the snapshot.
+//! `backup`: plan the job, hold its source at one point in time, run its tasks on the job's
+//! engine, commit the snapshot.
 //!
 //! The snapshot is committed only when every task has a receipt; a run with any failed task
 //! commits nothing and its report lists each failed task with its error. The staging directory is
@@ -6,41 +7,36 @@
 
 use serde::Serialize;
 
-use crate::catalog::{now_rfc3339, Manifest, SnapshotId, SourceInfo, FORMAT_VERSION};
-use crate::engine::protocol::{WorkReply, WorkRequest};
-use crate::engine::spark::SparkEngine;
-use crate::engine::{local::map_parallel, Progress};
-use crate::error::Result;
-use crate::job::{EngineKind, Job, Source};
 use std::collections::BTreeMap;
 
-use crate::catalog::TaskEntry;
+use crate::catalog::{Manifest, SnapshotId, SourceInfo, TaskEntry, FORMAT_VERSION};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::fetch::Fetcher;
+use crate::job::Job;
 use crate::lock::Lock;
-use crate::plan::{Plan, TaskId, TaskKind, TaskSpec};
+use crate::plan::{Plan, TaskId, TaskSpec};
+use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::source::mysql::MyTarget;
-use crate::source::mysql_snapshot as my_snapshot;
-use crate::source::mysql_snapshot::MysqlSchema;
-use crate::source::postgres::{self as pg, PgTarget};
-use crate::source::postgres_schema as pg_schema;
-use crate::source::sqlite::SnapshotGuard;
-use crate::source::sqlite::SqliteSchema;
 use crate::stage::Staging;
-use crate::task::run_task;
+use crate::util::now_rfc3339;
+use crate::worker::{WorkRequest, Worker};
 
 /// A failed task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct FailedTask {
     /// The task's id.
     pub task: String,
     /// The task's kind.
     pub kind: String,
-    /// Why it failed.
+    /// Why it failed, in words.
     pub error: String,
+    /// Why it failed, as data: the error's kind, status and context (node, key, path).
+    pub cause: crate::Error,
 }
 
 /// What a backup did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct BackupReport {
     /// The committed snapshot; `None` when a task failed.
     pub snapshot: Option<SnapshotId>,
@@ -86,20 +82,26 @@ pub fn backup_to(
     progress: &Progress,
 ) -> Result<BackupReport> {
     let time = now_rfc3339();
-    if matches!(job.source, Source::Mysql(_)) && matches!(job.run.engine, EngineKind::Spark) {
-        return Err(crate::Error::config(
-            "a MySQL / MariaDB backup runs on the local engine: its consistent snapshot lives in \
-             connections of this process, which Spark executors cannot share",
-        ));
+    let source = crate::source::kind_of(job);
+    let engine = Engine::for_job(job, parallel)?;
+    if let Some(why) = source.local_only() {
+        engine.require_local(why)?;
     }
     let (repo, lock, warnings) = prepare(job, repo)?;
     let repo = &repo;
     // Plan first: a missing table or a `where` that does not parse fails before anything is stored.
     let mut plan = Plan::new(job)?;
     let staging = Staging::create(&job.run.staging, &job.name)?;
-    let mut held = hold_source(job, &mut plan, parallel)?;
+    let kinds: Vec<&crate::plan::TaskKind> = plan.tasks.iter().map(|t| &t.kind).collect();
+    let reader = source.open_run(job, &kinds, parallel)?;
+    if let Some(id) = reader.snapshot() {
+        for t in &mut plan.tasks {
+            t.snapshot = Some(id.to_owned());
+        }
+    }
+    let mut consistency = reader.consistency();
     let mut reuse = reuse(repo, &plan, &time);
-    if let (Some(run), Some(c)) = (&reuse.resumed_run, held.consistency.as_mut()) {
+    if let (Some(run), Some(c)) = (&reuse.resumed_run, consistency.as_mut()) {
         c.push_str(&format!(
             "; resumed: {} of {} tasks were read by the interrupted run of {run} under its own \
              snapshot, so the rows are consistent within each run's tasks, not across both",
@@ -109,43 +111,60 @@ pub fn backup_to(
     }
     let all_tasks = std::mem::replace(&mut plan.tasks, std::mem::take(&mut reuse.todo));
     progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
-    // A PostgreSQL schema is dumped from the same snapshot while the data tasks run.
-    let (reports, postgres) = std::thread::scope(|s| {
-        let schema = held.pg_guard.as_ref().map(|g| {
-            let (id, sequences) = (g.id().to_owned(), std::mem::take(&mut held.pg_sequences));
-            let staging = &staging;
-            s.spawn(move || {
-                let target = pg_target(job)?;
-                pg_schema::capture(job, &target, &id, sequences, repo, staging)
-            })
+    let requests: Vec<WorkRequest> = plan
+        .tasks
+        .iter()
+        .map(|t| WorkRequest::Backup {
+            job: job.clone(),
+            task: t.clone(),
+        })
+        .collect();
+    let worker = Worker {
+        job,
+        fetch: Fetcher {
+            repo,
+            staging: &staging,
+            progress,
+        },
+        reader: Some(reader.as_ref()),
+    };
+    // Work beside the tasks (a PostgreSQL schema dump) runs under the same point in time.
+    let (replies, beside) = std::thread::scope(|s| {
+        let beside = s.spawn(|| reader.beside_tasks(repo, &staging));
+        let replies = engine.run(&requests, staging.dir(), |r| r.run(&worker));
+        let beside = beside.join().unwrap_or_else(|_| {
+            Err(crate::Error::internal(
+                "the thread beside the tasks panicked",
+            ))
         });
-        let reports = match job.run.engine {
-            EngineKind::Local => Ok(map_parallel(&plan.tasks, parallel, |task| {
-                run_task(job, repo, &staging, task, progress)
-            })),
-            EngineKind::Spark => run_on_spark(job, &plan, &staging, progress),
-        };
-        let schema = schema.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(crate::Error::source_err("the schema thread panicked")))
-        });
-        (reports, schema.transpose())
+        (replies, beside)
     });
-    let reports = reports?;
-    let postgres = postgres?;
+    let replies = replies?;
+    if let Engine::Spark(_) = engine {
+        // Executors count in their own processes; here each reply is a task done.
+        replies.iter().for_each(|_| progress.task_done());
+    }
+    beside?;
     drop(staging);
-    let (sqlite, mysql, consistency) = held.release();
+    let record = reader.finish()?;
     let mut failed_tasks = Vec::new();
-    for r in reports {
+    for reply in replies {
+        let r = reply.into_task_report()?;
         match (r.entry, r.error) {
             (Some(e), _) => {
                 reuse.entries.insert(e.id.clone(), e);
             }
-            (None, error) => failed_tasks.push(FailedTask {
-                task: r.task.id.to_string(),
-                kind: r.task.kind.name().to_owned(),
-                error: error.unwrap_or_else(|| "unknown failure".into()),
-            }),
+            (None, error) => {
+                let cause = error.unwrap_or_else(|| {
+                    crate::Error::internal("a task report with neither a receipt nor an error")
+                });
+                failed_tasks.push(FailedTask {
+                    task: r.task.id.to_string(),
+                    kind: r.task.kind.name().to_owned(),
+                    error: cause.to_string(),
+                    cause,
+                })
+            }
         }
     }
     let entries: Vec<_> = all_tasks
@@ -171,19 +190,25 @@ pub fn backup_to(
     if !report.failed_tasks.is_empty() {
         return Ok(report);
     }
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: FORMAT_VERSION,
         id: SnapshotId::generate(&job.name, &time),
         job: job.name.clone(),
         time,
-        source: source_info(job),
+        source: SourceInfo {
+            kind: source.name().to_owned(),
+            location: source.location(job),
+        },
         replicas: job.repository.replicas,
         totals,
         tasks: entries,
-        sqlite,
-        postgres,
-        mysql,
+        sqlite: None,
+        postgres: None,
+        mysql: None,
     };
+    if let Some(schema) = record.schema {
+        manifest.set_schema(schema);
+    }
     let (nodes, failures) = repo.commit(&manifest)?;
     crate::failpoint::hit("manifest");
     repo.clear_receipts();
@@ -213,71 +238,6 @@ fn prepare(job: &Job, repo: &Repository) -> Result<(Repository, Lock, Vec<String
         }
     }
     Ok((repo, lock, warnings))
-}
-
-/// A database source held at one point in time while the tasks run, and its schema.
-#[derive(Default)]
-struct Held {
-    sqlite: Option<SqliteSchema>,
-    sqlite_guard: Option<SnapshotGuard>,
-    pg_guard: Option<pg::SnapshotGuard>,
-    pg_sequences: Vec<(String, i64)>,
-    mysql: Option<MysqlSchema>,
-    my_set: Option<my_snapshot::SnapshotSet>,
-    consistency: Option<String>,
-}
-
-impl Held {
-    /// Ends the snapshot; returns the schemas and the consistency statement.
-    fn release(self) -> (Option<SqliteSchema>, Option<MysqlSchema>, Option<String>) {
-        (self.sqlite, self.mysql, self.consistency)
-    }
-}
-
-/// Opens the source's snapshot and marks the plan's tasks with it.
-fn hold_source(job: &Job, plan: &mut Plan, parallel: usize) -> Result<Held> {
-    let mut held = Held::default();
-    match &job.source {
-        Source::Sqlite { path, .. } => {
-            let guard = SnapshotGuard::open(path)?;
-            held.sqlite = Some(guard.schema(path)?);
-            held.sqlite_guard = Some(guard);
-        }
-        Source::Postgres { .. } => {
-            let mut guard = pg::SnapshotGuard::open(&pg_target(job)?)?;
-            held.pg_sequences = guard.sequences()?;
-            for t in &mut plan.tasks {
-                t.snapshot = Some(guard.id().to_owned());
-            }
-            held.consistency = Some(format!(
-                "every task read one exported snapshot ({})",
-                guard.id()
-            ));
-            held.pg_guard = Some(guard);
-        }
-        Source::Mysql(db) => {
-            let mut set = my_snapshot::SnapshotSet::open(&MyTarget::of(db), parallel)?;
-            let mut tables: Vec<String> = Vec::new();
-            for t in &mut plan.tasks {
-                t.snapshot = Some(set.id().to_owned());
-                if let TaskKind::MyRange { table, .. } = &t.kind {
-                    if tables.last() != Some(table) {
-                        tables.push(table.clone());
-                    }
-                }
-            }
-            let views = (!db.tables.is_empty()).then_some(&db.tables[..]);
-            let schema = set.schema(&tables, views)?;
-            held.consistency = Some(format!(
-                "every task read one consistent snapshot; the global read lock was held {} ms",
-                schema.lock_ms
-            ));
-            held.mysql = Some(schema);
-            held.my_set = Some(set);
-        }
-        Source::Fs { .. } => {}
-    }
-    Ok(held)
 }
 
 /// What a run takes without reading: tasks unchanged since the parent snapshot, and tasks an
@@ -324,63 +284,6 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
         }
     }
     r
-}
-
-/// The PostgreSQL server of a `postgres` job.
-fn pg_target(job: &Job) -> Result<PgTarget<'_>> {
-    match &job.source {
-        Source::Postgres(db) => Ok(PgTarget {
-            url: &db.url,
-            password: &db.password,
-        }),
-        _ => Err(crate::Error::config("not a PostgreSQL job")),
-    }
-}
-
-/// Runs the plan's tasks on the Spark cluster named in the job.
-fn run_on_spark(
-    job: &Job,
-    plan: &Plan,
-    staging: &Staging,
-    progress: &Progress,
-) -> Result<Vec<crate::task::TaskReport>> {
-    let master = job.run.spark.master.as_deref().ok_or_else(|| {
-        crate::Error::config(
-            "the spark engine needs a master: [run.spark] master or --spark-master",
-        )
-    })?;
-    let requests: Vec<WorkRequest> = plan
-        .tasks
-        .iter()
-        .map(|t| WorkRequest::Backup {
-            job: job.clone(),
-            task: t.clone(),
-        })
-        .collect();
-    let replies = SparkEngine::new(job, master).run(&requests, staging.dir())?;
-    replies
-        .into_iter()
-        .map(|r| match r {
-            WorkReply::Backup { report } => {
-                progress.task_done();
-                Ok(report)
-            }
-            WorkReply::Restore { .. } => Err(crate::Error::integrity(
-                "spark engine: a restore reply to a backup request",
-            )),
-        })
-        .collect()
-}
-
-fn source_info(job: &Job) -> SourceInfo {
-    let location = match &job.source {
-        Source::Fs { path } | Source::Sqlite { path, .. } => path.display().to_string(),
-        Source::Postgres(db) | Source::Mysql(db) => db.url.clone(),
-    };
-    SourceInfo {
-        kind: job.source.type_name().to_owned(),
-        location,
-    }
 }
 
 /// The entries of the newest snapshot that `plan`'s tasks may take as they are: same task, same

@@ -190,7 +190,7 @@ fn repository_key(pass: SecretString, nodes: &[SharedTarget]) -> Result<Arc<Cryp
         })
     };
     for node in nodes {
-        let Ok(bytes) = crate::repo::read_small(node.as_ref(), &key) else {
+        let Ok(bytes) = crate::store::read_small(node.as_ref(), &key) else {
             continue;
         };
         let dec = age::Decryptor::new_buffered(&bytes[..]).map_err(decrypt_err)?;

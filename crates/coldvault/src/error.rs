@@ -3,11 +3,20 @@
 //! Every error has a [`ErrorKind`] (what went wrong), a [`Status`] (whether trying again can help),
 //! a message, context pairs (task, node, key, path) and an optional cause. Modules build errors with
 //! the constructors here; callers decide on retry from `status` alone and on exit codes from `kind`.
+//!
+//! An error crosses process boundaries (a Spark executor's `coldvault worker` answering the
+//! coordinator) as data: it serialises to `{kind, status, message, context, cause}` and comes back
+//! with the same kind, status, context and text, so nothing downstream guesses them from a string.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// What went wrong, coarsely: enough for exit codes and for deciding where to look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The job file or the command's arguments are wrong.
     Config,
@@ -23,10 +32,13 @@ pub enum ErrorKind {
     Conflict,
     /// A local I/O error (staging, restore target).
     Io,
+    /// A bug: an invariant of coldvault's own does not hold (never the user's or the data's fault).
+    Internal,
 }
 
 /// Whether the same request may succeed when sent again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Sending it again will not help.
     Permanent,
@@ -42,7 +54,7 @@ pub struct Error {
     kind: ErrorKind,
     status: Status,
     message: String,
-    context: Vec<(&'static str, String)>,
+    context: Vec<(Cow<'static, str>, String)>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -81,6 +93,11 @@ impl Error {
         Self::new(ErrorKind::Integrity, message)
     }
 
+    /// A broken invariant of coldvault's own.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
     /// Something that should exist does not.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)
@@ -107,8 +124,8 @@ impl Error {
 
     /// Adds a context pair (`task`, `node`, `key`, `path`, ...).
     pub fn with_context(mut self, key: &'static str, value: impl fmt::Display) -> Self {
-        if !self.context.iter().any(|(k, _)| *k == key) {
-            self.context.push((key, value.to_string()));
+        if !self.context.iter().any(|(k, _)| k == key) {
+            self.context.push((Cow::Borrowed(key), value.to_string()));
         }
         self
     }
@@ -143,7 +160,7 @@ impl Error {
     pub fn context(&self, key: &str) -> Option<&str> {
         self.context
             .iter()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 }
@@ -176,6 +193,66 @@ impl std::error::Error for Error {
     }
 }
 
+/// An error as it crosses a process boundary: every part of it as data, the cause as its text.
+#[derive(Serialize, Deserialize)]
+struct WireError {
+    kind: ErrorKind,
+    status: Status,
+    message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    context: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cause: Option<String>,
+}
+
+/// The cause of an error that came from another process, as that process described it.
+#[derive(Debug)]
+struct RemoteCause(String);
+
+impl fmt::Display for RemoteCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RemoteCause {}
+
+impl Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireError {
+            kind: self.kind,
+            status: self.status,
+            message: self.message.clone(),
+            context: self
+                .context
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            cause: self.source.as_ref().map(|c| c.to_string()),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireError::deserialize(d)?;
+        Ok(Error {
+            kind: w.kind,
+            status: w.status,
+            message: w.message,
+            context: w
+                .context
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k), v))
+                .collect(),
+            source: w
+                .cause
+                .map(|c| Box::new(RemoteCause(c)) as Box<dyn std::error::Error + Send + Sync>),
+        })
+    }
+}
+
 /// Whether an I/O error may go away when the operation is tried again.
 pub(crate) fn io_status(e: &std::io::Error) -> Status {
     use std::io::ErrorKind as K;
@@ -204,6 +281,19 @@ mod tests {
             "could not store data file (node disk2, task ab12): disk full"
         );
         assert_eq!(e.context("node"), Some("disk2"));
+    }
+
+    #[test]
+    fn an_error_keeps_kind_status_context_and_text_across_a_process_boundary() {
+        let e = Error::target("could not store data file")
+            .temporary()
+            .with_context("node", "garage")
+            .with_source(std::io::Error::other("503 Service Unavailable"));
+        let back: Error = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back.kind(), ErrorKind::Target);
+        assert_eq!(back.status(), Status::Temporary);
+        assert_eq!(back.context("node"), Some("garage"));
+        assert_eq!(back.to_string(), e.to_string());
     }
 
     #[test]

@@ -7,14 +7,15 @@
 //! Everything the `coldvault` command does is a function here:
 //!
 //! ```no_run
-//! use coldvault::{backup, restore, Job, Progress, RestoreOptions};
+//! use coldvault::{backup, restore, Job, Progress, RestoreOptions, RestoreTarget};
 //! # fn main() -> coldvault::Result<()> {
 //! let job = Job::load("examples/quickstart.toml".as_ref())?;
 //! let progress = Progress::default();
 //! let report = backup::backup(&job, job.run.parallel, &progress)?;
 //! assert!(report.failed_tasks.is_empty());
 //! let opts = RestoreOptions { parallel: 2, ..Default::default() };
-//! restore::restore(&job, "latest", "/tmp/restored".as_ref(), &opts, &progress)?;
+//! let to = RestoreTarget::Path("/tmp/restored".into());
+//! restore::restore(&job, "latest", &to, &opts, &progress)?;
 //! # Ok(()) }
 //! ```
 //!
@@ -30,11 +31,13 @@ pub mod crypt;
 pub mod engine;
 mod error;
 pub mod failpoint;
+mod fetch;
 pub mod forget;
 pub mod job;
 pub mod lock;
 pub mod path;
 pub mod plan;
+pub mod progress;
 pub mod repair;
 pub mod repo;
 pub mod restore;
@@ -43,11 +46,13 @@ pub mod source;
 pub mod stage;
 pub mod store;
 pub mod task;
+pub mod util;
 pub mod verify;
+pub mod worker;
 
-pub use engine::Progress;
 pub use error::{Error, ErrorKind, Result, Status};
 pub use job::Job;
 pub use plan::{Plan, TaskSpec};
+pub use progress::Progress;
 pub use repo::Repository;
-pub use restore::RestoreOptions;
+pub use restore::{RestoreOptions, RestoreTarget};

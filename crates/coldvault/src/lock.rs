@@ -21,9 +21,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::now_rfc3339;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{put_on_any, ObjectKey, SharedTarget};
+use crate::util::{now_rfc3339, process_alive};
 
 /// Where locks live in a node's job directory.
 pub const LOCKS_PREFIX: &str = "locks/";
@@ -67,11 +67,6 @@ impl LockInfo {
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .is_some_and(|age| age > STALE_AFTER)
     }
-}
-
-/// Whether process `pid` runs on this host (dead writers' locks, temporaries and spools go).
-pub(crate) fn process_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// This machine's host name.
@@ -191,7 +186,7 @@ impl Lock {
             };
             listed += 1;
             for key in keys {
-                let Ok(bytes) = crate::repo::read_small(node.as_ref(), &key) else {
+                let Ok(bytes) = crate::store::read_small(node.as_ref(), &key) else {
                     continue; // removed meanwhile
                 };
                 let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) else {
@@ -258,7 +253,7 @@ impl Drop for Lock {
 /// Writes the lock to every node that takes it; an error only when none does (a node that
 /// refuses writes gets no data either, and every other holder looks on all nodes).
 fn put_everywhere(nodes: &[SharedTarget], info: &LockInfo) -> Result<()> {
-    let bytes = serde_json::to_vec(info).unwrap_or_default();
+    let bytes = crate::util::to_json(info, "a lock")?;
     put_on_any(nodes, &info.key(), &bytes).map_err(|e| e.with_context("lock", info.key()))
 }
 

@@ -8,12 +8,12 @@
 use serde::Serialize;
 
 use crate::catalog::{Manifest, TaskEntry};
-use crate::engine::local::map_parallel;
 use crate::error::Result;
 use crate::repo::Repository;
 use crate::stage::Staging;
 use crate::store::Payload;
-use crate::verify::check_replica;
+use crate::util::map_parallel;
+use crate::verify::inspect_replica;
 
 /// One copy made.
 #[derive(Debug, Clone, Serialize)]
@@ -86,7 +86,7 @@ fn repair_one(repo: &Repository, t: &TaskEntry, replicas: usize, staging: &Stagi
     let mut good: Vec<String> = Vec::new();
     let mut bad: Vec<String> = Vec::new();
     for n in &data.nodes {
-        match check_replica(repo, n, data, true).1 {
+        match inspect_replica(repo, n, data, true).1 {
             None => good.push(n.clone()),
             Some(_) => bad.push(n.clone()),
         }
@@ -140,7 +140,7 @@ fn repair_one(repo: &Repository, t: &TaskEntry, replicas: usize, staging: &Stagi
                 continue;
             };
             if node.put(&data.key, Payload::File(staged.path())).is_ok()
-                && check_replica(repo, &to, data, true).1.is_none()
+                && inspect_replica(repo, &to, data, true).1.is_none()
             {
                 out.copied.push(Copied {
                     file: data.key.to_string(),

@@ -1,15 +1,14 @@
 //! `Repository`: a job's nodes opened as targets, with the marker and the snapshot catalog on them.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::Arc;
 
 use crate::catalog::{Manifest, RepoMarker, FORMAT_VERSION};
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{Job, NodeUrl};
+use crate::job::Job;
 use crate::store::{
-    manifest_key, Backoff, FsTarget, ObjectKey, OpenDalTarget, Payload, Replicator, RetryingTarget,
-    S3Options, SharedTarget, CONFIG_KEY, SNAPSHOTS_PREFIX,
+    manifest_key, read_small, Backoff, ObjectKey, Payload, Replicator, RetryingTarget,
+    SharedTarget, CONFIG_KEY, SNAPSHOTS_PREFIX,
 };
 
 /// A job's repository: its nodes, each wrapped in the retry layer.
@@ -50,7 +49,7 @@ impl Repository {
             .nodes
             .iter()
             .map(|n| {
-                let inner = open_node(job, n)?;
+                let inner = n.open(&job.repository.directory)?;
                 Ok(Arc::new(RetryingTarget::new(inner, backoff)) as SharedTarget)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -106,7 +105,7 @@ impl Repository {
     /// Refuses nodes that hold a different repository.
     pub fn init(&self, job: &Job) -> Result<InitReport> {
         for n in &job.repository.nodes {
-            create_node_root(job, n)?;
+            n.create_root(&job.repository.directory)?;
         }
         self.ensure_marker(true)
     }
@@ -125,10 +124,10 @@ impl Repository {
                 .iter()
                 .filter_map(|(n, _)| {
                     let spec = job.repository.nodes.iter().find(|s| s.name == n.name())?;
-                    match spec.url {
-                        NodeUrl::File { .. } => create_node_root(job, spec).ok().map(|_| n.clone()),
-                        NodeUrl::S3 { .. } => None,
-                    }
+                    spec.create_root(&job.repository.directory)
+                        .ok()
+                        .filter(|created| *created)
+                        .map(|_| n.clone())
                 })
                 .collect();
             if !retry.is_empty() {
@@ -228,7 +227,7 @@ impl Repository {
                 format!(
                     "{}{}{}",
                     self.job,
-                    crate::catalog::now_rfc3339(),
+                    crate::util::now_rfc3339(),
                     fastrand::u64(..)
                 )
                 .as_bytes(),
@@ -241,7 +240,7 @@ impl Repository {
             repository_id: repository_id.clone(),
             job: self.job.clone(),
         };
-        let bytes = serde_json::to_vec_pretty(&marker).unwrap_or_default();
+        let bytes = crate::util::to_json_pretty(&marker, "the repository marker")?;
         let mut report = InitReport {
             repository_id,
             created: Vec::new(),
@@ -342,7 +341,7 @@ impl Repository {
     /// Writes `manifest` to every node; it must reach at least `replicas` of them.
     /// Returns the nodes that hold it and the failures.
     pub fn commit(&self, manifest: &Manifest) -> Result<(Vec<String>, Vec<Error>)> {
-        let bytes = crate::crypt::seal_opt(self.crypt()?.as_ref(), manifest.encode())?;
+        let bytes = crate::crypt::seal_opt(self.crypt()?.as_ref(), manifest.encode()?)?;
         let key = manifest_key(manifest.id.as_str());
         let results: Vec<(String, Result<()>)> = std::thread::scope(|s| {
             let handles: Vec<_> = self
@@ -381,62 +380,6 @@ impl Repository {
     }
 }
 
-fn create_node_root(job: &Job, node: &crate::job::NodeSpec) -> Result<()> {
-    match &node.url {
-        NodeUrl::File { path } => {
-            FsTarget::new(&node.name, path, &job.repository.directory).create_root()
-        }
-        // A bucket is created by its administrator, not by a backup tool.
-        NodeUrl::S3 { .. } => Ok(()),
-    }
-}
-
-/// Opens one node's target.
-fn open_node(job: &Job, n: &crate::job::NodeSpec) -> Result<SharedTarget> {
-    Ok(match &n.url {
-        NodeUrl::File { path } => Arc::new(FsTarget::new(&n.name, path, &job.repository.directory)),
-        NodeUrl::S3 {
-            bucket,
-            prefix,
-            endpoint,
-            region,
-            virtual_host,
-        } => {
-            let (access_key_id, secret_access_key) = crate::secrets::s3_credentials(n)?;
-            let root = [prefix.as_str(), job.repository.directory.as_str()]
-                .iter()
-                .filter(|p| !p.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("/");
-            Arc::new(OpenDalTarget::s3(
-                &n.name,
-                S3Options {
-                    bucket: bucket.clone(),
-                    root,
-                    endpoint: endpoint.clone(),
-                    region: region.clone(),
-                    virtual_host: *virtual_host,
-                    access_key_id,
-                    secret_access_key,
-                    ambient: n.credentials.ambient,
-                },
-            )?)
-        }
-    })
-}
-
-/// Reads a small object (a marker, a manifest) into memory.
-pub(crate) fn read_small(node: &dyn crate::store::Target, key: &ObjectKey) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    node.get(key)?.read_to_end(&mut buf).map_err(|e| {
-        Error::target(format!("cannot read {key}"))
-            .with_context("node", node.name())
-            .with_source(e)
-    })?;
-    Ok(buf)
-}
-
 /// A stored task of a run that did not finish: what a resumed run reuses.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunReceipt {
@@ -451,7 +394,7 @@ impl Repository {
     pub fn write_receipt(&self, receipt: &RunReceipt) -> Result<()> {
         let bytes = crate::crypt::seal_opt(
             self.crypt()?.as_ref(),
-            serde_json::to_vec(receipt).unwrap_or_default(),
+            crate::util::to_json(receipt, "a receipt")?,
         )?;
         let key = crate::store::receipt_key(receipt.entry.id.as_str());
         crate::store::put_on_any(self.nodes(), &key, &bytes)

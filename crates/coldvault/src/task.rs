@@ -1,145 +1,79 @@
 //! `run_task`: the one path every engine calls for a map task. It reads the task's share of the
-//! source into a staged file (encoded, compressed and hashed in one pass), then sends the store
-//! request to the replicator, which answers with a receipt or a failure naming the nodes.
+//! source (through the run's [`RunSource`]) into a staged file (encoded, compressed and hashed in
+//! one pass), then sends the store request to the replicator, which answers with a receipt or a
+//! failure naming the nodes.
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::TaskEntry;
-use crate::engine::{CountingWriter, Progress};
 use crate::error::{Error, Result};
-use crate::job::{Job, Source};
-use crate::plan::{TaskKind, TaskSpec};
-use crate::repo::Repository;
-use crate::source;
-use crate::stage::Staging;
+use crate::fetch::Fetcher;
+use crate::job::Job;
+use crate::plan::TaskSpec;
+use crate::progress::CountingWriter;
+use crate::source::RunSource;
 use crate::store::{data_key, Payload};
 
 /// The outcome of one task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TaskReport {
     /// The task.
     pub task: TaskSpec,
     /// What was stored, when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<TaskEntry>,
-    /// Why it failed, when it did.
+    /// Why it failed, when it did: kind, status and context kept as data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Error>,
 }
 
-/// Runs one task: read, stage, store. Never panics on bad input; failures are in the report.
-pub fn run_task(
+impl TaskReport {
+    /// The report of a task that failed with `error`.
+    pub(crate) fn failed(task: &TaskSpec, error: Error) -> TaskReport {
+        TaskReport {
+            task: task.clone(),
+            entry: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// Runs one task: read (through the run's `reader`), stage, store. Never panics on bad input;
+/// failures are in the report.
+pub(crate) fn run_task(
     job: &Job,
-    repo: &Repository,
-    staging: &Staging,
+    ctx: &Fetcher<'_>,
+    reader: &dyn RunSource,
     task: &TaskSpec,
-    progress: &Progress,
 ) -> TaskReport {
-    let result = stage_and_store(job, repo, staging, task, progress)
-        .map_err(|e| e.with_context("task", &task.id));
-    progress.task_done();
+    let result =
+        stage_and_store(job, ctx, reader, task).map_err(|e| e.with_context("task", &task.id));
+    ctx.progress.task_done();
     match result {
         Ok(entry) => TaskReport {
             task: task.clone(),
             entry: Some(entry),
             error: None,
         },
-        Err(e) => TaskReport {
-            task: task.clone(),
-            entry: None,
-            error: Some(e.to_string()),
-        },
+        Err(e) => TaskReport::failed(task, e),
     }
 }
 
 fn stage_and_store(
     job: &Job,
-    repo: &Repository,
-    staging: &Staging,
+    ctx: &Fetcher<'_>,
+    reader: &dyn RunSource,
     task: &TaskSpec,
-    progress: &Progress,
 ) -> Result<TaskEntry> {
-    let stager = staging.stager(task.id.as_str(), job.run.zstd_level, repo.crypt()?.as_ref())?;
+    let repo = ctx.repo;
+    let stager =
+        ctx.staging
+            .stager(task.id.as_str(), job.run.zstd_level, repo.crypt()?.as_ref())?;
     let mut out = CountingWriter {
         inner: stager,
-        progress,
+        progress: ctx.progress,
     };
-    let mut file = None;
-    let stats = match (&job.source, &task.kind) {
-        (
-            Source::Fs { path },
-            TaskKind::Files {
-                start,
-                end,
-                split_files,
-            },
-        ) => source::fs::read_files(path, start.as_ref(), end.as_ref(), split_files, &mut out)?,
-        (
-            Source::Fs { path },
-            TaskKind::FilePart {
-                path: rel,
-                offset,
-                len,
-                part,
-                parts,
-            },
-        ) => {
-            let (stats, meta) =
-                source::fs::read_part(path, rel, *offset, *len, part + 1 == *parts, &mut out)?;
-            file = Some(meta);
-            stats
-        }
-        (Source::Sqlite { path, .. }, TaskKind::Table { table, start, end }) => {
-            source::sqlite::read_table(path, table, *start, *end, &mut out)?
-        }
-        (
-            Source::Postgres(db),
-            TaskKind::PgRange {
-                table,
-                split,
-                start,
-                end,
-                columns,
-                filter,
-            },
-        ) => {
-            let query = source::postgres::range_query(
-                table,
-                split,
-                *start,
-                *end,
-                filter.as_deref(),
-                columns,
-            );
-            let target = source::postgres::PgTarget {
-                url: &db.url,
-                password: &db.password,
-            };
-            source::postgres::read_range(&target, task.snapshot.as_deref(), &query, &mut out)?
-        }
-        (
-            Source::Mysql(_),
-            TaskKind::MyRange {
-                table,
-                split,
-                start,
-                end,
-                columns,
-                filter,
-            },
-        ) => {
-            let query =
-                source::mysql::range_query(table, split, *start, *end, filter.as_deref(), columns);
-            source::mysql_snapshot::read_range(task.snapshot.as_deref(), &query, &mut out)?
-        }
-        (source, kind) => {
-            return Err(Error::config(format!(
-                "a {} task cannot run on a {} source",
-                kind.name(),
-                source.type_name()
-            )))
-        }
-    };
+    let read = reader.read(&task.kind, task.snapshot.as_deref(), &mut out)?;
     crate::failpoint::hit("read");
     let staged = out.inner.finish()?;
     crate::failpoint::hit("staged");
@@ -155,8 +89,8 @@ fn stage_and_store(
         id: task.id.clone(),
         kind: task.kind.clone(),
         data,
-        stats,
-        file,
+        stats: read.stats,
+        file: read.file,
         fingerprint: task.fingerprint.clone(),
     };
     if let Some(run) = &task.run_started {

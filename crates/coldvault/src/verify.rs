@@ -4,11 +4,11 @@
 use serde::Serialize;
 
 use crate::catalog::Manifest;
-use crate::engine::local::map_parallel;
 use crate::error::ErrorKind;
 use crate::repo::Repository;
 use crate::stage::hash_stream;
 use crate::store::{manifest_key, Receipt};
+use crate::util::map_parallel;
 
 /// One damaged or missing replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,7 +45,7 @@ pub struct VerifyReport {
 }
 
 /// Checks one replica; returns the bytes read and the problem, if any.
-pub(crate) fn check_replica(
+pub(crate) fn inspect_replica(
     repo: &Repository,
     node_name: &str,
     data: &Receipt,
@@ -111,7 +111,7 @@ pub fn verify(
         .flat_map(|r| r.nodes.iter().map(move |n| (*r, n.as_str())))
         .collect();
     let results = map_parallel(&replicas, parallel, |(data, node)| {
-        check_replica(repo, node, data, read_data)
+        inspect_replica(repo, node, data, read_data)
     });
     let mut report = VerifyReport {
         snapshot: manifest.id.to_string(),

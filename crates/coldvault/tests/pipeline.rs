@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use coldvault::store::{Backoff, RetryingTarget, SharedTarget};
-use coldvault::{backup, restore, verify, Job, Progress, Repository, RestoreOptions, Status};
+use coldvault::{
+    backup, restore, verify, Job, Progress, Repository, RestoreOptions, RestoreTarget, Status,
+};
 use coldvault_testing::{fixtures, Fault, FaultyTarget, MemoryTarget};
 
 struct Setup {
@@ -82,7 +84,7 @@ fn run_restore(s: &Setup) -> restore::RestoreReport {
         &s.job,
         &s.repo,
         "latest",
-        &s.out,
+        &RestoreTarget::Path(s.out.clone()),
         &opts,
         &Progress::default(),
     )
@@ -136,6 +138,8 @@ fn too_few_nodes_commits_no_snapshot_and_names_the_nodes() {
     assert_eq!(r.failed_tasks.len() as u64, r.tasks);
     let e = &r.failed_tasks[0].error;
     assert!(e.contains("node b") && e.contains("node c"), "{e}");
+    // The cause is kept as data, not only as text.
+    assert_eq!(r.failed_tasks[0].cause.kind(), coldvault::ErrorKind::Target);
     assert!(e.contains("gave up after 3 attempts"), "{e}");
     assert!(s.repo.list().snapshots.is_empty(), "no snapshot is listed");
     let staging = s.job.run.staging.clone();

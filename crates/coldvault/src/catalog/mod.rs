@@ -7,11 +7,17 @@
 
 use serde::{Deserialize, Serialize};
 
+mod schema;
+mod task;
+
+pub use schema::{MyObject, MysqlSchema, PostgresSchema, Schema, SchemaObject, SqliteSchema};
+pub use task::{
+    ColumnKind, FileMeta, FilesTask, MyColumn, MyRangeTask, MySplit, PartTask, PgRangeTask,
+    PgSplit, ReadStats, TableTask, TaskKind,
+};
+
 use crate::error::{Error, Result};
-use crate::plan::{TaskId, TaskKind};
-use crate::source::fs::FileMeta;
-use crate::source::sqlite::SqliteSchema;
-use crate::source::ReadStats;
+use crate::job::Job;
 use crate::store::Receipt;
 
 /// The manifest and marker format this build writes and the newest it reads.
@@ -53,6 +59,36 @@ impl SnapshotId {
 }
 
 impl std::fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A task's id: derived from the job's name, its source and the task's parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(String);
+
+impl TaskId {
+    /// The id of a task of `job` with `kind`.
+    pub fn derive(job: &Job, kind: &TaskKind) -> Result<TaskId> {
+        let mut h = blake3::Hasher::new();
+        h.update(job.name.as_bytes());
+        h.update(&[0]);
+        h.update(job.source.type_name().as_bytes());
+        h.update(&[0]);
+        // A plain serialisation of the kind is stable: field order is fixed by the type.
+        h.update(&crate::util::to_json(kind, "a task")?);
+        Ok(TaskId(h.finalize().to_hex()[..16].to_string()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TaskId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
@@ -125,10 +161,21 @@ pub struct Manifest {
     pub sqlite: Option<SqliteSchema>,
     /// A PostgreSQL source's schema and sequences.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<crate::source::postgres_schema::PostgresSchema>,
+    pub postgres: Option<PostgresSchema>,
     /// A MySQL / MariaDB source's schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mysql: Option<crate::source::mysql_snapshot::MysqlSchema>,
+    pub mysql: Option<MysqlSchema>,
+}
+
+impl Manifest {
+    /// Records a source's schema in the field of its kind.
+    pub(crate) fn set_schema(&mut self, schema: Schema) {
+        match schema {
+            Schema::Sqlite(s) => self.sqlite = Some(s),
+            Schema::Postgres(s) => self.postgres = Some(s),
+            Schema::Mysql(s) => self.mysql = Some(s),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -138,9 +185,8 @@ struct FormatOnly {
 
 impl Manifest {
     /// Encodes as JSON.
-    pub fn encode(&self) -> Vec<u8> {
-        // Serialising plain data with string keys cannot fail.
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        crate::util::to_json_pretty(self, "a manifest")
     }
 
     /// Decodes JSON written by any version up to [`FORMAT_VERSION`].
@@ -208,14 +254,10 @@ impl RepoMarker {
     }
 }
 
-/// Now, as RFC 3339 UTC with nanoseconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::now_rfc3339;
 
     fn sample() -> Manifest {
         Manifest {
@@ -239,14 +281,16 @@ mod tests {
     #[test]
     fn manifest_round_trips() {
         let m = sample();
-        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), m);
     }
 
     #[test]
     fn newer_format_is_refused_clearly() {
         let mut m = sample();
         m.format = FORMAT_VERSION + 1;
-        let e = Manifest::decode(&m.encode()).unwrap_err().to_string();
+        let e = Manifest::decode(&m.encode().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("newer than this coldvault"), "{e}");
     }
 
@@ -261,6 +305,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
+    use crate::util::now_rfc3339;
     use proptest::prelude::*;
 
     proptest! {
@@ -289,7 +334,7 @@ mod fuzz {
                 postgres: None,
                 mysql: None,
             };
-            let mut bytes = m.encode();
+            let mut bytes = m.encode().unwrap();
             let i = at % bytes.len();
             bytes[i] = byte;
             let _ = Manifest::decode(&bytes);

@@ -8,9 +8,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::engine::protocol::{WorkReply, WorkRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{Job, NodeUrl};
+use crate::job::Job;
 
 const DRIVER: &str = include_str!("../../../../engines/spark/coldvault_driver.py");
 
@@ -40,11 +42,10 @@ impl<'a> SparkEngine<'a> {
         }
     }
 
-    /// The variables the workers need: the credentials' (by name only) and a few of Spark's own.
+    /// The variables the workers need: the credentials' (by name only; each node kind says which
+    /// it reads) and a few of Spark's own.
     fn env_names(&self) -> Vec<String> {
         let mut names = vec![
-            "AWS_ACCESS_KEY_ID".to_owned(),
-            "AWS_SECRET_ACCESS_KEY".to_owned(),
             "PGPASSWORD".to_owned(),
             "MYSQL_PWD".to_owned(),
             "TMPDIR".to_owned(),
@@ -57,16 +58,17 @@ impl<'a> SparkEngine<'a> {
             names.extend(enc.passphrase_env.clone());
         }
         for n in &self.job.repository.nodes {
-            if let NodeUrl::S3 { .. } = n.url {
-                names.extend(n.credentials.access_key_id_env.clone());
-                names.extend(n.credentials.secret_access_key_env.clone());
-            }
+            names.extend(n.credential_vars());
         }
         names
     }
 
     /// Runs `requests` on the cluster; `work_dir` holds the request and reply files and the log.
-    pub fn run(&self, requests: &[WorkRequest], work_dir: &Path) -> Result<Vec<WorkReply>> {
+    pub fn run<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        requests: &[Q],
+        work_dir: &Path,
+    ) -> Result<Vec<A>> {
         let io = |what: &str, e| Error::io(format!("spark engine: {what}"), e);
         let req_path = work_dir.join("requests.jsonl");
         let reply_path = work_dir.join("replies.jsonl");
@@ -79,7 +81,7 @@ impl<'a> SparkEngine<'a> {
             );
             for r in requests {
                 serde_json::to_writer(&mut f, r)
-                    .map_err(|e| Error::config("cannot encode a work request").with_source(e))?;
+                    .map_err(|e| Error::internal("cannot encode a work request").with_source(e))?;
                 f.write_all(b"\n")
                     .map_err(|e| io("cannot write requests", e))?;
             }
@@ -146,19 +148,19 @@ impl<'a> SparkEngine<'a> {
     }
 }
 
-fn read_replies(path: &Path, n: usize) -> Result<Vec<WorkReply>> {
+fn read_replies<A: DeserializeOwned>(path: &Path, n: usize) -> Result<Vec<A>> {
     #[derive(serde::Deserialize)]
-    struct Line {
+    struct Line<A> {
         index: usize,
-        reply: WorkReply,
+        reply: A,
     }
     let f = std::fs::File::open(path)
         .map_err(|e| Error::io("spark engine: the driver wrote no replies", e))?;
-    let mut slots: Vec<Option<WorkReply>> = (0..n).map(|_| None).collect();
+    let mut slots: Vec<Option<A>> = (0..n).map(|_| None).collect();
     for line in BufReader::new(f).lines() {
         let line = line.map_err(|e| Error::io("spark engine: cannot read replies", e))?;
-        let l: Line = serde_json::from_str(&line)
-            .map_err(|e| Error::integrity("spark engine: malformed reply").with_source(e))?;
+        let l: Line<A> = serde_json::from_str(&line)
+            .map_err(|e| Error::internal("spark engine: malformed reply").with_source(e))?;
         if let Some(slot) = slots.get_mut(l.index) {
             *slot = Some(l.reply);
         }
@@ -167,7 +169,7 @@ fn read_replies(path: &Path, n: usize) -> Result<Vec<WorkReply>> {
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            r.ok_or_else(|| Error::integrity(format!("spark engine: no reply for request {i}")))
+            r.ok_or_else(|| Error::internal(format!("spark engine: no reply for request {i}")))
         })
         .collect()
 }

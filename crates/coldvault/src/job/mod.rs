@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use config::JobConfig;
 
+pub use crate::secrets::{CredentialSource, PasswordSource};
+pub use crate::store::NodeUrl;
+
 /// A validated backup job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
@@ -28,7 +31,7 @@ pub struct Job {
     /// How to split it into map tasks.
     pub split: Split,
     /// Where to store it.
-    pub repository: Repository,
+    pub repository: RepositorySettings,
     /// How to run it.
     pub run: Run,
 }
@@ -81,15 +84,6 @@ pub struct TableSettings {
     pub split_by: Option<String>,
 }
 
-/// Where a database password comes from: the names of a variable or a file, never the value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PasswordSource {
-    /// A variable holding it.
-    pub env: Option<String>,
-    /// A file holding it.
-    pub file: Option<PathBuf>,
-}
-
 impl Source {
     /// The source type's name as in the job file.
     pub fn type_name(&self) -> &'static str {
@@ -119,9 +113,10 @@ pub struct Split {
     pub max_rows: u64,
 }
 
-/// The repository: a directory on each of several nodes.
+/// `[repository]`: the job's directory on each of several nodes (the repository itself, opened,
+/// is [`crate::Repository`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Repository {
+pub struct RepositorySettings {
     /// The job's cold-backup directory on every node.
     pub directory: String,
     /// Each data file is stored on this many nodes.
@@ -145,6 +140,23 @@ pub struct Encryption {
     pub passphrase_env: Option<String>,
 }
 
+impl NodeSpec {
+    /// Opens the node, rooted at `directory` on it.
+    pub(crate) fn open(&self, directory: &str) -> Result<crate::store::SharedTarget> {
+        crate::store::open_target(&self.name, &self.url, &self.credentials, directory)
+    }
+
+    /// Creates the node's root where its kind allows it (`Ok(false)` where it does not).
+    pub(crate) fn create_root(&self, directory: &str) -> Result<bool> {
+        crate::store::create_node_root(&self.name, &self.url, directory)
+    }
+
+    /// The environment variables its credentials may come from.
+    pub(crate) fn credential_vars(&self) -> Vec<String> {
+        crate::store::node_credential_vars(&self.url, &self.credentials)
+    }
+}
+
 /// One storage node as declared in the job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeSpec {
@@ -154,46 +166,6 @@ pub struct NodeSpec {
     pub url: NodeUrl,
     /// For S3 nodes: where the credentials come from.
     pub credentials: CredentialSource,
-}
-
-/// Where a node is. One variant per kind of storage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "scheme", rename_all = "lowercase")]
-pub enum NodeUrl {
-    /// A local directory (`file:///abs/path`, or `file:rel/path` from the job file's directory).
-    File {
-        /// The node's root directory.
-        path: PathBuf,
-    },
-    /// An S3-compatible bucket: `s3://bucket/prefix?endpoint=http://host:port&region=…`.
-    S3 {
-        /// The bucket.
-        bucket: String,
-        /// A key prefix inside the bucket (may be empty).
-        prefix: String,
-        /// The endpoint; AWS's when absent.
-        endpoint: Option<String>,
-        /// The signing region (Garage checks it: "garage" by default there).
-        region: String,
-        /// Virtual-hosted-style addressing instead of path style.
-        virtual_host: bool,
-    },
-}
-
-/// Where a node's S3 credentials come from. Only names of variables and files: the secrets
-/// themselves are read when the node is opened and never kept in the job.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CredentialSource {
-    /// Variable holding the access key id (default: `AWS_ACCESS_KEY_ID`).
-    pub access_key_id_env: Option<String>,
-    /// Variable holding the secret key (default: `AWS_SECRET_ACCESS_KEY`).
-    pub secret_access_key_env: Option<String>,
-    /// File holding the access key id.
-    pub access_key_id_file: Option<PathBuf>,
-    /// File holding the secret key.
-    pub secret_access_key_file: Option<PathBuf>,
-    /// Let the S3 client also look in ~/.aws and the instance metadata service.
-    pub ambient: bool,
 }
 
 /// How to run a job.
@@ -242,6 +214,16 @@ pub struct SparkSettings {
     pub binary: Option<PathBuf>,
     /// More `--conf key=value` settings for spark-submit.
     pub conf: Vec<(String, String)>,
+}
+
+impl SparkSettings {
+    /// The master URL; an error when there is none. The one place the Spark engine's need for a
+    /// master is checked.
+    pub fn master(&self) -> Result<&str> {
+        self.master.as_deref().ok_or_else(|| {
+            Error::config("the spark engine needs a master: [run.spark] master or --spark-master")
+        })
+    }
 }
 
 mod duration_text {

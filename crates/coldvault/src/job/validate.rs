@@ -7,82 +7,9 @@ use std::time::Duration;
 use super::config::{self, JobConfig, SizeConfig, SourceConfig};
 use super::{
     default_parallel, CredentialSource, Database, Encryption, EngineKind, Job, NodeSpec, NodeUrl,
-    PasswordSource, Repository, Run, Source, SparkSettings, Split, TableSettings,
+    PasswordSource, RepositorySettings, Run, Source, SparkSettings, Split, TableSettings,
 };
 use crate::error::{Error, Result};
-
-impl NodeUrl {
-    /// Parses a node URL. Relative `file:` paths are taken from `base`.
-    pub fn parse(url: &str, base: &Path) -> Result<NodeUrl> {
-        let Some((scheme, rest)) = url.split_once(':') else {
-            return Err(Error::config(format!(
-                "node URL {url:?} has no scheme (expected file:///path)"
-            )));
-        };
-        match scheme {
-            "file" => {
-                let path = if let Some(abs) = rest.strip_prefix("//") {
-                    if !abs.starts_with('/') {
-                        return Err(Error::config(format!(
-                            "node URL {url:?}: a file URL with a host is not supported; use file:///path"
-                        )));
-                    }
-                    PathBuf::from(abs)
-                } else {
-                    base.join(rest)
-                };
-                if path.as_os_str().is_empty() || rest.is_empty() {
-                    return Err(Error::config(format!("node URL {url:?} has no path")));
-                }
-                Ok(NodeUrl::File { path })
-            }
-            "s3" => parse_s3(url, rest),
-            other => Err(Error::config(format!(
-                "node URL {url:?} has an unknown scheme {other:?} (supported: file, s3)"
-            ))),
-        }
-    }
-}
-
-fn parse_s3(url: &str, rest: &str) -> Result<NodeUrl> {
-    let bad = |why: &str| Error::config(format!("node URL {url:?}: {why}"));
-    let rest = rest
-        .strip_prefix("//")
-        .ok_or_else(|| bad("expected s3://bucket/prefix?endpoint=…&region=…"))?;
-    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
-    if bucket.is_empty() {
-        return Err(bad("no bucket"));
-    }
-    let mut endpoint = None;
-    let mut region = None;
-    let mut virtual_host = false;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "endpoint" => {
-                if !(v.starts_with("http://") || v.starts_with("https://")) {
-                    return Err(bad("endpoint must start with http:// or https://"));
-                }
-                endpoint = Some(v.to_owned());
-            }
-            "region" => region = Some(v.to_owned()),
-            "virtual_host" => virtual_host = v == "true",
-            other => {
-                return Err(bad(&format!(
-                    "unknown parameter {other:?} (endpoint, region, virtual_host)"
-                )))
-            }
-        }
-    }
-    Ok(NodeUrl::S3 {
-        bucket: bucket.to_owned(),
-        prefix: prefix.trim_matches('/').to_owned(),
-        endpoint,
-        region: region.unwrap_or_else(|| "us-east-1".to_owned()),
-        virtual_host,
-    })
-}
 
 pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
     if raw.name.is_empty() || !raw.name.chars().all(is_name_char) {
@@ -149,7 +76,7 @@ pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
     })
 }
 
-fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<Repository> {
+fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<RepositorySettings> {
     let directory = raw.directory.trim_matches('/').to_owned();
     if directory.is_empty()
         || directory
@@ -195,7 +122,7 @@ fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<Rep
             secret_access_key_file: n.secret_access_key_file.map(|f| base.join(f)),
             ambient: n.ambient_credentials.unwrap_or(false),
         };
-        if matches!(url, NodeUrl::File { .. }) && credentials != CredentialSource::default() {
+        if !url.takes_credentials() && credentials != CredentialSource::default() {
             return Err(Error::config(format!(
                 "[repository] nodes: node {:?}: credentials are only for s3:// nodes",
                 n.name
@@ -245,7 +172,7 @@ fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<Rep
                 })
             }
         };
-    Ok(Repository {
+    Ok(RepositorySettings {
         directory,
         replicas: replicas as usize,
         nodes,
@@ -305,10 +232,10 @@ fn validate_run(raw: config::RunConfig, base: &Path) -> Result<Run> {
             conf: sc.conf.unwrap_or_default().into_iter().collect(),
         })
         .unwrap_or_default();
-    if engine == EngineKind::Spark && spark.master.is_none() {
-        return Err(Error::config(
-            "[run] engine = \"spark\" needs [run.spark] master (or --spark-master)",
-        ));
+    if engine == EngineKind::Spark {
+        spark
+            .master()
+            .map_err(|e| Error::config(format!("[run] engine = \"spark\": {}", e.message())))?;
     }
     Ok(Run {
         parallel,

@@ -1,53 +1,316 @@
 //! Sources: where a job's data comes from, and where a restore puts it back.
 //!
-//! One module per kind of source. Each plans the tasks of a selection (`plan`), reads one task as
-//! a stream of encoded bytes into a writer (`read_*`), and restores from those bytes (in
-//! [`crate::restore`]). The encodings are open formats: a tar (pax) stream for file trees, raw byte
-//! ranges for the parts of large files, SQL statements in the form of the `sqlite3` shell's `.dump`
-//! for SQLite tables, `COPY`'s text format for PostgreSQL and `LOAD DATA`'s for MySQL.
+//! One folder per kind of source (`fs`, `sqlite`, `postgres`, `mysql`), each holding its planning,
+//! reading, schema capture and restore behind one trait, [`SourceKind`]. [`kind_of`] and
+//! [`kind_named`] are the one place that maps a job's source (or a manifest's) to its
+//! implementation; nothing outside this folder matches on the kind of a source or of a task.
+//!
+//! A backup run asks its source for a [`RunSource`]: the value that holds whatever consistency
+//! state the run needs (an exported PostgreSQL snapshot, MySQL connections opened under one lock,
+//! a SQLite read transaction) for as long as the run holds it, and reads tasks under it. It is
+//! owned by the run, never a process-wide global. A worker process (a Spark executor) gets its
+//! own [`RunSource`] from the job and what the task spec carries (the snapshot id).
+//!
+//! The encodings are open formats: a tar (pax) stream for file trees, raw byte ranges for the
+//! parts of large files, SQL statements in the form of the `sqlite3` shell's `.dump` for SQLite
+//! tables, `COPY`'s text format for PostgreSQL and `LOAD DATA`'s for MySQL.
 
 pub mod fs;
 pub mod mysql;
-pub mod mysql_snapshot;
 pub mod postgres;
-pub mod postgres_schema;
 pub mod sqlite;
 
-use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::catalog::{FileMeta, Manifest, ReadStats, TaskEntry, TaskKind};
+use crate::error::{Error, Result};
+use crate::fetch::Fetcher;
+use crate::job::{Job, Source};
+use crate::repo::Repository;
+use crate::stage::Staging;
+
+/// The implementation of the job's source kind.
+pub(crate) fn kind_of(job: &Job) -> &'static dyn SourceKind {
+    match job.source {
+        Source::Fs { .. } => &fs::FsSource,
+        Source::Sqlite { .. } => &sqlite::SqliteSource,
+        Source::Postgres(_) => &postgres::PostgresSource,
+        Source::Mysql(_) => &mysql::MysqlSource,
+    }
+}
+
+/// The implementation of a source kind by its name in a manifest (`fs`, `sqlite`, ...).
+pub(crate) fn kind_named(name: &str) -> Result<&'static dyn SourceKind> {
+    [
+        &fs::FsSource as &'static dyn SourceKind,
+        &sqlite::SqliteSource,
+        &postgres::PostgresSource,
+        &mysql::MysqlSource,
+    ]
+    .into_iter()
+    .find(|k| k.name() == name)
+    .ok_or_else(|| Error::integrity(format!("unknown source type {name:?} in the manifest")))
+}
+
+/// One task as a source plans it, before it gets its id.
+pub(crate) struct Planned {
+    /// What it reads.
+    pub kind: TaskKind,
+    /// About how many bytes.
+    pub bytes: u64,
+    /// About how many files or rows.
+    pub items: u64,
+    /// The fingerprint of the metadata of what it reads, when the source can tell unchanged
+    /// tasks without reading them (file trees).
+    pub fingerprint: Option<String>,
+}
+
+/// What reading one task gave besides its bytes.
+pub(crate) struct TaskRead {
+    /// What was read.
+    pub stats: ReadStats,
+    /// For a part of a large file: the file's metadata, restored once every part is written.
+    pub file: Option<FileMeta>,
+}
+
+impl From<ReadStats> for TaskRead {
+    fn from(stats: ReadStats) -> Self {
+        TaskRead { stats, file: None }
+    }
+}
+
+/// What a backup run keeps of its source besides the data files.
+#[derive(Default)]
+pub(crate) struct RunRecord {
+    /// The schema to store in the manifest.
+    pub schema: Option<crate::catalog::Schema>,
+}
+
+/// What every kind of source does.
+pub(crate) trait SourceKind: Sync {
+    /// The name in job files and manifests.
+    fn name(&self) -> &'static str;
+
+    /// Where the data comes from, for the manifest (a path or a URL, never a secret).
+    fn location(&self, job: &Job) -> String;
+
+    /// Plans the tasks of the job's selection, reading structure, never data.
+    fn plan(&self, job: &Job) -> Result<Vec<Planned>>;
+
+    /// Why this source cannot run its tasks in other processes (the Spark engine), if it cannot.
+    fn local_only(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Opens the run's point in time for the tasks of `kinds`; `parallel` of them read at once.
+    fn open_run<'a>(
+        &self,
+        job: &'a Job,
+        kinds: &[&TaskKind],
+        parallel: usize,
+    ) -> Result<Box<dyn RunSource + 'a>>;
+
+    /// A reader for a worker process that has only the job and the task specs.
+    fn open_worker<'a>(&self, job: &'a Job) -> Result<Box<dyn RunSource + 'a>>;
+
+    /// Restores a snapshot of this source.
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)>;
+
+    /// Restores one data file in a worker process; the sources whose restores the coordinator
+    /// hands out (file trees, PostgreSQL ranges) implement it.
+    fn restore_entry(
+        &self,
+        _ctx: &Fetcher<'_>,
+        _job: &Job,
+        _work: &EntryWork,
+    ) -> Result<EntryRestored> {
+        Err(Error::internal(format!(
+            "a {} snapshot is restored by the coordinator alone",
+            self.name()
+        )))
+    }
+}
+
+/// A source held at one point in time for a run: reads tasks under it.
+pub(crate) trait RunSource: Send + Sync {
+    /// Reads one task's share into `out`; `snapshot` is the id the task carries, if any.
+    fn read(
+        &self,
+        kind: &TaskKind,
+        snapshot: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<TaskRead>;
+
+    /// Work done beside the tasks under the same point in time (PostgreSQL's schema dump), which
+    /// stores what it makes through `repo`.
+    fn beside_tasks(&self, _repo: &Repository, _staging: &Staging) -> Result<()> {
+        Ok(())
+    }
+
+    /// The id every task carries to read under the run's point in time (a worker elsewhere
+    /// imports it), if the source has one.
+    fn snapshot(&self) -> Option<&str> {
+        None
+    }
+
+    /// How the run's consistency was obtained, for the report.
+    fn consistency(&self) -> Option<String> {
+        None
+    }
+
+    /// Ends the run's hold on the source; returns what the manifest keeps of it.
+    fn finish(self: Box<Self>) -> Result<RunRecord>;
+}
+
+/// A restore as a source's [`SourceKind::restore`] sees it.
+pub(crate) struct RestoreRun<'a> {
+    /// The job.
+    pub job: &'a Job,
+    /// Reads data files back.
+    pub fetch: &'a Fetcher<'a>,
+    /// The snapshot.
+    pub manifest: &'a Manifest,
+    /// Where to.
+    pub to: &'a RestoreTarget,
+    /// How.
+    pub opts: &'a RestoreOptions,
+    /// Runs per-data-file work on this machine or on executors.
+    pub engine: &'a crate::engine::Engine<'a>,
+    /// The coordinator's spool, which the engine uses for its request and reply files.
+    pub staging: &'a Staging,
+}
+
+/// Where a restore writes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreTarget {
+    /// A directory (a file tree) or a new database file (SQLite).
+    Path(PathBuf),
+    /// A database server: `postgres://user@host:port/db`, `mysql://user@host:port/db` (never with
+    /// a password).
+    Url(String),
+}
+
+impl RestoreTarget {
+    /// `--to`'s value: a URL when it starts with a scheme, else a path.
+    pub fn parse(text: &std::ffi::OsStr) -> RestoreTarget {
+        match text.to_str() {
+            Some(s) if s.contains("://") => RestoreTarget::Url(s.to_owned()),
+            _ => RestoreTarget::Path(PathBuf::from(text)),
+        }
+    }
+
+    /// The path; an error naming what `kind` needs instead of a URL.
+    pub(crate) fn path(&self, kind: &str) -> Result<&Path> {
+        match self {
+            RestoreTarget::Path(p) => Ok(p),
+            RestoreTarget::Url(u) => Err(Error::config(format!(
+                "restore of a {kind} snapshot needs --to PATH, not the URL {}",
+                where_of(u)
+            ))),
+        }
+    }
+
+    /// The database URL (one of `schemes`); an error naming `example` otherwise.
+    pub(crate) fn url(&self, schemes: &[&str], kind: &str, example: &str) -> Result<&str> {
+        match self {
+            RestoreTarget::Url(u) if schemes.iter().any(|s| u.starts_with(s)) => Ok(u),
+            other => Err(Error::config(format!(
+                "restore of a {kind} snapshot needs --to {example}, not {other}"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for RestoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreTarget::Path(p) => write!(f, "{}", p.display()),
+            RestoreTarget::Url(u) => f.write_str(&where_of(u)),
+        }
+    }
+}
+
+/// How to restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Only paths matching one of these globs (or inside a matching directory).
+    pub include: Vec<String>,
+    /// Data files restored at once.
+    pub parallel: usize,
+    /// Restore into a non-empty directory (replacing files) or over an existing database.
+    pub force: bool,
+}
+
+/// One data file to restore in a worker, with what the coordinator decided for all of them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EntryWork {
+    /// Where to.
+    pub to: RestoreTarget,
+    /// `--include` patterns.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Replace what is there.
+    #[serde(default)]
+    pub force: bool,
+    /// The data file.
+    pub entry: TaskEntry,
+}
+
+/// What restoring one data file did.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct EntryRestored {
+    /// What was written.
+    pub stats: ReadStats,
+    /// Replicas that were missing or damaged and were skipped for another.
+    pub problems: Vec<String>,
+    /// Metadata the coordinator applies once every data file is restored (file trees).
+    #[serde(default)]
+    pub deferred: fs::Deferred,
+}
+
+impl EntryRestored {
+    /// Adds `other` into `self`.
+    pub(crate) fn merge(&mut self, other: EntryRestored) {
+        self.stats.add(&other.stats);
+        self.problems.extend(other.problems);
+        self.deferred.merge(other.deferred);
+    }
+}
+
+/// Planned tasks that carry no fingerprint (database tables, read whole every time).
+pub(crate) fn planned(tasks: Vec<(TaskKind, u64, u64)>) -> Vec<Planned> {
+    tasks
+        .into_iter()
+        .map(|(kind, bytes, items)| Planned {
+            kind,
+            bytes,
+            items,
+            fingerprint: None,
+        })
+        .collect()
+}
+
+/// The database of a `postgres` or `mysql` job.
+pub(crate) fn database(job: &Job) -> Result<&crate::job::Database> {
+    job.source
+        .database()
+        .ok_or_else(|| Error::internal("a database source for a job of another kind"))
+}
+
+/// Where the job's database password comes from (nowhere, for other sources).
+pub(crate) fn password_of(job: &Job) -> crate::job::PasswordSource {
+    job.source
+        .database()
+        .map(|db| db.password.clone())
+        .unwrap_or_default()
+}
 
 /// `host:port/db` of a database URL, for messages (never the user or a secret).
 pub fn where_of(url: &str) -> String {
     let rest = url.split("://").nth(1).unwrap_or(url);
     rest.rsplit('@').next().unwrap_or(rest).to_owned()
-}
-
-/// What reading one task found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReadStats {
-    /// Regular files (or file parts) read.
-    pub files: u64,
-    /// Directories.
-    pub dirs: u64,
-    /// Symbolic links.
-    pub symlinks: u64,
-    /// Rows of a table.
-    pub rows: u64,
-    /// Bytes of file contents or table data read.
-    pub bytes_read: u64,
-    /// Entries that cannot be stored (sockets, devices, FIFOs) and were left out.
-    pub skipped: u64,
-}
-
-impl ReadStats {
-    /// Adds `other` into `self`.
-    pub fn add(&mut self, other: &ReadStats) {
-        self.files += other.files;
-        self.dirs += other.dirs;
-        self.symlinks += other.symlinks;
-        self.rows += other.rows;
-        self.bytes_read += other.bytes_read;
-        self.skipped += other.skipped;
-    }
 }
 
 /// Keeps the tables that `patterns` name (every table when there are none). A pattern that names

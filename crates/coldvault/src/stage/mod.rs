@@ -106,7 +106,7 @@ impl Staging {
         inner
             .into_inner()
             .map_err(|e| Error::io("cannot write staged file", e.into_error()))?;
-        check_replica(count, &hash, size, checksum)?;
+        check_digest(count, &hash, size, checksum)?;
         staged.size = count;
         staged.checksum = hash;
         Ok(staged)
@@ -124,7 +124,7 @@ fn remove_dead_spools(base: &Path, job: &str) {
             continue;
         };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| !crate::lock::process_alive(p)) {
+        if pid.is_some_and(|p| !crate::util::process_alive(p)) {
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -137,7 +137,7 @@ impl Drop for Staging {
 }
 
 /// Fails with an integrity error unless `count` and `hash` match the expected values.
-pub fn check_replica(count: u64, hash: &str, size: u64, checksum: &str) -> Result<()> {
+pub fn check_digest(count: u64, hash: &str, size: u64, checksum: &str) -> Result<()> {
     if count != size {
         return Err(Error::integrity(format!(
             "replica has {count} bytes, the manifest says {size}"

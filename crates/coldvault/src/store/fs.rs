@@ -216,5 +216,5 @@ fn dead_writers_temp(name: &str) -> bool {
         && n.bytes().all(|b| b.is_ascii_digit())
         && pid
             .parse::<u32>()
-            .is_ok_and(|p| !crate::lock::process_alive(p))
+            .is_ok_and(|p| !crate::util::process_alive(p))
 }

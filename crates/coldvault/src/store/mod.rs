@@ -15,6 +15,7 @@
 
 mod fs;
 mod layout;
+mod node;
 mod opendal;
 mod replicate;
 mod retry;
@@ -29,6 +30,10 @@ pub use self::opendal::{OpenDalTarget, S3Options};
 pub use fs::FsTarget;
 pub use layout::{
     data_key, manifest_key, receipt_key, CONFIG_KEY, DATA_PREFIX, RUNS_PREFIX, SNAPSHOTS_PREFIX,
+};
+pub use node::NodeUrl;
+pub(crate) use node::{
+    create_root as create_node_root, credential_vars as node_credential_vars, open as open_target,
 };
 pub use replicate::{rendezvous_order, Receipt, Replicator};
 pub use retry::{Backoff, RetryingTarget};
@@ -136,6 +141,17 @@ pub trait Target: Send + Sync + fmt::Debug {
     fn remove_temporaries(&self) -> Result<usize> {
         Ok(0)
     }
+}
+
+/// Reads a small object (a marker, a manifest) into memory.
+pub(crate) fn read_small(node: &dyn Target, key: &ObjectKey) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    node.get(key)?.read_to_end(&mut buf).map_err(|e| {
+        crate::Error::target(format!("cannot read {key}"))
+            .with_context("node", node.name())
+            .with_source(e)
+    })?;
+    Ok(buf)
 }
 
 /// A node shared by the threads of a run.

@@ -13,31 +13,130 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+mod restore;
 
-use super::ReadStats;
+pub use restore::Deferred;
+
+use super::{
+    EntryRestored, EntryWork, Planned, RestoreRun, RunRecord, RunSource, SourceKind, TaskRead,
+};
+use crate::catalog::{FileMeta, FilesTask, PartTask, ReadStats, TaskKind};
 use crate::error::{Error, Result};
+use crate::fetch::Fetcher;
+use crate::job::{Job, Source};
 use crate::path::RelPath;
-use crate::plan::TaskKind;
 
 /// Cost of one entry beyond its contents: a tar header.
 const ENTRY_OVERHEAD: u64 = 512;
 
-/// The metadata of a file, as restored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileMeta {
-    /// Permission bits (and setuid/setgid/sticky).
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Modification time, seconds since the epoch.
-    pub mtime: i64,
-    /// Nanoseconds of the modification time.
-    pub mtime_nsec: u32,
-    /// Size.
-    pub size: u64,
+/// A file tree.
+pub(crate) struct FsSource;
+
+/// The root of an `fs` job's tree.
+fn root(job: &Job) -> Result<&Path> {
+    match &job.source {
+        Source::Fs { path } => Ok(path),
+        _ => Err(Error::internal(
+            "a file-tree source for a job of another kind",
+        )),
+    }
+}
+
+impl SourceKind for FsSource {
+    fn name(&self) -> &'static str {
+        "fs"
+    }
+
+    fn location(&self, job: &Job) -> String {
+        root(job)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
+    fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
+        Ok(plan_fingerprinted(root(job)?, job.split.target_bytes)?
+            .into_iter()
+            .map(|(kind, bytes, items, print)| Planned {
+                kind,
+                bytes,
+                items,
+                fingerprint: Some(print),
+            })
+            .collect())
+    }
+
+    fn open_run<'a>(
+        &self,
+        job: &'a Job,
+        _kinds: &[&TaskKind],
+        _parallel: usize,
+    ) -> Result<Box<dyn RunSource + 'a>> {
+        self.open_worker(job)
+    }
+
+    fn open_worker<'a>(&self, job: &'a Job) -> Result<Box<dyn RunSource + 'a>> {
+        Ok(Box::new(TreeReader { root: root(job)? }))
+    }
+
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+        restore::restore(r)
+    }
+
+    fn restore_entry(
+        &self,
+        ctx: &Fetcher<'_>,
+        _job: &Job,
+        work: &EntryWork,
+    ) -> Result<EntryRestored> {
+        restore::restore_entry(ctx, work)
+    }
+}
+
+/// Reads the tasks of a file tree; the tree itself is the only state.
+struct TreeReader<'a> {
+    root: &'a Path,
+}
+
+impl RunSource for TreeReader<'_> {
+    fn read(
+        &self,
+        kind: &TaskKind,
+        _snapshot: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<TaskRead> {
+        match kind {
+            TaskKind::Files(t) => Ok(read_files(
+                self.root,
+                t.start.as_ref(),
+                t.end.as_ref(),
+                &t.split_files,
+                out,
+            )?
+            .into()),
+            TaskKind::FilePart(p) => {
+                let (stats, meta) = read_part(
+                    self.root,
+                    &p.path,
+                    p.offset,
+                    p.len,
+                    p.part + 1 == p.parts,
+                    out,
+                )?;
+                Ok(TaskRead {
+                    stats,
+                    file: Some(meta),
+                })
+            }
+            other => Err(Error::internal(format!(
+                "a {} task for a file-tree source",
+                other.name()
+            ))),
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Result<RunRecord> {
+        Ok(RunRecord::default())
+    }
 }
 
 impl FileMeta {
@@ -138,11 +237,11 @@ pub(crate) fn plan_fingerprinted(
     walk(root, None, None, &mut |rel, _path, meta| {
         if items > 0 && bytes >= target {
             tasks.push((
-                TaskKind::Files {
+                TaskKind::Files(FilesTask {
                     start: start.take(),
                     end: Some(rel.clone()),
                     split_files: std::mem::take(&mut split_files),
-                },
+                }),
                 bytes,
                 items,
                 std::mem::replace(&mut print, blake3::Hasher::new())
@@ -166,13 +265,13 @@ pub(crate) fn plan_fingerprinted(
                 let offset = part * target;
                 let len = target.min(meta.len() - offset);
                 tasks.push((
-                    TaskKind::FilePart {
+                    TaskKind::FilePart(PartTask {
                         path: rel.clone(),
                         offset,
                         len,
                         part: part as u32,
                         parts: parts as u32,
-                    },
+                    }),
                     len,
                     1,
                     own.clone(),
@@ -187,11 +286,11 @@ pub(crate) fn plan_fingerprinted(
         Ok(())
     })?;
     tasks.push((
-        TaskKind::Files {
+        TaskKind::Files(FilesTask {
             start,
             end: None,
             split_files,
-        },
+        }),
         bytes,
         items,
         print.finalize().to_hex().to_string(),

@@ -31,11 +31,11 @@ fn check_cover(root: &Path, target: u64) {
     let mut parts: BTreeMap<RelPath, Vec<(u64, u64, u32, u32)>> = BTreeMap::new();
     for (kind, _, _) in &tasks {
         match kind {
-            TaskKind::Files {
+            TaskKind::Files(FilesTask {
                 start,
                 end,
                 split_files,
-            } => {
+            }) => {
                 walk(root, start.as_ref(), end.as_ref(), &mut |rel, _, _| {
                     *seen.entry(rel.clone()).or_default() += 1;
                     Ok(())
@@ -46,17 +46,17 @@ fn check_cover(root: &Path, target: u64) {
                     assert!(end.as_ref().is_none_or(|e| s < e));
                 }
             }
-            TaskKind::FilePart {
+            TaskKind::FilePart(PartTask {
                 path,
                 offset,
                 len,
                 part,
                 parts: n,
-            } => parts
+            }) => parts
                 .entry(path.clone())
                 .or_default()
                 .push((*offset, *len, *part, *n)),
-            TaskKind::Table { .. } | TaskKind::PgRange { .. } | TaskKind::MyRange { .. } => {
+            TaskKind::Table(_) | TaskKind::PgRange(_) | TaskKind::MyRange(_) => {
                 unreachable!()
             }
         }

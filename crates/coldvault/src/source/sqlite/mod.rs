@@ -17,38 +17,13 @@ use std::path::Path;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use serde::{Deserialize, Serialize};
 
-use super::ReadStats;
+mod restore;
+
+use super::{Planned, RestoreRun, RunRecord, RunSource, SourceKind, TaskRead};
+use crate::catalog::{ReadStats, Schema, SchemaObject, SqliteSchema, TableTask, TaskKind};
 use crate::error::{Error, Result};
-use crate::plan::TaskKind;
-
-/// One object of a database's schema, as in `sqlite_master`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchemaObject {
-    /// `table`, `index`, `view` or `trigger`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Its name.
-    pub name: String,
-    /// The table it belongs to.
-    pub tbl_name: String,
-    /// The statement that creates it.
-    pub sql: String,
-}
-
-/// What a snapshot keeps of a SQLite database besides its rows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SqliteSchema {
-    /// Tables, indexes, views, triggers, in creation order.
-    pub objects: Vec<SchemaObject>,
-    /// `sqlite_sequence` (AUTOINCREMENT counters).
-    #[serde(default)]
-    pub sequences: Vec<(String, i64)>,
-    /// `PRAGMA user_version`.
-    #[serde(default)]
-    pub user_version: i64,
-}
+use crate::job::{Job, Source};
 
 fn sql_err(what: String, path: &Path, e: rusqlite::Error) -> Error {
     Error::source_err(format!("{what} in {}", path.display())).with_source(e)
@@ -72,23 +47,97 @@ pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A read transaction held open while the tasks of a backup run.
-pub struct SnapshotGuard {
-    conn: Connection,
+/// A SQLite database file.
+pub(crate) struct SqliteSource;
+
+/// The database file and table patterns of a `sqlite` job.
+fn selection(job: &Job) -> Result<(&Path, &[String])> {
+    match &job.source {
+        Source::Sqlite { path, tables } => Ok((path, tables)),
+        _ => Err(Error::internal("a SQLite source for a job of another kind")),
+    }
 }
 
-impl SnapshotGuard {
-    /// Opens the database and starts a read transaction on it.
-    pub fn open(path: &Path) -> Result<SnapshotGuard> {
+impl SourceKind for SqliteSource {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn location(&self, job: &Job) -> String {
+        selection(job)
+            .map(|(p, _)| p.display().to_string())
+            .unwrap_or_default()
+    }
+
+    fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
+        let (path, tables) = selection(job)?;
+        Ok(super::planned(plan(path, tables, job.split.max_rows)?))
+    }
+
+    fn open_run<'a>(
+        &self,
+        job: &'a Job,
+        _kinds: &[&TaskKind],
+        _parallel: usize,
+    ) -> Result<Box<dyn RunSource + 'a>> {
+        let (path, _) = selection(job)?;
         let conn = open(path)?;
         conn.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
             .map_err(|e| sql_err("cannot start a read transaction".into(), path, e))?;
-        Ok(SnapshotGuard { conn })
+        let schema = read_schema(&conn, path)?;
+        Ok(Box::new(Held {
+            path,
+            guard: Some(std::sync::Mutex::new(conn)),
+            schema: Some(schema),
+        }))
     }
 
-    /// The schema, read inside the transaction.
-    pub fn schema(&self, path: &Path) -> Result<SqliteSchema> {
-        read_schema(&self.conn, path)
+    fn open_worker<'a>(&self, job: &'a Job) -> Result<Box<dyn RunSource + 'a>> {
+        Ok(Box::new(Held {
+            path: selection(job)?.0,
+            guard: None,
+            schema: None,
+        }))
+    }
+
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+        r.engine.require_local(
+            "a SQLite database is written by one process: restore it without --engine spark",
+        )?;
+        restore::restore(r.fetch, r.manifest, r.to.path("SQLite")?, r.opts.force)
+    }
+}
+
+/// The database held for a run: a read transaction open on the coordinator's connection while
+/// the tasks read (in rollback-journal mode it keeps writers from committing), and the schema
+/// read inside it.
+struct Held<'a> {
+    path: &'a Path,
+    guard: Option<std::sync::Mutex<Connection>>,
+    schema: Option<SqliteSchema>,
+}
+
+impl RunSource for Held<'_> {
+    fn read(
+        &self,
+        kind: &TaskKind,
+        _snapshot: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<TaskRead> {
+        match kind {
+            TaskKind::Table(t) => Ok(read_table(self.path, &t.table, t.start, t.end, out)?.into()),
+            other => Err(Error::internal(format!(
+                "a {} task for a SQLite source",
+                other.name()
+            ))),
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Result<RunRecord> {
+        drop(self.guard);
+        Ok(RunRecord {
+            schema: self.schema.map(Schema::Sqlite),
+        })
     }
 }
 
@@ -205,11 +254,11 @@ pub(crate) fn plan(
         for end in bounds.into_iter().map(Some).chain([None]) {
             let est_rows = rows / n_tasks;
             tasks.push((
-                TaskKind::Table {
+                TaskKind::Table(TableTask {
                     table: t.name.clone(),
                     start,
                     end,
-                },
+                }),
                 est_rows * bytes_per_row,
                 est_rows,
             ));

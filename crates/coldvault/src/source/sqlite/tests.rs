@@ -78,7 +78,7 @@ proptest! {
         let tasks = plan(&src, &[], max_rows).unwrap();
         let mut seen = Vec::new();
         for (kind, _, _) in &tasks {
-            let TaskKind::Table { table, start, end } = kind else { panic!() };
+            let TaskKind::Table(TableTask { table, start, end }) = kind else { panic!() };
             let mut out = Vec::new();
             let stats = read_table(&src, table, *start, *end, &mut out).unwrap();
             prop_assert!(stats.rows <= max_rows);
@@ -108,7 +108,7 @@ fn without_rowid_tables_are_one_task() {
     let tasks = plan(&src, &[], 1).unwrap();
     assert_eq!(tasks.len(), 1);
     let mut out = Vec::new();
-    let TaskKind::Table { start, end, .. } = &tasks[0].0 else {
+    let TaskKind::Table(TableTask { start, end, .. }) = &tasks[0].0 else {
         panic!()
     };
     assert_eq!(

@@ -7,14 +7,12 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::Ctx;
-use crate::catalog::Manifest;
+use crate::catalog::{Manifest, ReadStats, TaskKind};
 use crate::error::{Error, Result};
-use crate::plan::TaskKind;
-use crate::source::ReadStats;
+use crate::fetch::Fetcher;
 
 pub(super) fn restore(
-    ctx: &Ctx<'_>,
+    ctx: &Fetcher<'_>,
     manifest: &Manifest,
     target: &Path,
     force: bool,
@@ -49,15 +47,17 @@ pub(super) fn restore(
     let mut stats = ReadStats::default();
     let mut problems = Vec::new();
     for t in &manifest.tasks {
-        let TaskKind::Table { table, .. } = &t.kind else {
+        let TaskKind::Table(task) = &t.kind else {
             return Err(Error::integrity("a file task in a SQLite snapshot"));
         };
         let (data, p) = ctx
             .fetch(&t.data)
             .map_err(|e| e.with_context("task", &t.id))?;
         problems.extend(p);
-        let rows = load(&conn, BufReader::new(data.open()?), ctx)
-            .map_err(|e| e.with_context("table", table).with_context("task", &t.id))?;
+        let rows = load(&conn, BufReader::new(data.open()?), ctx).map_err(|e| {
+            e.with_context("table", &task.table)
+                .with_context("task", &t.id)
+        })?;
         stats.rows += rows;
         ctx.progress.task_done();
     }
@@ -82,7 +82,7 @@ pub(super) fn restore(
 }
 
 /// Executes the statements of one data file (one per line) in one transaction.
-fn load(conn: &Connection, mut r: impl BufRead, ctx: &Ctx<'_>) -> Result<u64> {
+fn load(conn: &Connection, mut r: impl BufRead, ctx: &Fetcher<'_>) -> Result<u64> {
     let sql_err = |e| Error::integrity("cannot load rows").with_source(e);
     conn.execute_batch("BEGIN").map_err(sql_err)?;
     let mut batch = String::with_capacity(1 << 20);

@@ -1,6 +1,6 @@
 //! MySQL / MariaDB source: tables split into key ranges of an integer primary key (or a
 //! `split_by` column), each range streamed into the text format `LOAD DATA` reads back, all
-//! tasks under one consistent snapshot (see [`super::mysql_snapshot`]).
+//! tasks under one consistent snapshot (see [`snapshot`]).
 //!
 //! Splitting never scans a table: min/max of the key are index lookups, and ranges are bisected
 //! with the optimizer's row estimates (`EXPLAIN`, which dives into the index) until each holds
@@ -18,78 +18,133 @@ use std::time::Duration;
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Value};
-use serde::{Deserialize, Serialize};
 
-use super::ReadStats;
+mod restore;
+mod snapshot;
+
+use super::{database, Planned, RestoreRun, RunRecord, RunSource, SourceKind, TaskRead};
+use crate::catalog::{ColumnKind, MyColumn, MyRangeTask, MySplit, ReadStats, Schema, TaskKind};
 use crate::error::{Error, Result};
-use crate::job::{Database, PasswordSource, TableSettings};
-use crate::plan::TaskKind;
+use crate::job::{Database, Job, PasswordSource, TableSettings};
+use snapshot::SnapshotSet;
 
 pub use super::where_of;
 
-/// How a table's rows are split.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MySplit {
-    /// By an integer column: rows with `start <= key < end`.
-    Key(String),
-    /// The rows whose `split_by` column is NULL.
-    Null(String),
-    /// The whole table (no integer key).
-    Whole,
-}
+/// A MySQL / MariaDB database.
+pub(crate) struct MysqlSource;
 
-/// A column as it is read and loaded back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MyColumn {
-    /// The column's name.
-    pub name: String,
-    /// How its values travel.
-    #[serde(default, skip_serializing_if = "ColumnKind::is_plain")]
-    pub kind: ColumnKind,
-}
-
-/// How a column's values travel in the data file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnKind {
-    /// The server's text, loaded as bytes.
-    #[default]
-    Plain,
-    /// BIT: read as an integer, loaded through a variable.
-    Bit,
-    /// A type that parses text in a character set (MariaDB's UUID, INET4, INET6): loaded through
-    /// a variable converted to utf8mb4.
-    Text,
-}
-
-impl ColumnKind {
-    fn is_plain(&self) -> bool {
-        *self == ColumnKind::Plain
+impl SourceKind for MysqlSource {
+    fn name(&self) -> &'static str {
+        "mysql"
     }
 
-    fn of(data_type: &str) -> ColumnKind {
-        match data_type.to_ascii_lowercase().as_str() {
-            "bit" => ColumnKind::Bit,
-            "uuid" | "inet4" | "inet6" => ColumnKind::Text,
-            _ => ColumnKind::Plain,
+    fn location(&self, job: &Job) -> String {
+        database(job).map(|db| db.url.clone()).unwrap_or_default()
+    }
+
+    fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
+        Ok(super::planned(plan(database(job)?, job.split.max_rows)?))
+    }
+
+    fn local_only(&self) -> Option<&'static str> {
+        Some(
+            "a MySQL / MariaDB backup runs on the local engine: MySQL cannot hand a snapshot from \
+             one connection to another, so every task reads on a connection this process opened \
+             under one brief lock, which Spark executors cannot share",
+        )
+    }
+
+    fn open_run<'a>(
+        &self,
+        job: &'a Job,
+        kinds: &[&TaskKind],
+        parallel: usize,
+    ) -> Result<Box<dyn RunSource + 'a>> {
+        let db = database(job)?;
+        let mut set = SnapshotSet::open(&MyServer::of(db), parallel)?;
+        let mut tables: Vec<String> = Vec::new();
+        for k in kinds {
+            if let TaskKind::MyRange(r) = k {
+                if tables.last() != Some(&r.table) {
+                    tables.push(r.table.clone());
+                }
+            }
         }
+        let views = (!db.tables.is_empty()).then_some(&db.tables[..]);
+        let schema = set.schema(&tables, views)?;
+        Ok(Box::new(Held {
+            set: Some(set),
+            schema,
+        }))
+    }
+
+    fn open_worker<'a>(&self, _job: &'a Job) -> Result<Box<dyn RunSource + 'a>> {
+        Err(Error::config(self.local_only().unwrap_or_default()))
+    }
+
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+        restore::restore(r)
     }
 }
 
-/// A MySQL server and database (no secret inside).
+/// The database held for a run: connections in one consistent snapshot, and the schema read in it.
+struct Held {
+    set: Option<SnapshotSet>,
+    schema: crate::catalog::MysqlSchema,
+}
+
+impl RunSource for Held {
+    fn read(
+        &self,
+        kind: &TaskKind,
+        _snapshot: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<TaskRead> {
+        let (TaskKind::MyRange(t), Some(set)) = (kind, &self.set) else {
+            return Err(Error::internal(format!(
+                "a {} task for a MySQL source without its snapshot",
+                kind.name()
+            )));
+        };
+        let query = range_query(
+            &t.table,
+            &t.split,
+            t.start,
+            t.end,
+            t.filter.as_deref(),
+            &t.columns,
+        );
+        Ok(set.read_range(&query, out)?.into())
+    }
+
+    fn consistency(&self) -> Option<String> {
+        Some(format!(
+            "every task read one consistent snapshot; the global read lock was held {} ms",
+            self.schema.lock_ms
+        ))
+    }
+
+    fn finish(self: Box<Self>) -> Result<RunRecord> {
+        drop(self.set);
+        Ok(RunRecord {
+            schema: Some(Schema::Mysql(self.schema)),
+        })
+    }
+}
+
+/// A MySQL server and database to connect to (no secret inside).
 #[derive(Debug, Clone)]
-pub struct MyTarget<'a> {
+pub struct MyServer<'a> {
     /// `mysql://user@host:port/db`.
     pub url: &'a str,
     /// Where the password comes from.
     pub password: &'a PasswordSource,
 }
 
-impl<'a> MyTarget<'a> {
+impl<'a> MyServer<'a> {
     /// The server of a `mysql` source.
-    pub fn of(db: &'a Database) -> MyTarget<'a> {
-        MyTarget {
+    pub fn of(db: &'a Database) -> MyServer<'a> {
+        MyServer {
             url: &db.url,
             password: &db.password,
         }
@@ -97,7 +152,7 @@ impl<'a> MyTarget<'a> {
 }
 
 /// Connection options from the URL and the password, with our session settings.
-pub(crate) fn options(t: &MyTarget<'_>) -> Result<OptsBuilder> {
+pub(crate) fn options(t: &MyServer<'_>) -> Result<OptsBuilder> {
     let url = t
         .url
         .strip_prefix("mariadb://")
@@ -118,7 +173,7 @@ pub(crate) fn options(t: &MyTarget<'_>) -> Result<OptsBuilder> {
 }
 
 /// Connects, with an error that names the server and the cause (never the password).
-pub fn connect(t: &MyTarget<'_>) -> Result<Conn> {
+pub fn connect(t: &MyServer<'_>) -> Result<Conn> {
     Conn::new(options(t)?).map_err(sql_err(format!("cannot connect to {}", where_of(t.url))))
 }
 
@@ -227,7 +282,7 @@ fn columns(conn: &mut Conn, table: &str, wanted: &[String]) -> Result<Vec<MyColu
 
 /// Plans a database: per table, key ranges of about `max_rows` rows.
 pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
-    let t = MyTarget::of(db);
+    let t = MyServer::of(db);
     let mut conn = connect(&t)?;
     let tables = tables(&mut conn, &db.tables, t.url)?;
     for name in db.table_settings.keys() {
@@ -244,13 +299,15 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
         let filter = s.filter.clone().or_else(|| db.filter.clone());
         let cols = columns(&mut conn, &tb.name, &s.columns)?;
         check_query(&mut conn, &tb.name, &cols, filter.as_deref(), &s)?;
-        let kind = |split: MySplit, start, end| TaskKind::MyRange {
-            table: tb.name.clone(),
-            split,
-            start,
-            end,
-            columns: cols.clone(),
-            filter: filter.clone(),
+        let kind = |split: MySplit, start, end| {
+            TaskKind::MyRange(MyRangeTask {
+                table: tb.name.clone(),
+                split,
+                start,
+                end,
+                columns: cols.clone(),
+                filter: filter.clone(),
+            })
         };
         if let Some(col) = &s.split_by {
             check_split_by(&mut conn, &tb.name, col)?;

@@ -14,39 +14,18 @@
 //! reports the time. The open transactions then keep old row versions alive (undo) until the
 //! backup ends. Needs the RELOAD privilege.
 //!
-//! Because the connections live in this process, MySQL jobs run on the local engine.
+//! Because the connections live in this process, MySQL jobs run on the local engine. The set is a
+//! value the backup run owns; tasks reach it through the run's reader, never through a global.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use mysql::prelude::Queryable;
 use mysql::Conn;
-use serde::{Deserialize, Serialize};
 
-use super::mysql::{connect, sql_err, where_of, MyTarget};
-use super::ReadStats;
+use super::{connect, sql_err, where_of, MyServer};
+use crate::catalog::{MyObject, MysqlSchema, ReadStats};
 use crate::error::{Error, Result};
-
-/// A table or view as `SHOW CREATE` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MyObject {
-    /// Its name.
-    pub name: String,
-    /// The `CREATE` statement (views without their `DEFINER`).
-    pub create: String,
-}
-
-/// What a snapshot keeps of a MySQL / MariaDB database besides its rows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MysqlSchema {
-    /// The tables, with indexes, constraints and the `AUTO_INCREMENT` counter.
-    pub tables: Vec<MyObject>,
-    /// The views.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub views: Vec<MyObject>,
-    /// How long the global read lock was held, in milliseconds.
-    pub lock_ms: u64,
-}
 
 #[derive(Default)]
 struct Pool {
@@ -54,23 +33,17 @@ struct Pool {
     alive: usize,
 }
 
-struct Shared {
+/// The connections of one backup, each inside a transaction of the same consistent snapshot.
+pub(crate) struct SnapshotSet {
     pool: Mutex<Pool>,
     ready: Condvar,
-}
-
-static OPEN: Mutex<Vec<(String, Arc<Shared>)>> = Mutex::new(Vec::new());
-
-/// The connections of one backup, each inside a transaction of the same consistent snapshot.
-pub struct SnapshotSet {
-    id: String,
     schema: Conn,
     lock_ms: u64,
 }
 
 impl SnapshotSet {
     /// Opens `workers` task connections and one for the schema, all in one snapshot.
-    pub fn open(t: &MyTarget<'_>, workers: usize) -> Result<SnapshotSet> {
+    pub(crate) fn open(t: &MyServer<'_>, workers: usize) -> Result<SnapshotSet> {
         let mut conns = (0..workers.max(1) + 1)
             .map(|_| connect(t))
             .collect::<Result<Vec<_>>>()?;
@@ -98,33 +71,24 @@ impl SnapshotSet {
         unlocked?;
         let schema = conns
             .pop()
-            .ok_or_else(|| Error::source_err("no connection"))?;
-        let mut h = blake3::Hasher::new();
-        h.update(&fastrand::u64(..).to_le_bytes());
-        h.update(&std::process::id().to_le_bytes());
-        let id = format!("mysql-{}", &h.finalize().to_hex()[..16]);
-        let shared = Arc::new(Shared {
+            .ok_or_else(|| Error::internal("no connection for the schema"))?;
+        Ok(SnapshotSet {
             pool: Mutex::new(Pool {
                 alive: conns.len(),
                 idle: conns,
             }),
             ready: Condvar::new(),
-        });
-        lock_registry().push((id.clone(), shared));
-        Ok(SnapshotSet {
-            id,
             schema,
             lock_ms,
         })
     }
 
-    /// The id tasks carry to find this set.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// The schema of `tables` and of the views named by `views` (every view when `None`).
-    pub fn schema(&mut self, tables: &[String], views: Option<&[String]>) -> Result<MysqlSchema> {
+    pub(crate) fn schema(
+        &mut self,
+        tables: &[String],
+        views: Option<&[String]>,
+    ) -> Result<MysqlSchema> {
         let mut out = MysqlSchema {
             tables: Vec::new(),
             views: Vec::new(),
@@ -159,7 +123,7 @@ impl SnapshotSet {
     fn show_create(&mut self, what: &str, name: &str) -> Result<String> {
         let row: Option<mysql::Row> = self
             .schema
-            .query_first(format!("SHOW CREATE {what} {}", super::mysql::ident(name)))
+            .query_first(format!("SHOW CREATE {what} {}", super::ident(name)))
             .map_err(sql_err(format!("cannot read the definition of {name}")))?;
         let create = row.and_then(|r| match r.as_ref(1) {
             Some(mysql::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -169,58 +133,37 @@ impl SnapshotSet {
     }
 }
 
-impl Drop for SnapshotSet {
-    fn drop(&mut self) {
-        lock_registry().retain(|(id, _)| id != &self.id);
-    }
-}
-
-fn lock_registry() -> std::sync::MutexGuard<'static, Vec<(String, Arc<Shared>)>> {
-    OPEN.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Reads `query` on a connection of the snapshot `id` into `out`.
-pub(crate) fn read_range(
-    id: Option<&str>,
-    query: &str,
-    out: &mut dyn std::io::Write,
-) -> Result<ReadStats> {
-    let shared = id
-        .and_then(|id| {
-            lock_registry()
-                .iter()
-                .find(|(i, _)| i == id)
-                .map(|(_, s)| s.clone())
-        })
-        .ok_or_else(|| {
-            Error::config(
-                "a MySQL task runs only in the process that holds the backup's snapshot \
-                 connections (the local engine)",
-            )
-        })?;
-    let mut conn = {
-        let mut pool = shared.pool.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(c) = pool.idle.pop() {
-                break c;
+impl SnapshotSet {
+    /// Reads `query` into `out` on a connection of the set (waiting for one to be free).
+    pub(crate) fn read_range(
+        &self,
+        query: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<ReadStats> {
+        let mut conn = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(c) = pool.idle.pop() {
+                    break c;
+                }
+                if pool.alive == 0 {
+                    return Err(Error::source_err(
+                        "every connection of the snapshot was lost",
+                    ));
+                }
+                pool = self.ready.wait(pool).unwrap_or_else(|p| p.into_inner());
             }
-            if pool.alive == 0 {
-                return Err(Error::source_err(
-                    "every connection of the snapshot was lost",
-                ));
-            }
-            pool = shared.ready.wait(pool).unwrap_or_else(|p| p.into_inner());
+        };
+        let result = super::stream_rows(&mut conn, query, out);
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            // A connection whose read failed may hold half a result: it leaves the set.
+            Err(_) => pool.alive -= 1,
+            Ok(_) => pool.idle.push(conn),
         }
-    };
-    let result = super::mysql::stream_rows(&mut conn, query, out);
-    let mut pool = shared.pool.lock().unwrap_or_else(|p| p.into_inner());
-    match result {
-        // A connection whose read failed may hold half a result: it leaves the set.
-        Err(_) => pool.alive -= 1,
-        Ok(_) => pool.idle.push(conn),
+        self.ready.notify_one();
+        result
     }
-    shared.ready.notify_one();
-    result
 }
 
 /// `CREATE ALGORITHM=… DEFINER=`u`@`h` SQL SECURITY …` without the definer, so the view can be

@@ -14,35 +14,48 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{run_tasks, Ctx, Include, RestoreOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Manifest, TaskEntry};
+use crate::catalog::{FileMeta, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
+use crate::fetch::Fetcher;
 use crate::path::RelPath;
-use crate::plan::TaskKind;
-use crate::source::fs::FileMeta;
-use crate::source::ReadStats;
+use crate::source::{EntryRestored, EntryWork, RestoreRun, RestoreTarget};
 
-pub(super) fn restore(
-    ctx: &Ctx<'_>,
-    manifest: &Manifest,
-    target: &Path,
-    opts: &RestoreOptions,
-) -> Result<(ReadStats, Vec<String>)> {
-    prepare_target(target, opts.force)?;
-    let include = Include::new(&opts.include)?;
-    let r = Restorer::new(target, &include, opts.force);
-    let keep = |k: &TaskKind| wanted(&include, k);
-    let out = run_tasks(manifest, opts.parallel, keep, |t| r.restore_entry(ctx, t))?;
-    apply_deferred(target, r.into_deferred())?;
-    Ok(out)
+pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+    let target = r.to.path("file-tree")?;
+    prepare_target(target, r.opts.force)?;
+    // Absolute: executors of a Spark cluster write into it from other working directories.
+    let target = std::path::absolute(target)
+        .map_err(|e| Error::io(format!("cannot resolve {}", target.display()), e))?;
+    let include = Include::new(&r.opts.include)?;
+    let entries: Vec<&TaskEntry> = r
+        .manifest
+        .tasks
+        .iter()
+        .filter(|t| wanted(&include, &t.kind))
+        .collect();
+    let all = r.each_entry(&entries, &RestoreTarget::Path(target.clone()))?;
+    apply_deferred(&target, all.deferred)?;
+    Ok((all.stats, all.problems))
+}
+
+/// Restores one data file into the directory of `work` (a worker's share of a restore).
+pub(super) fn restore_entry(ctx: &Fetcher<'_>, work: &EntryWork) -> Result<EntryRestored> {
+    let include = Include::new(&work.include)?;
+    let r = Restorer::new(work.to.path("file-tree")?, &include, work.force);
+    let (stats, problems) = r.restore_entry(ctx, &work.entry)?;
+    Ok(EntryRestored {
+        stats,
+        problems,
+        deferred: r.into_deferred(),
+    })
 }
 
 /// Whether a task has anything `include` wants.
 pub(crate) fn wanted(include: &Include, k: &TaskKind) -> bool {
     match k {
-        TaskKind::FilePart { path, .. } => include.matches(path),
+        TaskKind::FilePart(p) => include.matches(&p.path),
         _ => true,
     }
 }
@@ -117,24 +130,24 @@ impl<'a> Restorer<'a> {
     /// Restores one data file: its checksum is checked first, then it is decoded into the target.
     pub(crate) fn restore_entry(
         &self,
-        ctx: &Ctx<'_>,
+        ctx: &Fetcher<'_>,
         t: &TaskEntry,
     ) -> Result<(ReadStats, Vec<String>)> {
         let (data, problems) = ctx.fetch(&t.data)?;
         let mut reader = data.open()?;
         let stats = match &t.kind {
             TaskKind::Files { .. } => self.extract(&mut reader, ctx)?,
-            TaskKind::FilePart { path, offset, .. } => {
+            TaskKind::FilePart(p) => {
+                let (path, offset) = (&p.path, &p.offset);
                 let meta = t.file.clone().ok_or_else(|| {
                     Error::integrity(format!("file part of {path} has no file metadata"))
                 })?;
                 self.write_part(path, *offset, &meta, &mut reader, ctx)?
             }
-            TaskKind::Table { .. } | TaskKind::PgRange { .. } | TaskKind::MyRange { .. } => {
+            TaskKind::Table(_) | TaskKind::PgRange(_) | TaskKind::MyRange(_) => {
                 return Err(Error::integrity("a table in a file-tree snapshot"));
             }
         };
-        ctx.progress.task_done();
         Ok((stats, problems))
     }
 
@@ -196,7 +209,7 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn extract(&self, reader: &mut dyn Read, ctx: &Ctx<'_>) -> Result<ReadStats> {
+    fn extract(&self, reader: &mut dyn Read, ctx: &Fetcher<'_>) -> Result<ReadStats> {
         let mut stats = ReadStats::default();
         let mut archive = tar::Archive::new(reader);
         let entries = archive
@@ -278,7 +291,7 @@ impl<'a> Restorer<'a> {
         offset: u64,
         meta: &FileMeta,
         reader: &mut dyn Read,
-        ctx: &Ctx<'_>,
+        ctx: &Fetcher<'_>,
     ) -> Result<ReadStats> {
         self.ensure_parents(rel)?;
         let path = rel.to_path(self.root);
@@ -311,6 +324,41 @@ impl<'a> Restorer<'a> {
             bytes_read: pos - offset,
             ..ReadStats::default()
         })
+    }
+}
+
+/// `--include` patterns.
+pub(crate) struct Include(Vec<glob::Pattern>);
+
+impl Include {
+    pub(crate) fn new(patterns: &[String]) -> Result<Include> {
+        patterns
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p.trim_start_matches('/').trim_end_matches('/'))
+                    .map_err(|e| Error::config(format!("--include {p:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Include)
+    }
+
+    /// True when `rel` or one of its ancestors matches (everything matches without patterns).
+    pub(crate) fn matches(&self, rel: &RelPath) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let text = String::from_utf8_lossy(rel.as_bytes());
+        let mut prefix = String::new();
+        for comp in text.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(comp);
+            if self.0.iter().any(|p| p.matches(&prefix)) {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -478,8 +526,8 @@ mod tests {
             std::fs::create_dir(&target).unwrap();
             let repo = crate::repo::Repository::with_nodes("t", Vec::new(), 1);
             let staging = crate::stage::Staging::create(&dir.path().join("st"), "t").unwrap();
-            let progress = crate::engine::Progress::default();
-            let ctx = Ctx { repo: &repo, staging: &staging, progress: &progress };
+            let progress = crate::progress::Progress::default();
+            let ctx = Fetcher { repo: &repo, staging: &staging, progress: &progress };
             let include = Include::new(&[]).unwrap();
             let restorer = Restorer::new(&target, &include, true);
             let _ = restorer.extract(&mut bytes.as_slice(), &ctx);

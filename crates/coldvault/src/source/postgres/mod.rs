@@ -11,39 +11,187 @@
 //! the table was analysed, else min/max of the key (an index lookup) and `reltuples`. The first and
 //! last ranges are unbounded, so rows added or keys outside the statistics are still covered once.
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 
 use postgres::{Client, NoTls};
-use serde::{Deserialize, Serialize};
 
-use super::ReadStats;
+mod client;
+mod restore;
+mod schema;
+
+use std::sync::Mutex;
+
+use super::{
+    database, EntryRestored, EntryWork, Planned, RestoreRun, RunRecord, RunSource, SourceKind,
+    TaskRead,
+};
+use crate::catalog::{PgRangeTask, PgSplit, ReadStats, Schema, TaskKind};
 use crate::error::{Error, Result};
-use crate::job::{Database, PasswordSource};
-use crate::plan::TaskKind;
+use crate::fetch::Fetcher;
+use crate::job::{Database, Job, PasswordSource};
+use crate::repo::Repository;
+use crate::stage::Staging;
 
-/// How a table's rows are split.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PgSplit {
-    /// By an integer key column: rows with `start <= key < end`.
-    Key(String),
-    /// By physical block: rows with `(start,0) <= ctid < (end,0)`.
-    Ctid,
-    /// The rows whose `split_by` column is NULL (one task; ranges never hold them).
-    Null(String),
+/// A PostgreSQL database.
+pub(crate) struct PostgresSource;
+
+impl SourceKind for PostgresSource {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn location(&self, job: &Job) -> String {
+        database(job).map(|db| db.url.clone()).unwrap_or_default()
+    }
+
+    fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
+        Ok(super::planned(plan(database(job)?, job.split.max_rows)?))
+    }
+
+    fn open_run<'a>(
+        &self,
+        job: &'a Job,
+        _kinds: &[&TaskKind],
+        _parallel: usize,
+    ) -> Result<Box<dyn RunSource + 'a>> {
+        let server = PgServer::of(database(job)?);
+        let mut guard = SnapshotGuard::open(&server)?;
+        let sequences = guard.sequences()?;
+        Ok(Box::new(Held {
+            job,
+            server,
+            guard: Some(Mutex::new(guard.client)),
+            snapshot: Some(guard.id),
+            sequences,
+            schema: Mutex::new(None),
+        }))
+    }
+
+    fn open_worker<'a>(&self, job: &'a Job) -> Result<Box<dyn RunSource + 'a>> {
+        Ok(Box::new(Held {
+            job,
+            server: PgServer::of(database(job)?),
+            guard: None,
+            snapshot: None,
+            sequences: Vec::new(),
+            schema: Mutex::new(None),
+        }))
+    }
+
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+        restore::restore(r)
+    }
+
+    fn restore_entry(
+        &self,
+        ctx: &Fetcher<'_>,
+        job: &Job,
+        work: &EntryWork,
+    ) -> Result<EntryRestored> {
+        let (stats, problems) = restore::load_range(ctx, job, work)?;
+        Ok(EntryRestored {
+            stats,
+            problems,
+            ..EntryRestored::default()
+        })
+    }
 }
 
-/// A PostgreSQL connection target (no secret inside).
+/// The database held for a run: the exporting transaction (coordinator only), its snapshot id,
+/// the sequences' values read in it, and the schema dumped beside the tasks.
+struct Held<'a> {
+    job: &'a Job,
+    server: PgServer<'a>,
+    guard: Option<Mutex<Client>>,
+    snapshot: Option<String>,
+    sequences: Vec<(String, i64)>,
+    schema: Mutex<Option<crate::catalog::PostgresSchema>>,
+}
+
+impl RunSource for Held<'_> {
+    fn read(
+        &self,
+        kind: &TaskKind,
+        snapshot: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<TaskRead> {
+        let TaskKind::PgRange(t) = kind else {
+            return Err(Error::internal(format!(
+                "a {} task for a PostgreSQL source",
+                kind.name()
+            )));
+        };
+        let query = range_query(
+            &t.table,
+            &t.split,
+            t.start,
+            t.end,
+            t.filter.as_deref(),
+            &t.columns,
+        );
+        Ok(read_range(&self.server, snapshot, &query, out)?.into())
+    }
+
+    fn snapshot(&self) -> Option<&str> {
+        self.snapshot.as_deref()
+    }
+
+    fn consistency(&self) -> Option<String> {
+        self.snapshot
+            .as_ref()
+            .map(|id| format!("every task read one exported snapshot ({id})"))
+    }
+
+    /// `pg_dump --schema-only` of the same snapshot, while the data tasks run.
+    fn beside_tasks(&self, repo: &Repository, staging: &Staging) -> Result<()> {
+        let Some(id) = &self.snapshot else {
+            return Ok(());
+        };
+        let schema = schema::capture(
+            self.job,
+            &self.server,
+            id,
+            self.sequences.clone(),
+            repo,
+            staging,
+        )?;
+        *self.schema.lock().unwrap_or_else(|p| p.into_inner()) = Some(schema);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<RunRecord> {
+        drop(self.guard);
+        Ok(RunRecord {
+            schema: self
+                .schema
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .map(Schema::Postgres),
+        })
+    }
+}
+
+/// A PostgreSQL server and database to connect to (no secret inside).
 #[derive(Debug, Clone)]
-pub struct PgTarget<'a> {
+pub struct PgServer<'a> {
     /// `postgres://user@host:port/db`.
     pub url: &'a str,
     /// Where the password comes from.
     pub password: &'a PasswordSource,
 }
 
+impl<'a> PgServer<'a> {
+    /// The server of a `postgres` source.
+    pub fn of(db: &'a Database) -> PgServer<'a> {
+        PgServer {
+            url: &db.url,
+            password: &db.password,
+        }
+    }
+}
+
 /// Connects, with an error that names the server and the cause (never the password).
-pub fn connect(t: &PgTarget<'_>) -> Result<Client> {
+pub fn connect(t: &PgServer<'_>) -> Result<Client> {
     let mut config: postgres::Config = t.url.parse().map_err(|e| {
         Error::config(format!("postgres URL {:?} is malformed", t.url)).with_source(e)
     })?;
@@ -84,7 +232,7 @@ pub struct SnapshotGuard {
 
 impl SnapshotGuard {
     /// Opens a REPEATABLE READ transaction and exports its snapshot.
-    pub fn open(t: &PgTarget<'_>) -> Result<SnapshotGuard> {
+    pub fn open(t: &PgServer<'_>) -> Result<SnapshotGuard> {
         let mut client = connect(t)?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -156,10 +304,7 @@ fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<Tab
 
 /// Plans a database: per table, key or block ranges of about `max_rows` rows.
 pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
-    let t = &PgTarget {
-        url: &db.url,
-        password: &db.password,
-    };
+    let t = &PgServer::of(db);
     let (patterns, filter, settings) = (&db.tables, db.filter.as_deref(), &db.table_settings);
     let mut client = connect(t)?;
     let tables = tables(&mut client, patterns, t.url)?;
@@ -198,14 +343,14 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
         if let Some(col) = settings.get(&tb.name).and_then(|s| s.split_by.clone()) {
             check_split_by(&mut client, &tb.name, &col)?;
             tasks.push((
-                TaskKind::PgRange {
+                TaskKind::PgRange(PgRangeTask {
                     table: tb.name.clone(),
                     split: PgSplit::Null(col.clone()),
                     start: None,
                     end: None,
                     columns: what(&tb).1,
                     filter: what(&tb).0,
-                },
+                }),
                 0,
                 0,
             ));
@@ -222,14 +367,14 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
         let mut start = None;
         for end in bounds.into_iter().map(Some).chain([None]) {
             tasks.push((
-                TaskKind::PgRange {
+                TaskKind::PgRange(PgRangeTask {
                     table: tb.name.clone(),
                     split: split.clone(),
                     start,
                     end,
                     columns: what(&tb).1,
                     filter: what(&tb).0,
-                },
+                }),
                 bytes / n,
                 rows / n,
             ));
@@ -383,59 +528,31 @@ pub fn range_query(
 /// The rows come through `psql`: its C client moves COPY data at a fraction of the CPU a
 /// message-by-message Rust client spends, and the bytes pass through untouched.
 pub(crate) fn read_range(
-    t: &PgTarget<'_>,
+    t: &PgServer<'_>,
     snapshot: Option<&str>,
     query: &str,
     out: &mut dyn Write,
 ) -> Result<ReadStats> {
-    let mut cmd = std::process::Command::new("psql");
-    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", t.url])
-        .args(["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]);
+    let mut psql = client::PgTool::psql(t);
+    psql.args(["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]);
     if let Some(id) = snapshot {
-        cmd.arg("-c").arg(format!(
-            "SET TRANSACTION SNAPSHOT '{}'",
-            id.replace('\'', "")
-        ));
+        psql.args([
+            "-c".to_owned(),
+            format!("SET TRANSACTION SNAPSHOT '{}'", id.replace('\'', "")),
+        ]);
     }
-    cmd.arg("-c")
-        .arg(format!("COPY ({query}) TO STDOUT"))
-        .args(["-c", "COMMIT"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    if let Some(pw) = crate::secrets::db_password(t.password, "PGPASSWORD")? {
-        cmd.env("PGPASSWORD", pw);
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::source_err("cannot run psql (is the PostgreSQL client installed?)").with_source(e)
-    })?;
-    let mut reader = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::source_err("psql has no output"))?;
+    psql.args(["-c".to_owned(), format!("COPY ({query}) TO STDOUT")])
+        .args(["-c", "COMMIT"]);
     let mut stats = ReadStats::default();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::source_err(format!("cannot read {query}")).with_source(e)),
-        };
-        stats.rows += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
-        stats.bytes_read += n as u64;
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::io("cannot write staged data", e))?;
-    }
-    let done = child
-        .wait_with_output()
-        .map_err(|e| Error::source_err("psql failed").with_source(e))?;
-    if !done.status.success() {
-        return Err(Error::source_err(format!(
-            "reading {} failed: {}",
-            where_of(t.url),
-            String::from_utf8_lossy(&done.stderr).trim()
-        )));
-    }
+    psql.run(
+        None,
+        Some(&mut |chunk: &[u8]| {
+            stats.rows += memchr::memchr_iter(b'\n', chunk).count() as u64;
+            stats.bytes_read += chunk.len() as u64;
+            out.write_all(chunk)
+                .map_err(|e| Error::io("cannot write staged data", e))
+        }),
+        "reading a range failed",
+    )?;
     Ok(stats)
 }

@@ -1,10 +1,40 @@
-//! The local engine: a pool of `parallel` threads taking items in order from a shared cursor.
-//! Memory is bounded by the number of threads: each holds one item's work at a time.
+//! Small helpers every layer may use: the clock, process liveness, JSON encoding, a bounded
+//! thread pool. This module
+//! depends on nothing of coldvault's but the error type, so it can sit below every user.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Now, as RFC 3339 with nanoseconds (UTC): sortable as text.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// True when a process with `pid` exists on this machine (dead writers' locks, temporaries and
+/// spools go).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `value` as compact JSON. Serialising coldvault's own plain types cannot fail; if it ever does,
+/// that is a bug reported as such, never an empty document written in its place.
+pub(crate) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| Error::internal(format!("cannot encode {what} as JSON")).with_source(e))
+}
+
+/// `value` as indented JSON (files people may read: manifests, markers).
+pub(crate) fn to_json_pretty<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::internal(format!("cannot encode {what} as JSON")).with_source(e))
+}
+
 /// Runs `f` on every item with at most `parallel` running at once; results keep the items' order.
+/// Memory is bounded by the number of threads: each holds one item's work at a time.
 pub fn map_parallel<T: Sync, R: Send>(
     items: &[T],
     parallel: usize,
@@ -36,7 +66,6 @@ pub fn map_parallel<T: Sync, R: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn keeps_order_and_bounds_concurrency() {

@@ -14,40 +14,29 @@ use std::sync::{Arc, Mutex};
 use mysql::prelude::Queryable;
 use mysql::{Conn, LocalInfileHandler};
 
-use super::{run_tasks, Ctx, RestoreOptions};
-use crate::catalog::{Manifest, TaskEntry};
-use crate::engine::local::map_parallel;
+use super::{ident, literal, options, sql_err, where_of, MyServer};
+use crate::catalog::{ColumnKind, MyRangeTask, MysqlSchema, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
-use crate::job::{EngineKind, Job};
-use crate::plan::TaskKind;
-use crate::source::mysql::{ident, literal, options, sql_err, where_of, ColumnKind, MyTarget};
-use crate::source::mysql_snapshot::MysqlSchema;
-use crate::source::ReadStats;
+use crate::fetch::Fetcher;
+use crate::source::RestoreRun;
+use crate::util::map_parallel;
 
-pub(super) fn restore(
-    ctx: &Ctx<'_>,
-    job: &Job,
-    manifest: &Manifest,
-    target: &std::path::Path,
-    opts: &RestoreOptions,
-) -> Result<(ReadStats, Vec<String>)> {
+pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+    let (ctx, job, manifest, opts) = (r.fetch, r.job, r.manifest, r.opts);
     let schema = manifest
         .mysql
         .as_ref()
         .ok_or_else(|| Error::integrity("the snapshot has no MySQL schema"))?;
-    let (url, password) = super::database_target(
-        job,
-        target,
+    let url = r.to.url(
         &["mysql://", "mariadb://"],
         "MySQL",
         "mysql://user@host:port/database",
     )?;
-    if matches!(job.run.engine, EngineKind::Spark) {
-        return Err(Error::config(
-            "a MySQL snapshot is restored by the local engine: run restore without --engine spark",
-        ));
-    }
-    let t = MyTarget {
+    let parallel = r.engine.require_local(
+        "a MySQL snapshot is restored by the local engine: run restore without --engine spark",
+    )?;
+    let password = crate::source::password_of(job);
+    let t = MyServer {
         url,
         password: &password,
     };
@@ -60,27 +49,30 @@ pub(super) fn restore(
             .map_err(sql_err(format!("cannot create table {}", table.name)))?;
         deferred.push((table.name.as_str(), keys, fks));
     }
-    let (stats, problems) = run_tasks(
-        manifest,
-        opts.parallel,
-        |_| true,
-        |task| load_range(ctx, &t, task),
-    )?;
-    let built = map_parallel(&deferred, opts.parallel, |(table, keys, _)| {
+    let mut stats = ReadStats::default();
+    let mut problems = Vec::new();
+    let loaded = map_parallel(&manifest.tasks, parallel, |task| {
+        load_range(ctx, &t, task).map_err(|e| e.with_context("task", &task.id))
+    });
+    for l in loaded {
+        let (s, p) = l?;
+        stats.add(&s);
+        problems.extend(p);
+    }
+    let built = map_parallel(&deferred, parallel, |(table, keys, _)| {
         alter(&t, table, keys)
     });
     built.into_iter().collect::<Result<Vec<()>>>()?;
     for (table, _, fks) in &deferred {
         alter(&t, table, fks)?;
     }
-    let mut problems = problems;
     problems.extend(create_views(&mut conn, schema));
     Ok((stats, problems))
 }
 
 /// Connects to the target's server, creates the database when missing and selects it (once per
 /// restore; the loading connections then use [`restoring_session`]).
-fn create_database(t: &MyTarget<'_>) -> Result<Conn> {
+fn create_database(t: &MyServer<'_>) -> Result<Conn> {
     let opts = options(t)?;
     let db = mysql::Opts::from(opts.clone())
         .get_db_name()
@@ -103,7 +95,7 @@ fn create_database(t: &MyTarget<'_>) -> Result<Conn> {
 }
 
 /// A connection to the (existing) target database, set up for restoring.
-fn restoring_session(t: &MyTarget<'_>) -> Result<Conn> {
+fn restoring_session(t: &MyServer<'_>) -> Result<Conn> {
     let mut conn = crate::source::mysql::connect(t)?;
     session(&mut conn)?;
     Ok(conn)
@@ -195,7 +187,7 @@ pub(crate) fn split_create(create: &str) -> (String, Vec<String>, Vec<String>) {
 }
 
 /// `ALTER TABLE table ADD …, ADD …` on a fresh connection.
-fn alter(t: &MyTarget<'_>, table: &str, clauses: &[String]) -> Result<()> {
+fn alter(t: &MyServer<'_>, table: &str, clauses: &[String]) -> Result<()> {
     if clauses.is_empty() {
         return Ok(());
     }
@@ -231,11 +223,11 @@ fn create_views(conn: &mut Conn, schema: &MysqlSchema) -> Vec<String> {
 
 /// Loads one range's rows with `LOAD DATA LOCAL INFILE`, the data file streamed as the file.
 pub(crate) fn load_range(
-    ctx: &Ctx<'_>,
-    t: &MyTarget<'_>,
+    ctx: &Fetcher<'_>,
+    t: &MyServer<'_>,
     task: &TaskEntry,
 ) -> Result<(ReadStats, Vec<String>)> {
-    let TaskKind::MyRange { table, columns, .. } = &task.kind else {
+    let TaskKind::MyRange(MyRangeTask { table, columns, .. }) = &task.kind else {
         return Err(Error::integrity("a non-table task in a MySQL snapshot"));
     };
     let (data, problems) = ctx.fetch(&task.data)?;

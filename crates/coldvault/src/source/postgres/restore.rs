@@ -4,40 +4,29 @@
 //! values. The target must not hold the snapshot's tables yet, unless `force` is given: then they
 //! are dropped (with what depends on them) and replaced.
 
-use std::io::{BufReader, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::io::BufReader;
 
-use super::{run_tasks, Ctx, RestoreOptions};
-use crate::catalog::{Manifest, TaskEntry};
-use crate::engine::protocol::WorkRequest;
-use crate::engine::spark::SparkEngine;
+use super::{client, connect, ident, qualified, where_of, PgServer};
+use crate::catalog::{ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
-use crate::job::{EngineKind, Job};
-use crate::plan::TaskKind;
-use crate::source::postgres::{connect, ident, qualified, where_of, PgTarget};
-use crate::source::ReadStats;
+use crate::fetch::Fetcher;
+use crate::job::Job;
+use crate::source::{EntryWork, RestoreRun};
 use crate::store::Receipt;
 
-pub(super) fn restore(
-    ctx: &Ctx<'_>,
-    job: &Job,
-    manifest: &Manifest,
-    target: &Path,
-    opts: &RestoreOptions,
-) -> Result<(ReadStats, Vec<String>)> {
+pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+    let (ctx, job, manifest, opts) = (r.fetch, r.job, r.manifest, r.opts);
     let schema = manifest
         .postgres
         .as_ref()
         .ok_or_else(|| Error::integrity("the snapshot has no PostgreSQL schema"))?;
-    let (url, password) = super::database_target(
-        job,
-        target,
+    let url = r.to.url(
         &["postgres://", "postgresql://"],
         "PostgreSQL",
         "postgres://user@host:port/database",
     )?;
-    let t = PgTarget {
+    let password = crate::source::password_of(job);
+    let t = PgServer {
         url,
         password: &password,
     };
@@ -45,7 +34,7 @@ pub(super) fn restore(
         .tasks
         .iter()
         .filter_map(|task| match &task.kind {
-            TaskKind::PgRange { table, .. } => Some(table.as_str()),
+            TaskKind::PgRange(r) => Some(r.table.as_str()),
             _ => None,
         })
         .collect();
@@ -79,16 +68,10 @@ pub(super) fn restore(
     }
     let mut problems = Vec::new();
     problems.extend(psql(ctx, &t, &schema.pre_data, "pre-data")?);
-    let (stats, p) = match job.run.engine {
-        EngineKind::Local => run_tasks(
-            manifest,
-            opts.parallel,
-            |_| true,
-            |task| load_range(ctx, &t, task),
-        )?,
-        EngineKind::Spark => load_on_spark(ctx, job, manifest, url)?,
-    };
-    problems.extend(p);
+    let entries: Vec<&TaskEntry> = manifest.tasks.iter().collect();
+    let loaded = r.each_entry(&entries, r.to)?;
+    problems.extend(loaded.problems);
+    let stats = loaded.stats;
     problems.extend(psql(ctx, &t, &schema.post_data, "post-data")?);
     for (seq, value) in &schema.sequences {
         client
@@ -101,16 +84,27 @@ pub(super) fn restore(
     Ok((stats, problems))
 }
 
-/// Loads one range's rows with `COPY … FROM STDIN`.
-pub(crate) fn load_range(
-    ctx: &Ctx<'_>,
-    t: &PgTarget<'_>,
-    task: &TaskEntry,
+/// Loads one range's rows into the database of `work` with `COPY … FROM STDIN`.
+pub(super) fn load_range(
+    ctx: &Fetcher<'_>,
+    job: &Job,
+    work: &EntryWork,
 ) -> Result<(ReadStats, Vec<String>)> {
-    let TaskKind::PgRange { table, columns, .. } = &task.kind else {
+    let task = &work.entry;
+    let TaskKind::PgRange(range) = &task.kind else {
         return Err(Error::integrity(
             "a non-table task in a PostgreSQL snapshot",
         ));
+    };
+    let (table, columns) = (&range.table, &range.columns);
+    let password = crate::source::password_of(job);
+    let t = PgServer {
+        url: work.to.url(
+            &["postgres://", "postgresql://"],
+            "PostgreSQL",
+            "postgres://user@host:port/database",
+        )?,
+        password: &password,
     };
     let column_list = if columns.is_empty() {
         String::new()
@@ -120,7 +114,7 @@ pub(crate) fn load_range(
     };
     let (data, problems) = ctx.fetch(&task.data)?;
     let mut reader = BufReader::with_capacity(256 << 10, data.open()?);
-    let mut client = connect(t)?;
+    let mut client = connect(&t)?;
     let load_err =
         |e: postgres::Error| Error::source_err(format!("cannot load {table}")).with_source(e);
     let mut writer = client
@@ -133,7 +127,6 @@ pub(crate) fn load_range(
         .map_err(|e| Error::source_err(format!("cannot load {table}")).with_source(e))?;
     let rows = writer.finish().map_err(load_err)?;
     ctx.progress.add_bytes(n);
-    ctx.progress.task_done();
     Ok((
         ReadStats {
             rows,
@@ -144,63 +137,18 @@ pub(crate) fn load_range(
     ))
 }
 
-/// Loads every range with the executors of a Spark cluster.
-fn load_on_spark(
-    ctx: &Ctx<'_>,
-    job: &Job,
-    manifest: &Manifest,
-    url: &str,
-) -> Result<(ReadStats, Vec<String>)> {
-    let master = job.run.spark.master.as_deref().ok_or_else(|| {
-        Error::config("the spark engine needs a master: [run.spark] master or --spark-master")
-    })?;
-    let requests: Vec<WorkRequest> = manifest
-        .tasks
-        .iter()
-        .map(|entry| WorkRequest::RestorePgRange {
-            job: job.clone(),
-            target: url.to_owned(),
-            entry: entry.clone(),
-        })
-        .collect();
-    let replies = SparkEngine::new(job, master).run(&requests, ctx.staging.dir())?;
-    let (stats, problems, _) = super::merge_restore_replies(replies, Error::source_err)?;
-    Ok((stats, problems))
-}
-
 /// Runs one schema section with `psql` (pg_dump's output may hold psql meta-commands).
-fn psql(ctx: &Ctx<'_>, t: &PgTarget<'_>, data: &Receipt, section: &str) -> Result<Vec<String>> {
+fn psql(ctx: &Fetcher<'_>, t: &PgServer<'_>, data: &Receipt, section: &str) -> Result<Vec<String>> {
     let (verified, problems) = ctx.fetch(data)?;
     let mut sql = Vec::new();
     std::io::copy(&mut verified.open()?, &mut sql).map_err(|e| {
         Error::integrity(format!("cannot decode the {section} schema")).with_source(e)
     })?;
-    let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", t.url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(pw) = crate::secrets::db_password(t.password, "PGPASSWORD")? {
-        cmd.env("PGPASSWORD", pw);
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::source_err("cannot run psql (is the PostgreSQL client installed?)").with_source(e)
-    })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&sql)
-            .map_err(|e| Error::source_err("cannot feed psql").with_source(e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::source_err("psql failed").with_source(e))?;
-    if !out.status.success() {
-        return Err(Error::source_err(format!(
-            "creating the {section} schema in {} failed: {}",
-            where_of(t.url),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    client::PgTool::psql(t).run(
+        Some(&sql),
+        None,
+        &format!("creating the {section} schema failed"),
+    )?;
     Ok(problems)
 }
 

@@ -1,0 +1,123 @@
+//! PostgreSQL's own client programs (`psql`, `pg_dump`), run one way: the password in their
+//! environment (never on a command line), never prompting, their output streamed in chunks, and a
+//! failure reported with what they printed on standard error.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use super::PgServer;
+use crate::error::{Error, Result};
+
+/// Where each chunk of a program's standard output goes.
+pub(super) type Chunks<'f> = &'f mut dyn FnMut(&[u8]) -> Result<()>;
+
+/// One run of `program` against `server` with `args`.
+pub(super) struct PgTool<'a> {
+    program: &'static str,
+    server: &'a PgServer<'a>,
+    cmd: Command,
+}
+
+impl<'a> PgTool<'a> {
+    /// `psql` without reading `~/.psqlrc`, quiet, never prompting, stopping at the first error.
+    pub(super) fn psql(server: &'a PgServer<'a>) -> Self {
+        let mut t = Self::new("psql", server);
+        t.cmd
+            .args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", server.url]);
+        t
+    }
+
+    /// `pg_dump` never prompting; the database is given last by [`PgTool::run`].
+    pub(super) fn pg_dump(server: &'a PgServer<'a>) -> Self {
+        let mut t = Self::new("pg_dump", server);
+        t.cmd.arg("--no-password");
+        t
+    }
+
+    fn new(program: &'static str, server: &'a PgServer<'a>) -> Self {
+        PgTool {
+            program,
+            server,
+            cmd: Command::new(program),
+        }
+    }
+
+    /// Adds arguments.
+    pub(super) fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Runs it: `input` on its standard input, each chunk of its standard output to `output`
+    /// (discarded when `None`). A non-zero exit is an error saying `failed` and what the program
+    /// printed on standard error.
+    pub(super) fn run(
+        mut self,
+        input: Option<&[u8]>,
+        output: Option<Chunks<'_>>,
+        failed: &str,
+    ) -> Result<()> {
+        if self.program == "pg_dump" {
+            self.cmd.arg("--dbname").arg(self.server.url);
+        }
+        self.cmd
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(if output.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped());
+        if let Some(pw) = crate::secrets::db_password(self.server.password, "PGPASSWORD")? {
+            self.cmd.env("PGPASSWORD", pw);
+        }
+        let program = self.program;
+        let mut child = self.cmd.spawn().map_err(|e| {
+            Error::source_err(format!(
+                "cannot run {program} (is the PostgreSQL client installed?)"
+            ))
+            .with_source(e)
+        })?;
+        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(bytes)
+                .map_err(|e| Error::source_err(format!("cannot feed {program}")).with_source(e))?;
+        }
+        if let (Some(each), Some(mut stdout)) = (output, child.stdout.take()) {
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = match stdout.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Error::source_err(format!(
+                            "cannot read the output of {program}"
+                        ))
+                        .with_source(e))
+                    }
+                };
+                each(&buf[..n])?;
+            }
+        }
+        let done = child
+            .wait_with_output()
+            .map_err(|e| Error::source_err(format!("{program} failed")).with_source(e))?;
+        if !done.status.success() {
+            return Err(Error::source_err(format!(
+                "{failed} on {}: {}",
+                super::where_of(self.server.url),
+                String::from_utf8_lossy(&done.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+}
