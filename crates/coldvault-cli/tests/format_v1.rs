@@ -182,3 +182,20 @@ fn a_format_1_sqlite_repository_restores_every_row() {
     assert_eq!(index, 1, "the index comes back");
     assert_eq!(restored, dump("shop.db").0);
 }
+
+#[test]
+fn a_snapshot_restores_as_its_manifest_says_after_the_job_changed_its_source_type() {
+    let dir = fixture();
+    let d = dir.path();
+    // The same job, now pointed at a SQLite file: its old file-tree snapshot still restores as a
+    // file tree, on the local engine's workers too.
+    let job = fs::read_to_string(d.join("job-fs.toml")).unwrap().replace(
+        "type = \"fs\"\npath = \"tree\"",
+        "type = \"sqlite\"\npath = \"shop.db\"",
+    );
+    assert!(job.contains("sqlite"));
+    fs::write(d.join("job-fs.toml"), job).unwrap();
+    let (code, _, err) = coldvault(d, &["restore", "job-fs.toml", "latest", "--to", "out"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(contents(&d.join("out")), contents(&d.join("tree")));
+}

@@ -186,7 +186,7 @@ fn a_task_run_twice_stores_one_data_file() {
     let job = coldvault::Job::load(&env.job).unwrap();
     let plan = coldvault::Plan::new(&job).unwrap();
     let request = coldvault::worker::WorkRequest::Backup {
-        job,
+        job: std::borrow::Cow::Owned(job),
         task: plan.tasks[0].clone(),
     };
     let line = serde_json::to_string(&request).unwrap();

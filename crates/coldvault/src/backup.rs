@@ -5,6 +5,8 @@
 //! commits nothing and its report lists each failed task with its error. The staging directory is
 //! removed at the end of the run, whatever happened.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use std::collections::BTreeMap;
@@ -115,7 +117,7 @@ pub fn backup_to(
         .tasks
         .iter()
         .map(|t| WorkRequest::Backup {
-            job: job.clone(),
+            job: Cow::Borrowed(job),
             task: t.clone(),
         })
         .collect();

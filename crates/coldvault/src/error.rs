@@ -33,6 +33,8 @@ pub enum ErrorKind {
     /// A local I/O error (staging, restore target).
     Io,
     /// A bug: an invariant of coldvault's own does not hold (never the user's or the data's fault).
+    /// A kind this build does not know (from a newer worker) reads as this one.
+    #[serde(other)]
     Internal,
 }
 

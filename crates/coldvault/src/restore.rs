@@ -7,6 +7,8 @@
 //! outside the target: paths are checked component by component, no write follows a symlink, and
 //! a non-empty target is refused unless `force` is given.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::catalog::{ReadStats, TaskEntry};
@@ -94,8 +96,9 @@ impl RestoreRun<'_> {
         let requests: Vec<WorkRequest> = entries
             .iter()
             .map(|e| WorkRequest::Restore {
-                job: self.job.clone(),
+                job: Cow::Borrowed(self.job),
                 work: EntryWork {
+                    source: self.manifest.source.kind.clone(),
                     to: to.clone(),
                     include: self.opts.include.clone(),
                     force: self.opts.force,

@@ -5,6 +5,8 @@
 //! function. A request carries the validated job (never a secret: only the names of the variables
 //! and files that hold them).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -22,18 +24,18 @@ use crate::task::{run_task, TaskReport};
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum WorkRequest {
+pub enum WorkRequest<'a> {
     /// Read, stage and store one map task.
     Backup {
-        /// The job.
-        job: Job,
+        /// The job (borrowed on the local engine, which never copies it per request).
+        job: Cow<'a, Job>,
         /// The task.
         task: TaskSpec,
     },
     /// Restore one data file.
     Restore {
         /// The job.
-        job: Job,
+        job: Cow<'a, Job>,
         /// The data file and where it goes.
         work: EntryWork,
     },
@@ -98,7 +100,7 @@ pub(crate) struct Worker<'a> {
     pub reader: Option<&'a dyn RunSource>,
 }
 
-impl WorkRequest {
+impl WorkRequest<'_> {
     /// Runs the request with `w`'s repository, spool and source. Never panics on bad input:
     /// failures are in the reply.
     pub(crate) fn run(&self, w: &Worker<'_>) -> WorkReply {
@@ -114,8 +116,8 @@ impl WorkRequest {
                 WorkReply::Backup { report }
             }
             WorkRequest::Restore { work, .. } => {
-                let result = crate::source::kind_of(w.job)
-                    .restore_entry(&w.fetch, w.job, work)
+                let result = crate::source::kind_named(&work.source)
+                    .and_then(|kind| kind.restore_entry(&w.fetch, w.job, work))
                     .map_err(|e| e.with_context("task", &work.entry.id));
                 w.fetch.progress.task_done();
                 match result {
@@ -141,7 +143,7 @@ impl WorkRequest {
 
 /// Runs one request in a process of its own (the `coldvault worker` side): opens the job's
 /// repository, a spool and, for a backup task, the source as a worker reads it.
-pub fn handle(request: WorkRequest) -> WorkReply {
+pub fn handle(request: WorkRequest<'_>) -> WorkReply {
     let job = request.job();
     let opened = (|| {
         let repo = Repository::open(job)?;
@@ -180,6 +182,6 @@ pub fn handle(request: WorkRequest) -> WorkReply {
 }
 
 /// Parses one request line.
-pub fn parse_request(line: &str) -> Result<WorkRequest> {
+pub fn parse_request(line: &str) -> Result<WorkRequest<'static>> {
     serde_json::from_str(line).map_err(|e| Error::config("malformed work request").with_source(e))
 }

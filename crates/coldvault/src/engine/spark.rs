@@ -1,7 +1,8 @@
 //! The Spark engine: the coordinator (this process) writes the work requests as JSON lines, runs
 //! `spark-submit` with the small PySpark driver in `engines/spark/`, and reads one reply per
-//! request back. One Spark task per map task: Spark schedules and retries each on its own
-//! (a lost executor), coldvault's own retry covers storage failures inside a task. Nothing of
+//! request back. One Spark task per work request (a map task, or one data file of a restore):
+//! Spark schedules and retries each on its own (a lost executor), coldvault's own retry covers
+//! storage failures inside a task. Nothing of
 //! coldvault's becomes a cluster scheduler.
 
 use std::io::{BufRead, BufReader, Write};

@@ -193,10 +193,11 @@ pub enum RestoreTarget {
 }
 
 impl RestoreTarget {
-    /// `--to`'s value: a URL when it starts with a scheme, else a path.
+    /// `--to`'s value: a database URL when it starts with a database scheme, else a path.
     pub fn parse(text: &std::ffi::OsStr) -> RestoreTarget {
+        const SCHEMES: [&str; 4] = ["postgres://", "postgresql://", "mysql://", "mariadb://"];
         match text.to_str() {
-            Some(s) if s.contains("://") => RestoreTarget::Url(s.to_owned()),
+            Some(s) if SCHEMES.iter().any(|p| s.starts_with(p)) => RestoreTarget::Url(s.to_owned()),
             _ => RestoreTarget::Path(PathBuf::from(text)),
         }
     }
@@ -227,8 +228,22 @@ impl std::fmt::Display for RestoreTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RestoreTarget::Path(p) => write!(f, "{}", p.display()),
-            RestoreTarget::Url(u) => f.write_str(&where_of(u)),
+            RestoreTarget::Url(u) => f.write_str(&without_password(u)),
         }
+    }
+}
+
+/// A URL as given, less a password in it (`scheme://user:secret@host` shows `scheme://user@host`).
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -246,6 +261,9 @@ pub struct RestoreOptions {
 /// One data file to restore in a worker, with what the coordinator decided for all of them.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EntryWork {
+    /// The snapshot's source kind (`fs`, `postgres`, ...), as its manifest names it: the job's
+    /// may have changed since.
+    pub source: String,
     /// Where to.
     pub to: RestoreTarget,
     /// `--include` patterns.

@@ -134,7 +134,7 @@ impl RunSource for Held {
 
 /// A MySQL server and database to connect to (no secret inside).
 #[derive(Debug, Clone)]
-pub struct MyServer<'a> {
+pub(crate) struct MyServer<'a> {
     /// `mysql://user@host:port/db`.
     pub url: &'a str,
     /// Where the password comes from.
@@ -173,7 +173,7 @@ pub(crate) fn options(t: &MyServer<'_>) -> Result<OptsBuilder> {
 }
 
 /// Connects, with an error that names the server and the cause (never the password).
-pub fn connect(t: &MyServer<'_>) -> Result<Conn> {
+pub(crate) fn connect(t: &MyServer<'_>) -> Result<Conn> {
     Conn::new(options(t)?).map_err(sql_err(format!("cannot connect to {}", where_of(t.url))))
 }
 
@@ -191,7 +191,7 @@ pub(crate) fn sql_err(what: String) -> impl FnOnce(mysql::Error) -> Error {
 }
 
 /// Quotes an identifier.
-pub fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
@@ -444,7 +444,7 @@ pub(crate) fn bisect_bounds(
 }
 
 /// The `SELECT` of one range.
-pub fn range_query(
+pub(crate) fn range_query(
     table: &str,
     split: &MySplit,
     start: Option<i64>,

@@ -173,7 +173,7 @@ impl RunSource for Held<'_> {
 
 /// A PostgreSQL server and database to connect to (no secret inside).
 #[derive(Debug, Clone)]
-pub struct PgServer<'a> {
+pub(crate) struct PgServer<'a> {
     /// `postgres://user@host:port/db`.
     pub url: &'a str,
     /// Where the password comes from.
@@ -191,7 +191,7 @@ impl<'a> PgServer<'a> {
 }
 
 /// Connects, with an error that names the server and the cause (never the password).
-pub fn connect(t: &PgServer<'_>) -> Result<Client> {
+pub(crate) fn connect(t: &PgServer<'_>) -> Result<Client> {
     let mut config: postgres::Config = t.url.parse().map_err(|e| {
         Error::config(format!("postgres URL {:?} is malformed", t.url)).with_source(e)
     })?;
@@ -212,12 +212,12 @@ fn sql_err(what: String) -> impl FnOnce(postgres::Error) -> Error {
 }
 
 /// Quotes an identifier.
-pub fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A table as `"schema"."name"`.
-pub fn qualified(table: &str) -> String {
+pub(crate) fn qualified(table: &str) -> String {
     match table.split_once('.') {
         Some((s, n)) => format!("{}.{}", ident(s), ident(n)),
         None => ident(table),
@@ -225,14 +225,14 @@ pub fn qualified(table: &str) -> String {
 }
 
 /// The exporting transaction, held open while the tasks run.
-pub struct SnapshotGuard {
+struct SnapshotGuard {
     client: Client,
     id: String,
 }
 
 impl SnapshotGuard {
     /// Opens a REPEATABLE READ transaction and exports its snapshot.
-    pub fn open(t: &PgServer<'_>) -> Result<SnapshotGuard> {
+    fn open(t: &PgServer<'_>) -> Result<SnapshotGuard> {
         let mut client = connect(t)?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -244,13 +244,8 @@ impl SnapshotGuard {
         Ok(SnapshotGuard { client, id })
     }
 
-    /// The exported snapshot's id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Sequences and their values in the snapshot.
-    pub fn sequences(&mut self) -> Result<Vec<(String, i64)>> {
+    fn sequences(&mut self) -> Result<Vec<(String, i64)>> {
         let rows = self
             .client
             .query(
@@ -475,7 +470,7 @@ fn block_bounds(tb: &TableInfo, max_rows: u64) -> Vec<i64> {
 }
 
 /// The `SELECT` of one range.
-pub fn range_query(
+pub(crate) fn range_query(
     table: &str,
     split: &PgSplit,
     start: Option<i64>,
