@@ -16,6 +16,7 @@ use std::io::Write;
 use postgres::{Client, NoTls};
 
 mod client;
+mod plan;
 mod restore;
 mod schema;
 
@@ -25,12 +26,13 @@ use super::{
     database, EntryRestored, EntryWork, Planned, RestoreRun, RunRecord, RunSource, SourceKind,
     TaskRead,
 };
-use crate::catalog::{PgRangeTask, PgSplit, ReadStats, Schema, TaskKind};
+use crate::catalog::{PgSplit, ReadStats, Schema, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::job::{Database, Job, PasswordSource};
 use crate::repo::Repository;
 use crate::stage::Staging;
+use plan::plan;
 
 /// A PostgreSQL database.
 pub(crate) struct PostgresSource;
@@ -256,217 +258,6 @@ impl SnapshotGuard {
             .map_err(sql_err("cannot read sequences".into()))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
-}
-
-struct TableInfo {
-    name: String,
-    rows: f64,
-    pages: i64,
-    key: Option<String>,
-}
-
-fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<TableInfo>> {
-    let rows = client
-        .query(
-            "SELECT n.nspname || '.' || c.relname, c.reltuples::float8, c.relpages::int8, \
-               (SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
-                  ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-                WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1 \
-                  AND a.atttypid IN (20, 21, 23)) \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
-             ORDER BY 1",
-            &[],
-        )
-        .map_err(sql_err(format!(
-            "cannot list the tables of {}",
-            where_of(url)
-        )))?;
-    let all: Vec<TableInfo> = rows
-        .iter()
-        .map(|r| TableInfo {
-            name: r.get(0),
-            rows: r.get(1),
-            pages: r.get(2),
-            key: r.get(3),
-        })
-        .collect();
-    super::select_tables(all, patterns, &where_of(url), |g, t: &TableInfo| {
-        g.matches(&t.name) || t.name.strip_prefix("public.").is_some_and(|n| g.matches(n))
-    })
-}
-
-/// Plans a database: per table, key or block ranges of about `max_rows` rows.
-pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
-    let t = &PgServer::of(db);
-    let (patterns, filter, settings) = (&db.tables, db.filter.as_deref(), &db.table_settings);
-    let mut client = connect(t)?;
-    let tables = tables(&mut client, patterns, t.url)?;
-    for name in settings.keys() {
-        if !tables.iter().any(|tb| &tb.name == name) {
-            return Err(Error::config(format!(
-                "[source.table.{name:?}] names no selected table in {}",
-                where_of(t.url)
-            )));
-        }
-    }
-    let what = |tb: &TableInfo| {
-        let s = settings.get(&tb.name).cloned().unwrap_or_default();
-        (s.filter.or_else(|| filter.map(str::to_owned)), s.columns)
-    };
-    // A condition or a column that does not work fails here, before anything runs.
-    for tb in &tables {
-        let (f, columns) = what(tb);
-        if f.is_none() && columns.is_empty() {
-            continue;
-        }
-        let q = range_query(&tb.name, &PgSplit::Ctid, None, None, f.as_deref(), &columns);
-        client.execute(&format!("EXPLAIN {q}"), &[]).map_err(|e| {
-            Error::config(format!(
-                "[source] where = {:?} / columns = {columns:?} does not work on {}",
-                f.unwrap_or_default(),
-                tb.name
-            ))
-            .with_source(e)
-        })?;
-    }
-    let mut tasks = Vec::new();
-    for mut tb in tables {
-        let rows = tb.rows.max(0.0) as u64;
-        let bytes = (tb.pages.max(0) as u64) * 8192;
-        if let Some(col) = settings.get(&tb.name).and_then(|s| s.split_by.clone()) {
-            check_split_by(&mut client, &tb.name, &col)?;
-            tasks.push((
-                TaskKind::PgRange(PgRangeTask {
-                    table: tb.name.clone(),
-                    split: PgSplit::Null(col.clone()),
-                    start: None,
-                    end: None,
-                    columns: what(&tb).1,
-                    filter: what(&tb).0,
-                }),
-                0,
-                0,
-            ));
-            tb.key = Some(col);
-        }
-        let (split, bounds) = match &tb.key {
-            Some(k) => (
-                PgSplit::Key(k.clone()),
-                key_bounds(&mut client, &tb, k, max_rows)?,
-            ),
-            None => (PgSplit::Ctid, block_bounds(&tb, max_rows)),
-        };
-        let n = bounds.len() as u64 + 1;
-        let mut start = None;
-        for end in bounds.into_iter().map(Some).chain([None]) {
-            tasks.push((
-                TaskKind::PgRange(PgRangeTask {
-                    table: tb.name.clone(),
-                    split: split.clone(),
-                    start,
-                    end,
-                    columns: what(&tb).1,
-                    filter: what(&tb).0,
-                }),
-                bytes / n,
-                rows / n,
-            ));
-            start = end;
-        }
-    }
-    Ok(tasks)
-}
-
-/// A `split_by` column must exist and be an integer.
-fn check_split_by(client: &mut Client, table: &str, col: &str) -> Result<()> {
-    let ok: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::text::regclass \
-             AND attname = $2 AND atttypid IN (20, 21, 23) AND NOT attisdropped)",
-            &[&qualified(table), &col],
-        )
-        .map_err(sql_err(format!("cannot inspect {table}")))?
-        .get(0);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "[source.table.{table:?}] split_by = {col:?}: not an integer column of {table}"
-        )))
-    }
-}
-
-/// Boundaries of key ranges of about `max_rows` rows, from the histogram or min/max.
-fn key_bounds(client: &mut Client, tb: &TableInfo, key: &str, max_rows: u64) -> Result<Vec<i64>> {
-    if tb.rows >= 0.0 && (tb.rows as u64) <= max_rows {
-        return Ok(Vec::new());
-    }
-    let (schema, name) = tb.name.split_once('.').unwrap_or(("public", &tb.name));
-    let hist = client
-        .query_opt(
-            "SELECT histogram_bounds::text::int8[] FROM pg_stats \
-             WHERE schemaname = $1 AND tablename = $2 AND attname = $3",
-            &[&schema, &name, &key],
-        )
-        .map_err(sql_err(format!("cannot read statistics of {}", tb.name)))?
-        .and_then(|r| r.get::<_, Option<Vec<i64>>>(0))
-        .unwrap_or_default();
-    if hist.len() > 2 && tb.rows > 0.0 {
-        let per_bucket = tb.rows / (hist.len() - 1) as f64;
-        let step = ((max_rows as f64 / per_bucket).floor() as usize).max(1);
-        // Bucket i holds the rows between bounds i and i+1: cut every `step` buckets.
-        let mut b: Vec<i64> = (1..)
-            .map(|i| i * step)
-            .take_while(|&i| i < hist.len() - 1)
-            .map(|i| hist[i])
-            .collect();
-        b.dedup();
-        return Ok(b);
-    }
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT min({k})::int8, max({k})::int8 FROM {}",
-                qualified(&tb.name),
-                k = ident(key)
-            ),
-            &[],
-        )
-        .map_err(sql_err(format!("cannot read the key range of {}", tb.name)))?;
-    let (Some(lo), Some(hi)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else {
-        return Ok(Vec::new());
-    };
-    let est = if tb.rows > 0.0 {
-        tb.rows
-    } else {
-        (tb.pages.max(1) * 100) as f64
-    };
-    let n = ((est / max_rows as f64).ceil() as i64).clamp(1, 100_000);
-    let span = (hi as i128 - lo as i128 + 1).max(1);
-    let mut b: Vec<i64> = (1..n)
-        .map(|i| (lo as i128 + span * i as i128 / n as i128) as i64)
-        .collect();
-    b.dedup();
-    Ok(b)
-}
-
-/// Boundaries of block ranges of about `max_rows` rows.
-fn block_bounds(tb: &TableInfo, max_rows: u64) -> Vec<i64> {
-    if tb.pages <= 1 || (tb.rows >= 0.0 && (tb.rows as u64) <= max_rows) {
-        return Vec::new();
-    }
-    let per_page = if tb.rows > 0.0 {
-        tb.rows / tb.pages as f64
-    } else {
-        100.0
-    };
-    let step = ((max_rows as f64 / per_page).floor() as i64).max(1);
-    (1..)
-        .map(|i| i * step)
-        .take_while(|&b| b < tb.pages)
-        .collect()
 }
 
 /// The `SELECT` of one range.

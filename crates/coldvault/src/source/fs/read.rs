@@ -1,0 +1,230 @@
+//! Reading a file tree's tasks: a range of the walk order as a tar (pax) stream, and a part of a
+//! large file as raw bytes. Each file's bytes are exactly its length when it was listed (a file
+//! that grew is cut there, one that shrank is padded) so that the tar stream stays well formed.
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::{read_err, walk};
+use crate::catalog::{FileMeta, ReadStats};
+use crate::error::{Error, Result};
+use crate::path::RelPath;
+
+/// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`.
+pub(crate) fn read_files(
+    root: &Path,
+    start: Option<&RelPath>,
+    end: Option<&RelPath>,
+    split_files: &[RelPath],
+    out: &mut dyn Write,
+) -> Result<ReadStats> {
+    let mut stats = ReadStats::default();
+    let mut builder = tar::Builder::new(out);
+    if start.is_none() {
+        // The first task carries the root directory itself, as "./", for its mode and times.
+        let meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
+        append(
+            &mut builder,
+            b"./",
+            &meta,
+            tar::EntryType::Directory,
+            None,
+            0,
+            io::empty(),
+        )?;
+    }
+    walk(root, start, end, &mut |rel, path, meta| {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            stats.dirs += 1;
+            append(
+                &mut builder,
+                rel.as_bytes(),
+                meta,
+                tar::EntryType::Directory,
+                None,
+                0,
+                io::empty(),
+            )
+        } else if ft.is_symlink() {
+            let target = match fs::read_link(path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(read_err("cannot read link", path, e)),
+            };
+            stats.symlinks += 1;
+            let link = target.as_os_str().as_bytes();
+            append(
+                &mut builder,
+                rel.as_bytes(),
+                meta,
+                tar::EntryType::Symlink,
+                Some(link),
+                0,
+                io::empty(),
+            )
+        } else if ft.is_file() {
+            if split_files.binary_search(rel).is_ok() {
+                return Ok(());
+            }
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(read_err("cannot open", path, e)),
+            };
+            let meta = file
+                .metadata()
+                .map_err(|e| read_err("cannot stat", path, e))?;
+            let size = meta.len();
+            let reader = ExactReader::new(file, size);
+            stats.files += 1;
+            stats.bytes_read += size;
+            append(
+                &mut builder,
+                rel.as_bytes(),
+                &meta,
+                tar::EntryType::Regular,
+                None,
+                size,
+                reader,
+            )
+        } else {
+            stats.skipped += 1;
+            Ok(())
+        }
+    })?;
+    builder
+        .into_inner()
+        .map_err(|e| Error::io("cannot finish the tar stream", e))?;
+    Ok(stats)
+}
+
+/// Reads exactly `size` bytes: a file that shrank while read is padded with zeros, one that grew
+/// is cut, so the tar stream stays well-formed.
+struct ExactReader<R> {
+    inner: io::Take<R>,
+    left: u64,
+}
+
+impl<R: Read> ExactReader<R> {
+    fn new(inner: R, size: u64) -> Self {
+        ExactReader {
+            inner: inner.take(size),
+            left: size,
+        }
+    }
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let mut n = self.inner.read(buf)?;
+        if n == 0 {
+            n = buf.len().min(self.left as usize);
+            buf[..n].fill(0);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn append<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &[u8],
+    meta: &Metadata,
+    kind: tar::EntryType,
+    link: Option<&[u8]>,
+    size: u64,
+    data: impl Read,
+) -> Result<()> {
+    let fm = FileMeta::of(meta);
+    let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
+    if name.len() > 100 {
+        pax.push(("path", name.to_vec()));
+    }
+    if let Some(l) = link.filter(|l| l.len() > 100) {
+        pax.push(("linkpath", l.to_vec()));
+    }
+    if fm.mtime_nsec != 0 || fm.mtime < 0 {
+        pax.push(("mtime", pax_time(fm.mtime, fm.mtime_nsec).into_bytes()));
+    }
+    if fm.uid > 0o7777777 {
+        pax.push(("uid", fm.uid.to_string().into_bytes()));
+    }
+    if fm.gid > 0o7777777 {
+        pax.push(("gid", fm.gid.to_string().into_bytes()));
+    }
+    if size > 0o77777777777 {
+        pax.push(("size", size.to_string().into_bytes()));
+    }
+    let io_err = |e| {
+        Error::io(
+            format!("cannot write tar entry {:?}", String::from_utf8_lossy(name)),
+            e,
+        )
+    };
+    if !pax.is_empty() {
+        builder
+            .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
+            .map_err(io_err)?;
+    }
+    let mut header = tar::Header::new_ustar();
+    if let Some(ustar) = header.as_ustar_mut() {
+        let n = name.len().min(100);
+        ustar.name[..n].copy_from_slice(&name[..n]);
+        if let Some(l) = link {
+            let n = l.len().min(100);
+            ustar.linkname[..n].copy_from_slice(&l[..n]);
+        }
+    }
+    header.set_entry_type(kind);
+    header.set_mode(fm.mode);
+    header.set_uid(u64::from(fm.uid.min(0o7777777)));
+    header.set_gid(u64::from(fm.gid.min(0o7777777)));
+    header.set_mtime(fm.mtime.max(0) as u64);
+    header.set_size(size.min(0o77777777777));
+    header.set_cksum();
+    builder.append(&header, data).map_err(io_err)
+}
+
+fn pax_time(secs: i64, nsec: u32) -> String {
+    if secs < 0 && nsec > 0 {
+        format!("-{}.{:09}", -(secs + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{secs}.{nsec:09}")
+    }
+}
+
+/// Reads one part of a large file as raw bytes; the last part reads to the end of the file.
+pub(crate) fn read_part(
+    root: &Path,
+    rel: &RelPath,
+    offset: u64,
+    len: u64,
+    last: bool,
+    out: &mut dyn Write,
+) -> Result<(ReadStats, FileMeta)> {
+    let path = rel.to_path(root);
+    let mut file = File::open(&path).map_err(|e| read_err("cannot open", &path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| read_err("cannot stat", &path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| read_err("cannot seek in", &path, e))?;
+    let mut reader: Box<dyn Read> = if last {
+        Box::new(file)
+    } else {
+        Box::new(file.take(len))
+    };
+    let n = io::copy(&mut reader, out).map_err(|e| read_err("cannot read", &path, e))?;
+    let stats = ReadStats {
+        files: 1,
+        bytes_read: n,
+        ..ReadStats::default()
+    };
+    Ok((stats, FileMeta::of(&meta)))
+}
