@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{put_on_any, ObjectKey, SharedTarget};
-use crate::util::{now_rfc3339, process_alive};
+use crate::util::{now_rfc3339, process_alive, process_start};
 
 /// Where locks live in a node's job directory.
 pub const LOCKS_PREFIX: &str = "locks/";
@@ -43,6 +43,10 @@ pub struct LockInfo {
     pub host: String,
     /// The holder's process id.
     pub pid: u32,
+    /// When that process started (boot id and clock ticks): a live process with the same pid but
+    /// another start is not the holder (the pid was reused after the holder died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<String>,
     /// When it took the lock (RFC 3339).
     pub started: String,
     /// When it last rewrote the lock (RFC 3339).
@@ -59,8 +63,15 @@ impl LockInfo {
     }
 
     fn is_stale(&self, here: &str) -> bool {
-        if self.host == here && !process_alive(self.pid) {
-            return true;
+        if self.host == here {
+            if !process_alive(self.pid) {
+                return true;
+            }
+            if let Some(recorded) = &self.pid_start {
+                if process_start(self.pid).is_some_and(|now| &now != recorded) {
+                    return true;
+                }
+            }
         }
         humantime::parse_rfc3339(&self.refreshed)
             .ok()
@@ -157,6 +168,7 @@ impl Lock {
             id,
             host: hostname(),
             pid: std::process::id(),
+            pid_start: process_start(std::process::id()),
             started: now.clone(),
             refreshed: now,
         };
@@ -308,6 +320,7 @@ mod tests {
             id: "deadbeef".into(),
             host: hostname(),
             pid: dead,
+            pid_start: None,
             started: now_rfc3339(),
             refreshed: now_rfc3339(),
         };
@@ -315,5 +328,41 @@ mod tests {
         let l = Lock::backup(&n, None).unwrap();
         assert_eq!(l.broken.len(), 1, "{:?}", l.broken);
         assert!(l.broken[0].contains(&format!("pid {dead}")));
+    }
+
+    /// A lock whose pid now belongs to another live process (the holder died and the pid was
+    /// reused) is stale at once, not after half an hour; the holder's own start keeps it.
+    #[test]
+    fn a_lock_whose_pid_was_reused_is_broken_and_a_live_holders_is_kept() {
+        let (_dir, n) = nodes();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(
+            process_start(pid).is_some(),
+            "the start of a live process reads"
+        );
+        let planted = |id: &str, pid_start: Option<String>| LockInfo {
+            kind: "backup".into(),
+            id: id.into(),
+            host: hostname(),
+            pid,
+            pid_start,
+            started: "2000-01-01T00:00:00Z".into(),
+            refreshed: now_rfc3339(),
+        };
+        put_everywhere(&n, &planted("reused00", Some("another-boot/42".into()))).unwrap();
+        let l = Lock::backup(&n, None).unwrap();
+        assert_eq!(l.broken.len(), 1, "{:?}", l.broken);
+        drop(l);
+        put_everywhere(&n, &planted("holder00", process_start(pid))).unwrap();
+        let e = Lock::backup(&n, None)
+            .err()
+            .expect("the live holder's lock is kept");
+        assert!(e.to_string().contains(&format!("pid {pid}")), "{e}");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -20,6 +20,18 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// When process `pid` started, as this machine's boot id and the start time in clock ticks since
+/// boot (`/proc/<pid>/stat`, field 22): a pid reused by another process, or by a process after a
+/// reboot, gives a different value. `None` when the process does not exist or it cannot be read.
+pub(crate) fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: fields after it split.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ticks = after.split_whitespace().nth(19)?;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(format!("{}/{ticks}", boot.trim()))
+}
+
 /// `value` as compact JSON. Serialising coldvault's own plain types cannot fail; if it ever does,
 /// that is a bug reported as such, never an empty document written in its place.
 pub(crate) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
