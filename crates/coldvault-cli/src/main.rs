@@ -267,10 +267,25 @@ fn run(command: Command) -> Result<u8, Failure> {
             for w in &listing.warnings {
                 eprintln!("coldvault: warning: {w}");
             }
+            if listing.nodes_listed == 0 && !job.repository.nodes.is_empty() {
+                return Err(anyhow::anyhow!(
+                    "no node of job {} could be listed (see the warnings above)",
+                    job.name
+                )
+                .into());
+            }
             if json {
                 output::print_snapshots_json(&listing);
             } else {
                 output::print_snapshots(&listing);
+            }
+            if !listing.unreadable.is_empty() {
+                eprintln!(
+                    "coldvault: error: {} snapshot manifest(s) could not be read on any node: {}",
+                    listing.unreadable.len(),
+                    listing.unreadable.join(", ")
+                );
+                return Ok(1);
             }
             Ok(0)
         }

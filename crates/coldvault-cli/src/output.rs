@@ -177,9 +177,12 @@ pub fn print_snapshots_json(listing: &Listing) {
     #[derive(Serialize)]
     struct Doc<'a> {
         snapshots: Vec<SnapshotRow<'a>>,
+        /// Manifests found but readable on no node.
+        unreadable: &'a [String],
     }
     print_json(&Doc {
         snapshots: rows(listing),
+        unreadable: &listing.unreadable,
     });
 }
 

@@ -334,6 +334,30 @@ fn bad_job_files_name_the_line_or_key_and_exit_2() {
 }
 
 #[test]
+fn snapshots_exits_1_naming_a_manifest_no_node_can_read_and_0_while_one_copy_reads() {
+    let env = tree_env(2);
+    let id = backup(&env)["snapshot"].as_str().unwrap().to_owned();
+    let manifest = |n: &str| env.node_dir(n).join(format!("snapshots/{id}.json"));
+    let garble = |n: &str| std::fs::write(manifest(n), b"{ not a manifest").unwrap();
+    garble("a");
+    let (code, out, err) = env.run(&["snapshots", "--json"]);
+    assert_eq!(code, 0, "one good copy lists the snapshot: {out}{err}");
+    assert!(out.contains(&id), "{out}");
+    assert!(err.contains("warning") && err.contains("node a"), "{err}");
+    for n in ["b", "c"] {
+        if manifest(n).exists() {
+            garble(n);
+        }
+    }
+    let (code, out, err) = env.run(&["snapshots", "--json"]);
+    assert_eq!(code, 1, "no copy reads: {out}{err}");
+    assert!(err.contains(&format!("snapshots/{id}.json")), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["snapshots"].as_array().unwrap().len(), 0);
+    assert_eq!(doc["unreadable"][0], format!("snapshots/{id}.json"));
+}
+
+#[test]
 fn an_unknown_snapshot_is_a_clear_error() {
     let env = tree_env(2);
     backup(&env);

@@ -38,6 +38,10 @@ pub struct Listing {
     pub snapshots: Vec<(Manifest, Vec<String>)>,
     /// Nodes that could not be listed or manifests that could not be read.
     pub warnings: Vec<Error>,
+    /// Manifests found on some node but readable on none: snapshots lost to damage.
+    pub unreadable: Vec<String>,
+    /// Nodes that answered the listing.
+    pub nodes_listed: usize,
 }
 
 impl Repository {
@@ -267,7 +271,9 @@ impl Repository {
     /// Every snapshot of the repository, oldest first, with the nodes holding its manifest.
     pub fn list(&self) -> Listing {
         let mut by_id: BTreeMap<String, (Manifest, Vec<String>)> = BTreeMap::new();
+        let mut found = std::collections::BTreeSet::new();
         let mut warnings = Vec::new();
+        let mut nodes_listed = 0;
         for node in self.nodes() {
             let keys = match node.list(SNAPSHOTS_PREFIX) {
                 Ok(k) => k,
@@ -276,7 +282,9 @@ impl Repository {
                     continue;
                 }
             };
+            nodes_listed += 1;
             for key in keys.iter().filter(|k| k.as_str().ends_with(".json")) {
+                found.insert(key.as_str().to_owned());
                 if let Some((_, nodes)) = by_id.get_mut(key.as_str()) {
                     if node.stat(key).ok().flatten().is_some() {
                         nodes.push(node.name().to_owned());
@@ -296,11 +304,17 @@ impl Repository {
                 }
             }
         }
+        let unreadable = found
+            .into_iter()
+            .filter(|k| !by_id.contains_key(k))
+            .collect();
         let mut snapshots: Vec<_> = by_id.into_values().collect();
         snapshots.sort_by(|a, b| a.0.time.cmp(&b.0.time).then(a.0.id.cmp(&b.0.id)));
         Listing {
             snapshots,
             warnings,
+            unreadable,
+            nodes_listed,
         }
     }
 
