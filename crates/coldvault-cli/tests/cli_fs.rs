@@ -357,6 +357,46 @@ fn snapshots_exits_1_naming_a_manifest_no_node_can_read_and_0_while_one_copy_rea
     assert_eq!(doc["unreadable"][0], format!("snapshots/{id}.json"));
 }
 
+/// Rewrites the manifest of snapshot `id` on every node with `edit`.
+fn edit_manifest(env: &Env, id: &str, edit: impl Fn(&mut serde_json::Value)) {
+    for n in ["a", "b", "c"] {
+        let path = env.node_dir(n).join(format!("snapshots/{id}.json"));
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut m);
+        std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn a_manifest_missing_a_part_of_a_file_is_damage_for_verify_and_restore_writes_nothing() {
+    let env = tree_env(2);
+    let id = backup(&env)["snapshot"].as_str().unwrap().to_owned();
+    let is_part = |t: &serde_json::Value| t["kind"] == "file_part";
+    let part_of = env.manifest("a")["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| is_part(t) && t["part"] == 1)
+        .expect("the tree has a file stored in parts")["path"]
+        .clone();
+    edit_manifest(&env, &id, |m| {
+        let tasks = m["tasks"].as_array_mut().unwrap();
+        tasks.retain(|t| !(is_part(t) && t["path"] == part_of && t["part"] == 1));
+    });
+    let (code, out, err) = env.run(&["verify", "latest", "--json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = &report["problems"][0];
+    assert_eq!(p["problem"], "incomplete", "{report}");
+    assert!(p["detail"].as_str().unwrap().contains("part"), "{report}");
+    let to = env.path("out");
+    let (code, _, err) = env.run(&["restore", "latest", "--to", to.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("incomplete"), "{err}");
+    assert!(!to.exists(), "nothing is written");
+}
+
 #[test]
 fn an_unknown_snapshot_is_a_clear_error() {
     let env = tree_env(2);

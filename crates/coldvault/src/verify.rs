@@ -17,7 +17,8 @@ pub struct Problem {
     pub node: String,
     /// The object, inside the job directory.
     pub file: String,
-    /// `missing`, `size`, `corrupt` or `unreachable`.
+    /// `missing`, `size`, `corrupt`, `unreachable`, or `incomplete` (the manifest misses part of
+    /// what it describes).
     pub problem: &'static str,
     /// What was found.
     pub detail: String,
@@ -138,6 +139,16 @@ pub fn verify(
         }
     }
     let key = manifest_key(manifest.id.as_str());
+    if let Ok(kind) = crate::source::kind_named(&manifest.source.kind) {
+        for detail in kind.check_manifest(manifest) {
+            report.problems.push(Problem {
+                node: String::new(),
+                file: key.to_string(),
+                problem: "incomplete",
+                detail,
+            });
+        }
+    }
     for node in repo.nodes() {
         if manifest_nodes.iter().any(|n| n == node.name()) {
             continue;

@@ -114,6 +114,12 @@ pub(crate) trait SourceKind: Sync {
     /// A reader for a worker process that has only the job and the task specs.
     fn open_worker<'a>(&self, job: &'a Job) -> Result<Box<dyn RunSource + 'a>>;
 
+    /// What the snapshot's manifest is missing or gets wrong for this kind of source (a part of
+    /// a split file), one line each: damage that verify reports and restore refuses.
+    fn check_manifest(&self, _manifest: &Manifest) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Restores a snapshot of this source.
     fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)>;
 

@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+mod check;
 mod read;
 mod restore;
 
@@ -83,6 +84,10 @@ impl SourceKind for FsSource {
 
     fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
         restore::restore(r)
+    }
+
+    fn check_manifest(&self, manifest: &crate::catalog::Manifest) -> Vec<String> {
+        check::incomplete_files(manifest)
     }
 
     fn restore_entry(

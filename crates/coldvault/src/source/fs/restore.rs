@@ -23,6 +23,15 @@ use crate::path::RelPath;
 use crate::source::{EntryRestored, EntryWork, RestoreRun, RestoreTarget};
 
 pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+    // Complete before written: a manifest that misses part of a file restores nothing.
+    let gaps = super::check::incomplete_files(r.manifest);
+    if !gaps.is_empty() {
+        return Err(Error::integrity(format!(
+            "the manifest of snapshot {} is incomplete: {}",
+            r.manifest.id,
+            gaps.join("; ")
+        )));
+    }
     let target = r.to.path("file-tree")?;
     prepare_target(target, r.opts.force)?;
     // Absolute: executors of a Spark cluster write into it from other working directories.

@@ -1,0 +1,78 @@
+//! Whether a file-tree manifest describes every byte it claims: each file stored in parts has
+//! every part, once, in order, without gaps, all read from one version of the file, adding up to
+//! its size. A manifest that does not (a part entry lost or edited) is damage: restore refuses it
+//! before writing anything and verify reports it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::catalog::{FileMeta, Manifest, PartTask, TaskKind};
+use crate::path::RelPath;
+
+/// What is wrong with the manifest's split files, one line each; empty when nothing is.
+pub(crate) fn incomplete_files(manifest: &Manifest) -> Vec<String> {
+    let mut parts: BTreeMap<&RelPath, Vec<(&PartTask, Option<&FileMeta>, u64)>> = BTreeMap::new();
+    let mut split: BTreeSet<&RelPath> = BTreeSet::new();
+    for t in &manifest.tasks {
+        match &t.kind {
+            TaskKind::FilePart(p) => {
+                parts
+                    .entry(&p.path)
+                    .or_default()
+                    .push((p, t.file.as_ref(), t.stats.bytes_read));
+            }
+            TaskKind::Files(f) => split.extend(f.split_files.iter()),
+            _ => {}
+        }
+    }
+    let mut problems: Vec<String> = split
+        .iter()
+        .filter(|p| !parts.contains_key(*p))
+        .map(|p| format!("{p}: stored in parts, but the manifest lists none"))
+        .collect();
+    for (path, mut ps) in parts {
+        ps.sort_by_key(|(p, _, _)| p.part);
+        if let Some(why) = file_problem(&ps) {
+            problems.push(format!("{path}: {why}"));
+        }
+    }
+    problems
+}
+
+/// The first thing wrong with the parts of one file (sorted by part number), if any.
+fn file_problem(ps: &[(&PartTask, Option<&FileMeta>, u64)]) -> Option<String> {
+    let n = ps.first()?.0.parts;
+    if ps.len() != n as usize || ps.iter().any(|(p, _, _)| p.parts != n) {
+        return Some(format!("{} of {n} parts listed", ps.len()));
+    }
+    let mut next = 0u64;
+    for (i, (p, meta, read)) in ps.iter().enumerate() {
+        if p.part != i as u32 {
+            return Some(format!("part {} is missing", i + 1));
+        }
+        if p.offset != next {
+            return Some(format!("part {} starts at {}, not {next}", i + 1, p.offset));
+        }
+        let last = i + 1 == ps.len();
+        if !last && *read != p.len {
+            return Some(format!("part {} holds {read} bytes, not {}", i + 1, p.len));
+        }
+        let (Some(meta), Some(first)) = (meta, ps[0].1) else {
+            return Some(format!("part {} has no file metadata", i + 1));
+        };
+        if meta.size != first.size {
+            return Some(format!(
+                "its parts were read from different versions ({} and {} bytes)",
+                first.size, meta.size
+            ));
+        }
+        if last && p.offset + read != meta.size {
+            return Some(format!(
+                "its parts add up to {} bytes, its size is {}",
+                p.offset + read,
+                meta.size
+            ));
+        }
+        next = p.offset + p.len;
+    }
+    None
+}
