@@ -8,9 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::catalog::{FileMeta, Manifest, PartTask, TaskKind};
 use crate::path::RelPath;
 
+/// One part as the manifest lists it: its parameters, the file's metadata, the bytes read.
+type Part<'m> = (&'m PartTask, Option<&'m FileMeta>, u64);
+
 /// What is wrong with the manifest's split files, one line each; empty when nothing is.
 pub(crate) fn incomplete_files(manifest: &Manifest) -> Vec<String> {
-    let mut parts: BTreeMap<&RelPath, Vec<(&PartTask, Option<&FileMeta>, u64)>> = BTreeMap::new();
+    let mut parts: BTreeMap<&RelPath, Vec<Part<'_>>> = BTreeMap::new();
     let mut split: BTreeSet<&RelPath> = BTreeSet::new();
     for t in &manifest.tasks {
         match &t.kind {
@@ -39,7 +42,7 @@ pub(crate) fn incomplete_files(manifest: &Manifest) -> Vec<String> {
 }
 
 /// The first thing wrong with the parts of one file (sorted by part number), if any.
-fn file_problem(ps: &[(&PartTask, Option<&FileMeta>, u64)]) -> Option<String> {
+fn file_problem(ps: &[Part<'_>]) -> Option<String> {
     let n = ps.first()?.0.parts;
     if ps.len() != n as usize || ps.iter().any(|(p, _, _)| p.parts != n) {
         return Some(format!("{} of {n} parts listed", ps.len()));
