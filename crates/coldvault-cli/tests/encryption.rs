@@ -214,3 +214,53 @@ fn the_passphrase_mode_round_trips_and_refuses_a_wrong_passphrase() {
     assert_eq!(c, Some(0), "{out}{err}");
     assert_eq!(fixtures::listing(&env.path("src")), fixtures::listing(&to));
 }
+
+#[test]
+fn a_damaged_key_copy_on_one_node_is_outvoted_and_no_key_anywhere_is_an_error_not_a_new_key() {
+    let env = env_with("passphrase_env = \"CV_PASS\"");
+    let run = |args: &[&str]| {
+        let out = env
+            .cmd(args)
+            .env("CV_PASS", "correct horse")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (c, out, err) = run(&["backup"]);
+    assert_eq!(c, Some(0), "{out}{err}");
+    let key = |n: &str| env.node_dir(n).join("keys/repository.age");
+    let copies: Vec<&str> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|n| key(n).exists())
+        .collect();
+    assert!(copies.len() >= 2, "the key is on several nodes: {copies:?}");
+    // One flipped byte in the first node's copy: the others' copies are used.
+    let mut bytes = std::fs::read(key(copies[0])).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(key(copies[0]), &bytes).unwrap();
+    let to = env.path("r");
+    let (c, out, err) = run(&["restore", "latest", "--to", to.to_str().unwrap()]);
+    assert_eq!(c, Some(0), "{out}{err}");
+    assert_eq!(fixtures::listing(&env.path("src")), fixtures::listing(&to));
+    let (c, out, err) = run(&["backup"]);
+    assert_eq!(c, Some(0), "{out}{err}");
+    // The key gone from every node while snapshots exist: an error, never a new key.
+    for n in ["a", "b", "c"] {
+        let _ = std::fs::remove_file(key(n));
+    }
+    let (c, out, err) = run(&["backup"]);
+    assert_eq!(c, Some(2), "{out}{err}");
+    assert!(
+        err.contains("repository key") && err.contains("on no node"),
+        "{err}"
+    );
+    assert!(
+        ["a", "b", "c"].iter().all(|n| !key(n).exists()),
+        "no new key was written"
+    );
+}

@@ -91,6 +91,8 @@ pub fn backup_to(
     }
     let (repo, lock, warnings) = prepare(job, repo)?;
     let repo = &repo;
+    // The key before any task: a key that cannot be had stops the run here, once, not per task.
+    repo.crypt()?;
     // Plan first: a missing table or a `where` that does not parse fails before anything is stored.
     let mut plan = Plan::new(job)?;
     let staging = Staging::create(&job.run.staging, &job.name)?;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use age::secrecy::{ExposeSecret, SecretString};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::job::Encryption;
 use crate::store::{ObjectKey, SharedTarget};
 
@@ -178,8 +178,9 @@ fn parse_identities(text: &str) -> Result<Identities> {
     Ok(out)
 }
 
-/// The passphrase mode's repository key: read from the first node that has it, else made and
-/// written to every node.
+/// The passphrase mode's repository key: from the first node whose copy decrypts (a damaged copy
+/// on one node never blocks while another node holds a good one), else, only for a repository
+/// that has no snapshot yet and whose every node answered, made and written to every node.
 fn repository_key(pass: SecretString, nodes: &[SharedTarget]) -> Result<Arc<Crypt>> {
     let key = ObjectKey::new(KEY_FILE);
     let with = |id: age::x25519::Identity| {
@@ -189,28 +190,48 @@ fn repository_key(pass: SecretString, nodes: &[SharedTarget]) -> Result<Arc<Cryp
             missing: None,
         })
     };
+    let mut failures: Vec<Error> = Vec::new();
+    let mut unanswered = Vec::new();
     for node in nodes {
-        let Ok(bytes) = crate::store::read_small(node.as_ref(), &key) else {
-            continue;
-        };
-        let dec = age::Decryptor::new_buffered(&bytes[..]).map_err(decrypt_err)?;
-        let mut text = String::new();
-        dec.decrypt(std::iter::once(
-            &age::scrypt::Identity::new(pass.clone()) as _
-        ))
-        .map_err(|e| match e {
-            age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys => {
-                Error::config("cannot decrypt the repository key: wrong passphrase")
+        let bytes = match crate::store::read_small(node.as_ref(), &key) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => {
+                unanswered.push(node.name().to_owned());
+                failures.push(e);
+                continue;
             }
-            other => decrypt_err(other),
-        })?
-        .read_to_string(&mut text)
-        .map_err(|e| Error::integrity("cannot decrypt the repository key").with_source(e))?;
-        let id: age::x25519::Identity = text
-            .trim()
-            .parse()
-            .map_err(|e| Error::integrity(format!("the repository key is malformed: {e}")))?;
-        return Ok(with(id));
+        };
+        match open_key(&bytes, &pass) {
+            Ok(id) => return Ok(with(id)),
+            Err(e) => failures.push(e.with_context("node", node.name())),
+        }
+    }
+    if let Some(first) = failures.into_iter().reduce(|a, b| {
+        // A wrong passphrase says more than a damaged copy: report it when any copy says so.
+        if b.kind() == ErrorKind::Config {
+            b
+        } else {
+            a
+        }
+    }) {
+        return Err(first);
+    }
+    let has_snapshots = nodes.iter().any(|n| {
+        n.list(crate::store::SNAPSHOTS_PREFIX)
+            .is_ok_and(|keys| !keys.is_empty())
+    });
+    if has_snapshots || !unanswered.is_empty() {
+        return Err(Error::not_found(format!(
+            "the repository key ({KEY_FILE}) is on no node{}, but the repository holds snapshots \
+             encrypted with it: put a copy of the key back on a node (a new key would not read \
+             them)",
+            if unanswered.is_empty() {
+                String::new()
+            } else {
+                format!(" that answered (not: {})", unanswered.join(", "))
+            }
+        )));
     }
     let id = age::x25519::Identity::generate();
     let sealed = {
@@ -227,6 +248,30 @@ fn repository_key(pass: SecretString, nodes: &[SharedTarget]) -> Result<Arc<Cryp
     crate::store::put_on_any(nodes, &key, &sealed)
         .map_err(|e| Error::target("cannot store the repository key on any node").with_source(e))?;
     Ok(with(id))
+}
+
+/// The repository key sealed in `bytes` with the passphrase.
+fn open_key(bytes: &[u8], pass: &SecretString) -> Result<age::x25519::Identity> {
+    let dec = age::Decryptor::new_buffered(bytes).map_err(decrypt_err)?;
+    let mut text = String::new();
+    dec.decrypt(std::iter::once(
+        &age::scrypt::Identity::new(pass.clone()) as _
+    ))
+    .map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => {
+            Error::config("cannot decrypt the repository key: wrong passphrase")
+        }
+        // A wrong passphrase and a damaged copy both fail the header's MAC.
+        age::DecryptError::DecryptionFailed => {
+            Error::config("cannot decrypt the repository key: wrong passphrase, or a damaged copy")
+        }
+        other => decrypt_err(other),
+    })?
+    .read_to_string(&mut text)
+    .map_err(|e| Error::integrity("cannot decrypt the repository key").with_source(e))?;
+    text.trim()
+        .parse()
+        .map_err(|e| Error::integrity(format!("the repository key is malformed: {e}")))
 }
 
 /// True when `bytes` start like an age file.
