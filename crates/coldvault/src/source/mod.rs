@@ -18,6 +18,7 @@
 pub mod fs;
 pub mod mysql;
 pub mod postgres;
+mod range;
 pub mod sqlite;
 
 use std::io::Write;

@@ -211,22 +211,11 @@ pub(crate) fn range_query(
     filter: Option<&str>,
     columns: &[MyColumn],
 ) -> String {
-    let mut cond: Vec<String> = Vec::new();
-    match split {
-        MySplit::Key(k) => {
-            if let Some(s) = start {
-                cond.push(format!("{} >= {s}", ident(k)));
-            }
-            if let Some(e) = end {
-                cond.push(format!("{} < {e}", ident(k)));
-            }
-        }
-        MySplit::Null(k) => cond.push(format!("{} IS NULL", ident(k))),
-        MySplit::Whole => {}
-    }
-    if let Some(f) = filter {
-        cond.push(format!("({f})"));
-    }
+    let cond = match split {
+        MySplit::Key(k) => super::range::bounds(&ident(k), start, end),
+        MySplit::Null(k) => vec![format!("{} IS NULL", ident(k))],
+        MySplit::Whole => Vec::new(),
+    };
     let cols: Vec<String> = columns
         .iter()
         .map(|c| match c.kind {
@@ -234,12 +223,7 @@ pub(crate) fn range_query(
             ColumnKind::Plain | ColumnKind::Text => ident(&c.name),
         })
         .collect();
-    let mut q = format!("SELECT {} FROM {}", cols.join(", "), ident(table));
-    if !cond.is_empty() {
-        q.push_str(" WHERE ");
-        q.push_str(&cond.join(" AND "));
-    }
-    q
+    super::range::select(&cols.join(", "), &ident(table), cond, filter)
 }
 
 /// Streams the rows of `query` on `conn` into `out` in `LOAD DATA`'s text format.

@@ -269,29 +269,15 @@ pub(crate) fn range_query(
     filter: Option<&str>,
     columns: &[String],
 ) -> String {
-    let mut cond: Vec<String> = Vec::new();
-    match split {
-        PgSplit::Key(k) => {
-            if let Some(s) = start {
-                cond.push(format!("{} >= {s}", ident(k)));
-            }
-            if let Some(e) = end {
-                cond.push(format!("{} < {e}", ident(k)));
-            }
-        }
-        PgSplit::Ctid => {
-            if let Some(s) = start {
-                cond.push(format!("ctid >= '({s},0)'::tid"));
-            }
-            if let Some(e) = end {
-                cond.push(format!("ctid < '({e},0)'::tid"));
-            }
-        }
-        PgSplit::Null(k) => cond.push(format!("{} IS NULL", ident(k))),
-    }
-    if let Some(f) = filter {
-        cond.push(format!("({f})"));
-    }
+    let cond = match split {
+        PgSplit::Key(k) => super::range::bounds(&ident(k), start, end),
+        PgSplit::Ctid => super::range::bounds(
+            "ctid",
+            start.map(|s| format!("'({s},0)'::tid")),
+            end.map(|e| format!("'({e},0)'::tid")),
+        ),
+        PgSplit::Null(k) => vec![format!("{} IS NULL", ident(k))],
+    };
     let cols = if columns.is_empty() {
         "*".to_owned()
     } else {
@@ -301,12 +287,7 @@ pub(crate) fn range_query(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut q = format!("SELECT {cols} FROM {}", qualified(table));
-    if !cond.is_empty() {
-        q.push_str(" WHERE ");
-        q.push_str(&cond.join(" AND "));
-    }
-    q
+    super::range::select(&cols, &qualified(table), cond, filter)
 }
 
 /// Streams one range with `COPY … TO STDOUT` (text format) into `out`, inside the shared snapshot.
