@@ -398,6 +398,41 @@ fn a_manifest_missing_a_part_of_a_file_is_damage_for_verify_and_restore_writes_n
 }
 
 #[test]
+fn a_forced_restore_never_writes_through_a_hard_link_planted_in_the_target() {
+    let env = tree_env(2);
+    backup(&env);
+    let split: String = env.manifest("a")["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "file_part")
+        .expect("the tree has a file stored in parts")["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    restore_exact(&env, "r");
+    // Someone replaces the restored large file by a hard link to a file outside the target.
+    let outside = env.path("outside.txt");
+    std::fs::write(&outside, b"not yours").unwrap();
+    let planted = env.path("r").join(&split);
+    std::fs::remove_file(&planted).unwrap();
+    std::fs::hard_link(&outside, &planted).unwrap();
+    let (code, out, err) = env.run(&[
+        "restore",
+        "latest",
+        "--to",
+        env.path("r").to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
+    assert_eq!(
+        fixtures::listing(&env.path("src")),
+        fixtures::listing(&env.path("r"))
+    );
+}
+
+#[test]
 fn an_unknown_snapshot_is_a_clear_error() {
     let env = tree_env(2);
     backup(&env);

@@ -304,13 +304,7 @@ impl<'a> Restorer<'a> {
     ) -> Result<ReadStats> {
         self.ensure_parents(rel)?;
         let path = rel.to_path(self.root);
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| io_err("cannot open", &path, e))?;
+        let f = open_part(&path)?;
         let mut buf = vec![0u8; 1 << 20];
         let mut pos = offset;
         loop {
@@ -334,6 +328,46 @@ impl<'a> Restorer<'a> {
             ..ReadStats::default()
         })
     }
+}
+
+/// Opens the file that parts of a large file are written into, creating it. What is there already
+/// and is not a regular file of this target alone (a hard link to a file elsewhere, a FIFO, a
+/// device) is removed, never written through. Other parts, written at the same time by other
+/// workers, open the same file.
+fn open_part(path: &Path) -> Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..4 {
+        let opened = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            // No symlink is followed, and a FIFO does not block the open.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        let own = match &opened {
+            Ok(f) => {
+                let m = f.metadata().map_err(|e| io_err("cannot stat", path, e))?;
+                m.is_file() && m.nlink() == 1
+            }
+            Err(_) => false,
+        };
+        if own {
+            return opened.map_err(|e| io_err("cannot open", path, e));
+        }
+        drop(opened);
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("cannot replace", path, e)),
+        }
+    }
+    Err(Error::new(
+        crate::ErrorKind::Io,
+        format!(
+            "{} keeps changing while it is restored (something else writes there)",
+            path.display()
+        ),
+    ))
 }
 
 /// `--include` patterns.
