@@ -433,6 +433,36 @@ fn a_forced_restore_never_writes_through_a_hard_link_planted_in_the_target() {
 }
 
 #[test]
+fn repair_never_writes_through_a_data_directory_replaced_by_a_symlink() {
+    let env = tree_env(2);
+    backup(&env);
+    let files = env.data_files("a");
+    let victim = &files[0];
+    let hh = victim.parent().unwrap().to_path_buf();
+    // The data directory is moved out of the node and a symlink left in its place; the replica
+    // inside is gone, so repair wants to write it there again.
+    let outside = env.path("outside");
+    std::fs::rename(&hh, &outside).unwrap();
+    std::fs::remove_file(outside.join(victim.file_name().unwrap())).unwrap();
+    std::os::unix::fs::symlink(&outside, &hh).unwrap();
+    let before: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    let (code, out, err) = env.run(&["repair", "latest"]);
+    assert_ne!(code, 2, "{out}{err}");
+    let after: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "nothing is written outside the node"
+    );
+    assert!(
+        !outside.join(victim.file_name().unwrap()).exists(),
+        "the replica is not written through the symlink"
+    );
+    let (code, out, err) = env.run(&["verify", "latest", "--read-data"]);
+    assert_eq!(code, 0, "the copy went to another node: {out}{err}");
+}
+
+#[test]
 fn an_unknown_snapshot_is_a_clear_error() {
     let env = tree_env(2);
     backup(&env);

@@ -71,6 +71,33 @@ impl FsTarget {
         }
     }
 
+    /// Refuses to write into `dir` when a directory between the job directory and `dir` is a
+    /// symbolic link: one planted there (`data/ab` -> `/etc`) would lead writes out of the node.
+    fn check_no_symlink(&self, dir: &Path) -> Result<()> {
+        let Ok(below) = dir.strip_prefix(&self.root) else {
+            return Ok(());
+        };
+        let mut cur = self.root.clone();
+        for c in below.components() {
+            cur.push(c);
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "refusing to write through {}: it is a symbolic link, which leads out of the node",
+                            cur.display()
+                        ),
+                    )
+                    .with_context("node", &self.name))
+                }
+                Ok(_) => {}
+                Err(_) => return Ok(()), // missing from here down: created as real directories
+            }
+        }
+        Ok(())
+    }
+
     fn write_temp(&self, tmp: &Path, payload: Payload<'_>) -> io::Result<()> {
         match payload {
             Payload::File(src) => {
@@ -95,6 +122,7 @@ impl Target for FsTarget {
         self.check_node_root()?;
         let path = self.path(key);
         let dir = path.parent().unwrap_or(&self.root);
+        self.check_no_symlink(dir)?;
         fs::create_dir_all(dir).map_err(|e| self.err("cannot create", dir, e))?;
         let file_name = path
             .file_name()
@@ -217,4 +245,34 @@ fn dead_writers_temp(name: &str) -> bool {
         && pid
             .parse::<u32>()
             .is_ok_and(|p| !crate::util::process_alive(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_put_never_writes_through_a_symlinked_directory_inside_the_job_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = FsTarget::new("n", &dir.path().join("node"), "cold/job");
+        t.create_root().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let data = dir.path().join("node/cold/job/data");
+        fs::create_dir_all(&data).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("ab")).unwrap();
+        let e = t
+            .put(
+                &ObjectKey::new("data/ab/abcd.tar.zst"),
+                Payload::Bytes(b"x"),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        t.put(
+            &ObjectKey::new("data/cd/cdef.tar.zst"),
+            Payload::Bytes(b"x"),
+        )
+        .unwrap();
+    }
 }
