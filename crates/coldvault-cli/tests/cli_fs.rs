@@ -463,6 +463,21 @@ fn repair_never_writes_through_a_data_directory_replaced_by_a_symlink() {
 }
 
 #[test]
+fn an_error_names_its_cause_once() {
+    let env = tree_env(2);
+    let missing = env.path("no-such-job.toml");
+    let out = assert_cmd::Command::cargo_bin("coldvault")
+        .unwrap()
+        .args(["plan", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no-such-job.toml"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
+
+#[test]
 fn an_unknown_snapshot_is_a_clear_error() {
     let env = tree_env(2);
     backup(&env);
