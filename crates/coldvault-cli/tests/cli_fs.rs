@@ -463,6 +463,41 @@ fn repair_never_writes_through_a_data_directory_replaced_by_a_symlink() {
 }
 
 #[test]
+fn backup_snapshots_and_restore_count_the_files_the_tree_holds() {
+    let env = tree_env(2);
+    fn regular_files(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                if m.is_dir() {
+                    regular_files(&p)
+                } else {
+                    u64::from(m.is_file())
+                }
+            })
+            .sum()
+    }
+    let files = regular_files(&env.path("src"));
+    let b = backup(&env);
+    assert!(
+        env.manifest("a")["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["kind"] == "file_part"),
+        "the tree has a file in parts"
+    );
+    assert_eq!(b["files"], files, "backup: {b}");
+    let s = env.json(&["snapshots"], 0);
+    assert_eq!(s["snapshots"][0]["files"], files, "snapshots: {s}");
+    let to = env.path("r");
+    let r = env.json(&["restore", "latest", "--to", to.to_str().unwrap()], 0);
+    assert_eq!(r["files"], files, "restore: {r}");
+}
+
+#[test]
 fn an_error_names_its_cause_once() {
     let env = tree_env(2);
     let missing = env.path("no-such-job.toml");

@@ -122,7 +122,7 @@ impl RunSource for TreeReader<'_> {
             )?
             .into()),
             TaskKind::FilePart(p) => {
-                let (stats, meta) = read_part(
+                let (mut stats, meta) = read_part(
                     self.root,
                     &p.path,
                     p.offset,
@@ -130,6 +130,8 @@ impl RunSource for TreeReader<'_> {
                     p.part + 1 == p.parts,
                     out,
                 )?;
+                // A file is counted once, by its first part: counts match the tree's.
+                stats.files = u64::from(p.part == 0);
                 Ok(TaskRead {
                     stats,
                     file: Some(meta),

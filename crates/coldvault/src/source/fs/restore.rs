@@ -324,6 +324,8 @@ impl<'a> Restorer<'a> {
             e.1 = e.1.max(pos);
         }
         Ok(ReadStats {
+            // A file is counted once, by its first part, as the backup counts it.
+            files: u64::from(offset == 0),
             bytes_read: pos - offset,
             ..ReadStats::default()
         })
