@@ -159,6 +159,13 @@ fn a_wrong_or_missing_identity_is_a_clear_error() {
         "recipients = [\"{public}\"]\nidentity_env = \"CV_IDENTITY\""
     ));
     env.json(&["backup"], 0);
+    // Without the identity a second backup cannot read its parent: it says so, and why.
+    let second = env.json(&["backup"], 0);
+    let w = second["warnings"].to_string();
+    assert!(
+        w.contains("could not be read") && w.contains("read again") && w.contains("CV_IDENTITY"),
+        "{second}"
+    );
     let to = env.path("r");
     let restore = |identity: Option<String>| {
         let mut c = env.cmd(&["restore", "latest", "--to", to.to_str().unwrap()]);

@@ -105,6 +105,8 @@ pub fn backup_to(
     }
     let mut consistency = reader.consistency();
     let mut reuse = reuse(repo, &plan, &time);
+    let mut warnings = warnings;
+    warnings.extend(reuse.warning.take());
     if let (Some(run), Some(c)) = (&reuse.resumed_run, consistency.as_mut()) {
         c.push_str(&format!(
             "; resumed: {} of {} tasks were read by the interrupted run of {run} under its own \
@@ -252,12 +254,26 @@ struct Reuse {
     resumed_run: Option<String>,
     unchanged: usize,
     resumed: usize,
+    /// Why nothing could be taken from earlier snapshots, when they could not be read.
+    warning: Option<String>,
 }
 
 fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
     // One listing of the manifests serves both: the parent is the newest snapshot, and only
     // receipts newer than it belong to an unfinished run.
-    let parent = repo.list().snapshots.pop().map(|(m, _)| m);
+    let mut listing = repo.list();
+    let warning = (!listing.unreadable.is_empty()).then(|| {
+        format!(
+            "{} earlier snapshot manifest(s) could not be read ({}): no task is taken from them, \
+             so every task they could have provided is read again",
+            listing.unreadable.len(),
+            listing
+                .warnings
+                .first()
+                .map_or_else(|| "no cause given".to_owned(), |e| e.to_string())
+        )
+    });
+    let parent = listing.snapshots.pop().map(|(m, _)| m);
     let receipts = repo.unfinished_run(parent.as_ref().map_or("", |m| m.time.as_str()));
     let parent = parent_tasks(repo, plan, parent);
     let mut r = Reuse {
@@ -266,6 +282,7 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
         resumed_run: None,
         unchanged: 0,
         resumed: 0,
+        warning,
     };
     for t in &plan.tasks {
         if let Some(e) = parent.get(&t.id) {
