@@ -266,3 +266,54 @@ fn two_real_backups_at_once_one_refuses_naming_the_other() {
         1
     );
 }
+
+/// Two first backups (no `init`) started together, twenty times: every node ends with the same
+/// repository id, and both snapshots restore exactly.
+#[test]
+fn two_first_backups_at_once_end_with_one_repository_twenty_times() {
+    for round in 0..20 {
+        let env = tree_env(40);
+        let spawn = || {
+            env.spawnable(&["backup", "--wait", "60s", "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (first, second) = (spawn(), spawn());
+        for out in [first.wait_with_output(), second.wait_with_output()] {
+            let out = out.unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let ids: std::collections::BTreeSet<String> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                let m: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(env.node_dir(n).join("config.json")).unwrap(),
+                )
+                .unwrap();
+                m["repository_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(ids.len(), 1, "round {round}: {ids:?}");
+        let snaps = env.json(&["snapshots"], 0);
+        let snaps = snaps["snapshots"].as_array().unwrap();
+        assert_eq!(snaps.len(), 2, "round {round}");
+        for (i, s) in snaps.iter().enumerate() {
+            let to = env.path(&format!("r{i}"));
+            let id = s["id"].as_str().unwrap();
+            let (code, _, err) = env.run(&["restore", id, "--to", to.to_str().unwrap()]);
+            assert_eq!(code, 0, "round {round}: {err}");
+            assert_eq!(
+                fixtures::listing(&env.path("src")),
+                fixtures::listing(&to),
+                "round {round}"
+            );
+        }
+    }
+}

@@ -104,6 +104,11 @@ impl Target for FaultyTarget {
         self.inner.put(key, payload)
     }
 
+    fn put_if_absent(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        self.down()?;
+        self.inner.put_if_absent(key, bytes)
+    }
+
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
         self.down()?;
         let mut r = self.inner.get(key)?;

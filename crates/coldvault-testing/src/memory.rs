@@ -54,6 +54,15 @@ impl Target for MemoryTarget {
         Ok(())
     }
 
+    fn put_if_absent(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        let mut objects = self.objects.lock().unwrap();
+        if objects.contains_key(key.as_str()) {
+            return Ok(false);
+        }
+        objects.insert(key.as_str().to_owned(), bytes.to_vec());
+        Ok(true)
+    }
+
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
         match self.objects.lock().unwrap().get(key.as_str()) {
             Some(v) => Ok(Box::new(std::io::Cursor::new(v.clone()))),

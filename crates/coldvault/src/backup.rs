@@ -232,6 +232,11 @@ pub fn backup_to(
 fn prepare(job: &Job, repo: &Repository) -> Result<(Repository, Lock, Vec<String>)> {
     let (repo, mut warnings) = repo.prepare_backup(job)?;
     let lock = Lock::backup(repo.nodes(), job.run.lock_wait)?;
+    // The repository marker under the lock: of two first backups racing, the one holding the
+    // lock creates the repository's id and the other, after it, finds it. The lock protocol needs
+    // only read-after-write, so this holds on S3 stores without conditional writes (Garage 2.5
+    // ignores `If-None-Match`), where create-if-absent alone would race.
+    repo.ensure_marker(false)?;
     warnings.extend(lock.broken.iter().cloned());
     for node in repo.nodes() {
         match node.remove_temporaries() {

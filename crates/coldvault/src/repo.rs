@@ -115,8 +115,9 @@ impl Repository {
     }
 
     /// Readies the repository for a backup and returns the repository of the nodes that answer,
-    /// with a warning for each node that does not. Every node is checked first (concurrently); a
-    /// repository that no reachable node knows yet is created as `init` would, so the first
+    /// with a warning for each node that does not. Every node is checked first (concurrently); the
+    /// roots of local nodes of a repository that no reachable node knows yet are created, and the
+    /// backup then writes the marker under its lock ([`Repository::ensure_marker`]), so the first
     /// backup needs no `init`. When fewer nodes answer than `replicas` needs, the backup cannot
     /// run, and the error names each node and its cause.
     pub fn prepare_backup(&self, job: &Job) -> Result<(Repository, Vec<String>)> {
@@ -162,7 +163,6 @@ impl Repository {
             self.replicator.replicas(),
         )
         .with_encryption(self.encryption.clone());
-        repo.ensure_marker(false)?;
         Ok((repo, warnings))
     }
 
@@ -225,47 +225,85 @@ impl Repository {
                 ),
             ));
         }
-        let repository_id = match ids.keys().next() {
-            Some(id) => id.to_string(),
-            None => blake3::hash(
-                format!(
-                    "{}{}{}",
-                    self.job,
-                    crate::util::now_rfc3339(),
-                    fastrand::u64(..)
-                )
-                .as_bytes(),
+        let marker_of = |repository_id: &str| {
+            crate::util::to_json_pretty(
+                &RepoMarker {
+                    format: FORMAT_VERSION,
+                    repository_id: repository_id.to_owned(),
+                    job: self.job.clone(),
+                },
+                "the repository marker",
             )
-            .to_hex()[..32]
-                .to_string(),
         };
-        let marker = RepoMarker {
-            format: FORMAT_VERSION,
-            repository_id: repository_id.clone(),
-            job: self.job.clone(),
-        };
-        let bytes = crate::util::to_json_pretty(&marker, "the repository marker")?;
+        let key = ObjectKey::new(CONFIG_KEY);
         let mut report = InitReport {
-            repository_id,
+            repository_id: String::new(),
             created: Vec::new(),
             existing: Vec::new(),
         };
+        // A new repository's id is decided by one node, the first in the job that answers:
+        // creating its marker is atomic (create-if-absent), so of several starters racing, one
+        // creates it and the others adopt the id they find there.
+        let mut arbiter = None;
+        report.repository_id = match ids.keys().next() {
+            Some(id) => id.to_string(),
+            None => {
+                let candidate = fresh_repository_id(&self.job);
+                let bytes = marker_of(&candidate)?;
+                let mut decided = None;
+                for (name, _) in &markers {
+                    let node = self.node_named(name)?;
+                    match node.put_if_absent(&key, &bytes) {
+                        Ok(true) => decided = Some(candidate.clone()),
+                        Ok(false) => decided = Some(read_marker(node.as_ref())?.repository_id),
+                        Err(e) if strict => return Err(e),
+                        Err(_) => continue,
+                    }
+                    arbiter = Some(name.clone());
+                    break;
+                }
+                decided.unwrap_or(candidate)
+            }
+        };
+        let bytes = marker_of(&report.repository_id)?;
         for (name, m) in markers {
             if m.is_some() {
                 report.existing.push(name);
                 continue;
             }
-            let node = self
-                .replicator
-                .node(&name)
-                .ok_or_else(|| Error::not_found(name.clone()))?;
-            match node.put(&ObjectKey::new(CONFIG_KEY), Payload::Bytes(&bytes)) {
-                Ok(()) => report.created.push(name),
+            let node = self.node_named(&name)?;
+            match node.put_if_absent(&key, &bytes) {
+                Ok(true) => report.created.push(name),
+                Ok(false) => {
+                    let found = read_marker(node.as_ref())?;
+                    if found.repository_id != report.repository_id {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            format!(
+                                "node {name} took repository {} while this run took {}; refusing to mix them",
+                                &found.repository_id[..8.min(found.repository_id.len())],
+                                &report.repository_id[..8.min(report.repository_id.len())]
+                            ),
+                        ));
+                    }
+                    // Made by this run as arbiter, or by a racer with the same id.
+                    if arbiter.as_deref() == Some(name.as_str()) {
+                        report.created.push(name);
+                    } else {
+                        report.existing.push(name);
+                    }
+                }
                 Err(e) if strict => return Err(e),
                 Err(_) => {}
             }
         }
         Ok(report)
+    }
+
+    fn node_named(&self, name: &str) -> Result<&SharedTarget> {
+        self.replicator
+            .node(name)
+            .ok_or_else(|| Error::internal(format!("node {name} is not in the repository")))
     }
 
     /// Every snapshot of the repository, oldest first, with the nodes holding its manifest.
@@ -392,6 +430,22 @@ impl Repository {
         }
         Ok((written, failed))
     }
+}
+
+/// A fresh repository id for `job`.
+fn fresh_repository_id(job: &str) -> String {
+    blake3::hash(format!("{job}{}{}", crate::util::now_rfc3339(), fastrand::u64(..)).as_bytes())
+        .to_hex()[..32]
+        .to_string()
+}
+
+/// The repository marker on `node`.
+fn read_marker(node: &dyn crate::store::Target) -> Result<RepoMarker> {
+    let bytes = read_small(node, &ObjectKey::new(CONFIG_KEY))?;
+    RepoMarker::decode(&bytes).map_err(|e| {
+        e.with_context("node", node.name())
+            .with_context("key", CONFIG_KEY)
+    })
 }
 
 /// A stored task of a run that did not finish: what a resumed run reuses.

@@ -51,6 +51,16 @@ fn conformance(t: &dyn Target) {
     t.delete(&k).unwrap();
     t.delete(&k).unwrap();
     assert_eq!(t.stat(&k).unwrap(), None, "deleted");
+    let m = ObjectKey::new("config.json");
+    assert!(
+        t.put_if_absent(&m, b"first").unwrap(),
+        "created when absent"
+    );
+    assert!(
+        !t.put_if_absent(&m, b"second").unwrap(),
+        "refused when present"
+    );
+    assert_eq!(read_all(t, m.as_str()), b"first", "the first one stays");
 }
 
 #[test]

@@ -98,6 +98,19 @@ impl FsTarget {
         Ok(())
     }
 
+    /// A temporary name beside `path`, unique in this process and among processes.
+    fn temp_name(dir: &Path, path: &Path) -> PathBuf {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        dir.join(format!(
+            ".{file_name}.tmp.{}.{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
     fn write_temp(&self, tmp: &Path, payload: Payload<'_>) -> io::Result<()> {
         match payload {
             Payload::File(src) => {
@@ -124,15 +137,7 @@ impl Target for FsTarget {
         let dir = path.parent().unwrap_or(&self.root);
         self.check_no_symlink(dir)?;
         fs::create_dir_all(dir).map_err(|e| self.err("cannot create", dir, e))?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(
-            ".{file_name}.tmp.{}.{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = Self::temp_name(dir, &path);
         if let Err(e) = self.write_temp(&tmp, payload) {
             let _ = fs::remove_file(&tmp);
             return Err(self.err("cannot write", &tmp, e));
@@ -144,6 +149,31 @@ impl Target for FsTarget {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| self.err("cannot sync", dir, e))
+    }
+
+    /// Written under a temporary name, then hard-linked to its key: `link` fails when the key
+    /// exists, so of two writers exactly one creates it, and nobody sees it half-written.
+    fn put_if_absent(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        self.check_node_root()?;
+        let path = self.path(key);
+        let dir = path.parent().unwrap_or(&self.root);
+        self.check_no_symlink(dir)?;
+        fs::create_dir_all(dir).map_err(|e| self.err("cannot create", dir, e))?;
+        let tmp = Self::temp_name(dir, &path);
+        if let Err(e) = self.write_temp(&tmp, Payload::Bytes(bytes)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.err("cannot write", &tmp, e));
+        }
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map(|()| true)
+                .map_err(|e| self.err("cannot sync", dir, e)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(self.err("cannot commit", &path, e)),
+        }
     }
 
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {

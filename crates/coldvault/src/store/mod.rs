@@ -133,6 +133,16 @@ pub trait Target: Send + Sync + fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>>;
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, key: &ObjectKey) -> Result<()>;
+    /// Stores `bytes` under `key` only when no object is there: `Ok(true)` when this call made
+    /// it, `Ok(false)` when one was there already (left as it was). Atomic where the store can
+    /// say so (`O_EXCL`-like on a directory, `If-None-Match: *` on S3); this default checks first
+    /// and so races.
+    fn put_if_absent(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        if self.stat(key)?.is_some() {
+            return Ok(false);
+        }
+        self.put(key, Payload::Bytes(bytes)).map(|()| true)
+    }
     /// A local path to the object when the node is a local directory, so readers can skip a copy.
     fn local_path(&self, _key: &ObjectKey) -> Option<PathBuf> {
         None

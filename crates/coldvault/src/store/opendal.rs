@@ -204,6 +204,28 @@ impl Target for OpenDalTarget {
             .map_err(|e| self.err(e, &format!("cannot store {key}")))
     }
 
+    /// Checked first, then written with `If-None-Match: *`, which makes it atomic on stores that
+    /// honour the header (AWS S3, MinIO, R2). Garage 2.5 ignores it (tried here: a second
+    /// conditional put replaced the object), so there two writers racing past the check both
+    /// write; the repository marker is therefore written under the backup lock, whose protocol
+    /// needs only read-after-write.
+    fn put_if_absent(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        if self.stat(key)?.is_some() {
+            return Ok(false);
+        }
+        let written = runtime()?.block_on(async {
+            self.op
+                .write_with(key.as_str(), bytes.to_vec())
+                .if_not_exists(true)
+                .await
+        });
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(false),
+            Err(e) => Err(self.err(e, &format!("cannot store {key}"))),
+        }
+    }
+
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
         let size = self.stat(key)?.ok_or_else(|| {
             Error::not_found(format!("no object {key} on {}", self.place))

@@ -107,6 +107,14 @@ impl Target for RetryingTarget {
             .map_err(|e| self.node_err(e))
     }
 
+    fn put_if_absent(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        self.backoff
+            .run(&format!("store {key} if absent"), || {
+                self.inner.put_if_absent(key, bytes)
+            })
+            .map_err(|e| self.node_err(e))
+    }
+
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
         self.backoff
             .run(&format!("read {key}"), || self.inner.get(key))
