@@ -111,6 +111,30 @@ impl FsTarget {
         ))
     }
 
+    /// Writes `payload` under a temporary name in `key`'s directory (made if missing, never
+    /// through a symlink) and syncs it; returns the key's path and the temporary's.
+    fn stage(&self, key: &ObjectKey, payload: Payload<'_>) -> Result<(PathBuf, PathBuf)> {
+        self.check_node_root()?;
+        let path = self.path(key);
+        let dir = path.parent().unwrap_or(&self.root);
+        self.check_no_symlink(dir)?;
+        fs::create_dir_all(dir).map_err(|e| self.err("cannot create", dir, e))?;
+        let tmp = Self::temp_name(dir, &path);
+        if let Err(e) = self.write_temp(&tmp, payload) {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.err("cannot write", &tmp, e));
+        }
+        Ok((path, tmp))
+    }
+
+    /// Syncs the directory holding `path`, so that a name just made survives a crash.
+    fn sync_dir(&self, path: &Path) -> Result<()> {
+        let dir = path.parent().unwrap_or(&self.root);
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.err("cannot sync", dir, e))
+    }
+
     fn write_temp(&self, tmp: &Path, payload: Payload<'_>) -> io::Result<()> {
         match payload {
             Payload::File(src) => {
@@ -132,45 +156,22 @@ impl Target for FsTarget {
     }
 
     fn put(&self, key: &ObjectKey, payload: Payload<'_>) -> Result<()> {
-        self.check_node_root()?;
-        let path = self.path(key);
-        let dir = path.parent().unwrap_or(&self.root);
-        self.check_no_symlink(dir)?;
-        fs::create_dir_all(dir).map_err(|e| self.err("cannot create", dir, e))?;
-        let tmp = Self::temp_name(dir, &path);
-        if let Err(e) = self.write_temp(&tmp, payload) {
-            let _ = fs::remove_file(&tmp);
-            return Err(self.err("cannot write", &tmp, e));
-        }
+        let (path, tmp) = self.stage(key, payload)?;
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
             return Err(self.err("cannot commit", &path, e));
         }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.err("cannot sync", dir, e))
+        self.sync_dir(&path)
     }
 
     /// Written under a temporary name, then hard-linked to its key: `link` fails when the key
     /// exists, so of two writers exactly one creates it, and nobody sees it half-written.
     fn put_if_absent(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
-        self.check_node_root()?;
-        let path = self.path(key);
-        let dir = path.parent().unwrap_or(&self.root);
-        self.check_no_symlink(dir)?;
-        fs::create_dir_all(dir).map_err(|e| self.err("cannot create", dir, e))?;
-        let tmp = Self::temp_name(dir, &path);
-        if let Err(e) = self.write_temp(&tmp, Payload::Bytes(bytes)) {
-            let _ = fs::remove_file(&tmp);
-            return Err(self.err("cannot write", &tmp, e));
-        }
+        let (path, tmp) = self.stage(key, Payload::Bytes(bytes))?;
         let linked = fs::hard_link(&tmp, &path);
         let _ = fs::remove_file(&tmp);
         match linked {
-            Ok(()) => File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map(|()| true)
-                .map_err(|e| self.err("cannot sync", dir, e)),
+            Ok(()) => self.sync_dir(&path).map(|()| true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(self.err("cannot commit", &path, e)),
         }
