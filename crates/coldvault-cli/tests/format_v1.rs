@@ -87,7 +87,12 @@ fn manifest_task_ids(dir: &Path, job_dir: &str) -> Vec<String> {
         .path();
     let m: Value = serde_json::from_slice(&fs::read(file).unwrap()).unwrap();
     assert_eq!(m["format"], 1, "the fixture is a format-1 manifest");
-    let mut ids: Vec<String> = m["tasks"]
+    task_ids(&m)
+}
+
+/// The sorted ids of the `tasks` of a plan or a manifest.
+fn task_ids(doc: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = doc["tasks"]
         .as_array()
         .unwrap()
         .iter()
@@ -100,15 +105,7 @@ fn manifest_task_ids(dir: &Path, job_dir: &str) -> Vec<String> {
 fn planned_task_ids(dir: &Path, job: &str) -> Vec<String> {
     let (code, out, err) = coldvault(dir, &["plan", job, "--json"]);
     assert_eq!(code, 0, "{err}");
-    let plan: Value = serde_json::from_str(&out).unwrap();
-    let mut ids: Vec<String> = plan["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
+    task_ids(&serde_json::from_str(&out).unwrap())
 }
 
 #[test]

@@ -203,7 +203,7 @@ pub fn backup_to(
         time,
         source: SourceInfo {
             kind: source.name().to_owned(),
-            location: source.location(job),
+            location: job.source.location(),
         },
         replicas: job.repository.replicas,
         totals,

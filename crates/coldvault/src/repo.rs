@@ -191,14 +191,8 @@ impl Repository {
     pub fn ensure_marker(&self, strict: bool) -> Result<InitReport> {
         let mut markers: Vec<(String, Option<RepoMarker>)> = Vec::new();
         for node in self.nodes() {
-            match read_small(node.as_ref(), &ObjectKey::new(CONFIG_KEY)) {
-                Ok(bytes) => markers.push((
-                    node.name().to_owned(),
-                    Some(RepoMarker::decode(&bytes).map_err(|e| {
-                        e.with_context("node", node.name())
-                            .with_context("key", CONFIG_KEY)
-                    })?),
-                )),
+            match read_marker(node.as_ref()) {
+                Ok(m) => markers.push((node.name().to_owned(), Some(m))),
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     markers.push((node.name().to_owned(), None))
                 }

@@ -95,6 +95,14 @@ impl Source {
         }
     }
 
+    /// Where the data comes from, for manifests: the path or the URL (never with a secret).
+    pub fn location(&self) -> String {
+        match self {
+            Source::Fs { path } | Source::Sqlite { path, .. } => path.display().to_string(),
+            Source::Postgres(db) | Source::Mysql(db) => db.url.clone(),
+        }
+    }
+
     /// The database of a `postgres` or `mysql` source.
     pub fn database(&self) -> Option<&Database> {
         match self {
@@ -143,17 +151,17 @@ pub struct Encryption {
 impl NodeSpec {
     /// Opens the node, rooted at `directory` on it.
     pub(crate) fn open(&self, directory: &str) -> Result<crate::store::SharedTarget> {
-        crate::store::open_target(&self.name, &self.url, &self.credentials, directory)
+        crate::store::node::open(&self.name, &self.url, &self.credentials, directory)
     }
 
     /// Creates the node's root where its kind allows it (`Ok(false)` where it does not).
     pub(crate) fn create_root(&self, directory: &str) -> Result<bool> {
-        crate::store::create_node_root(&self.name, &self.url, directory)
+        crate::store::node::create_root(&self.name, &self.url, directory)
     }
 
     /// The environment variables its credentials may come from.
     pub(crate) fn credential_vars(&self) -> Vec<String> {
-        crate::store::node_credential_vars(&self.url, &self.credentials)
+        crate::store::node::credential_vars(&self.url, &self.credentials)
     }
 }
 

@@ -93,9 +93,6 @@ pub(crate) trait SourceKind: Sync {
     /// The name in job files and manifests.
     fn name(&self) -> &'static str;
 
-    /// Where the data comes from, for the manifest (a path or a URL, never a secret).
-    fn location(&self, job: &Job) -> String;
-
     /// Plans the tasks of the job's selection, reading structure, never data.
     fn plan(&self, job: &Job) -> Result<Vec<Planned>>;
 

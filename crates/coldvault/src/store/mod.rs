@@ -15,7 +15,7 @@
 
 mod fs;
 mod layout;
-mod node;
+pub(crate) mod node;
 mod opendal;
 mod replicate;
 mod retry;
@@ -32,9 +32,6 @@ pub use layout::{
     data_key, manifest_key, receipt_key, CONFIG_KEY, DATA_PREFIX, RUNS_PREFIX, SNAPSHOTS_PREFIX,
 };
 pub use node::NodeUrl;
-pub(crate) use node::{
-    create_root as create_node_root, credential_vars as node_credential_vars, open as open_target,
-};
 pub use replicate::{rendezvous_order, Receipt, Replicator};
 pub use retry::{Backoff, RetryingTarget};
 

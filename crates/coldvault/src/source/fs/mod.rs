@@ -51,12 +51,6 @@ impl SourceKind for FsSource {
         "fs"
     }
 
-    fn location(&self, job: &Job) -> String {
-        root(job)
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    }
-
     fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
         Ok(plan_fingerprinted(root(job)?, job.split.target_bytes)?
             .into_iter()

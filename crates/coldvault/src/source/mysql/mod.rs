@@ -40,10 +40,6 @@ impl SourceKind for MysqlSource {
         "mysql"
     }
 
-    fn location(&self, job: &Job) -> String {
-        database(job).map(|db| db.url.clone()).unwrap_or_default()
-    }
-
     fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
         Ok(super::planned(plan(database(job)?, job.split.max_rows)?))
     }

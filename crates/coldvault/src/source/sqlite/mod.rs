@@ -63,12 +63,6 @@ impl SourceKind for SqliteSource {
         "sqlite"
     }
 
-    fn location(&self, job: &Job) -> String {
-        selection(job)
-            .map(|(p, _)| p.display().to_string())
-            .unwrap_or_default()
-    }
-
     fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
         let (path, tables) = selection(job)?;
         Ok(super::planned(plan(path, tables, job.split.max_rows)?))
