@@ -75,7 +75,6 @@ pub fn restore_from(
         to,
         opts,
         engine: &engine,
-        staging: &staging,
     })?;
     Ok(RestoreReport {
         snapshot: manifest.id.to_string(),
@@ -113,7 +112,7 @@ impl RestoreRun<'_> {
         };
         let replies = self
             .engine
-            .run(&requests, self.staging.dir(), |r| r.run(&worker))?;
+            .run(&requests, self.fetch.staging.dir(), |r| r.run(&worker))?;
         let mut all = EntryRestored::default();
         for reply in replies {
             all.merge(reply.into_restored()?);

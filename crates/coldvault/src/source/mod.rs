@@ -179,10 +179,9 @@ pub(crate) struct RestoreRun<'a> {
     pub to: &'a RestoreTarget,
     /// How.
     pub opts: &'a RestoreOptions,
-    /// Runs per-data-file work on this machine or on executors.
+    /// Runs per-data-file work on this machine or on executors (its request and reply files go
+    /// in the coordinator's spool, `fetch.staging`).
     pub engine: &'a crate::engine::Engine<'a>,
-    /// The coordinator's spool, which the engine uses for its request and reply files.
-    pub staging: &'a Staging,
 }
 
 /// Where a restore writes.
