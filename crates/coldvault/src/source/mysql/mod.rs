@@ -184,7 +184,16 @@ pub(crate) fn sql_err(what: String) -> impl FnOnce(mysql::Error) -> Error {
             mysql::Error::DriverError(d) => d.to_string(),
             other => other.to_string(),
         };
-        Error::source_err(format!("{what}: {cause}"))
+        // A deadlock (1213) or a lock wait timeout (1205) rolled the statement back: sending it
+        // again may succeed.
+        let temporary =
+            matches!(&e, mysql::Error::MySqlError(m) if m.code == 1213 || m.code == 1205);
+        let err = Error::source_err(format!("{what}: {cause}"));
+        if temporary {
+            err.temporary()
+        } else {
+            err
+        }
     }
 }
 

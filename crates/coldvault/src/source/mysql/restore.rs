@@ -51,8 +51,13 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
     }
     let mut stats = ReadStats::default();
     let mut problems = Vec::new();
+    // Parallel loads into one table can deadlock on InnoDB's locks; the server rolls the load
+    // back, and it is sent again.
+    let backoff = crate::store::Backoff::new(job.run.retries, job.run.retry_delay);
     let loaded = map_parallel(&manifest.tasks, parallel, |task| {
-        load_range(ctx, &t, task).map_err(|e| e.with_context("task", &task.id))
+        backoff
+            .run(&format!("load {}", task.id), || load_range(ctx, &t, task))
+            .map_err(|e| e.with_context("task", &task.id))
     });
     for l in loaded {
         let (s, p) = l?;
