@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 when the command did what it says; 1 when it ran but found damage (verify,
 //! repair) or some tasks failed (backup, restore: then no snapshot is committed); 2 when it could
-//! not run at all (bad arguments, a bad job file, an unreachable source or node).
+//! not run at all (bad arguments, a bad job file, an unreachable source or node); 3 when a backup
+//! saved its snapshot but left out entries it could not read (named in its warnings).
 
 #![warn(clippy::unwrap_used)]
 
@@ -276,7 +277,12 @@ fn run(command: Command) -> Result<u8, Failure> {
             } else {
                 output::print_backup(&job, &report, started.elapsed());
             }
-            Ok(if report.snapshot.is_some() { 0 } else { 1 })
+            Ok(match (&report.snapshot, report.left_out) {
+                (None, _) => 1,
+                (Some(_), 0) => 0,
+                // Saved, but some entries could not be read: restic's "incomplete snapshot".
+                (Some(_), _) => 3,
+            })
         }
         Command::Snapshots { job, json } => {
             let job = load(&job)?;

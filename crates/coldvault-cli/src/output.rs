@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use coldvault::backup::BackupReport;
+use coldvault::catalog::Warning;
 use coldvault::repo::Listing;
 use coldvault::verify::VerifyReport;
 use coldvault::{Job, Plan, Progress};
@@ -80,6 +81,9 @@ pub fn print_plan(job: &Job, plan: &Plan) {
         bytes(plan.estimated_bytes()),
         job.source.type_name()
     );
+    for n in &plan.notes {
+        println!("  note: {n}");
+    }
     for t in &plan.tasks {
         let what = &t.kind;
         println!(
@@ -98,8 +102,11 @@ pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
             f.task, f.kind, f.error
         );
     }
-    for w in &r.warnings {
+    for w in r.warnings.iter().filter(|w| w.path.is_empty()) {
         eprintln!("coldvault: warning: {w}");
+    }
+    for n in &r.notes {
+        println!("note: {n}");
     }
     let secs = took.as_secs_f64().max(0.001);
     match &r.snapshot {
@@ -138,6 +145,48 @@ pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
     if let (Some(_), Some(c)) = (&r.snapshot, &r.consistency) {
         println!("consistency: {c}");
     }
+    print_entry_warnings(job, r);
+}
+
+/// How many entries to name in the summary of what a backup left out or found changing.
+const NAMED: usize = 10;
+
+/// The summary of what a backup left out or found changing: counts, the first paths, and where
+/// the full list is.
+fn print_entry_warnings(job: &Job, r: &BackupReport) {
+    let entries: Vec<&Warning> = r.warnings.iter().filter(|w| !w.path.is_empty()).collect();
+    if entries.is_empty() {
+        return;
+    }
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for w in &entries {
+        *counts.entry(w.problem.name()).or_default() += 1;
+    }
+    let counts: Vec<String> = counts.iter().map(|(p, n)| format!("{n} {p}")).collect();
+    eprintln!(
+        "coldvault: warning: {} entries left out or changed while read ({}):",
+        entries.len(),
+        counts.join(", ")
+    );
+    for w in entries.iter().take(NAMED) {
+        eprintln!("  {w}");
+    }
+    if entries.len() > NAMED {
+        eprintln!("  … and {} more", entries.len() - NAMED);
+    }
+    if let Some(id) = &r.snapshot {
+        eprintln!(
+            "  the full list: coldvault snapshots {} --json (snapshot {}, field \"warnings\")",
+            job.name,
+            id.short()
+        );
+    }
+    if r.left_out > 0 && r.snapshot.is_some() {
+        eprintln!(
+            "coldvault: snapshot saved but incomplete: {} entries could not be read (exit 3)",
+            r.left_out
+        );
+    }
 }
 
 #[derive(Serialize)]
@@ -152,6 +201,10 @@ struct SnapshotRow<'a> {
     bytes_read: u64,
     bytes_stored: u64,
     nodes: &'a [String],
+    /// Entries the snapshot should hold but does not (unreadable, kept changing).
+    left_out: usize,
+    /// Everything its backup left out or found changing.
+    warnings: Vec<&'a Warning>,
 }
 
 fn rows(listing: &Listing) -> Vec<SnapshotRow<'_>> {
@@ -169,6 +222,8 @@ fn rows(listing: &Listing) -> Vec<SnapshotRow<'_>> {
             bytes_read: m.totals.read.bytes_read,
             bytes_stored: m.totals.bytes_stored,
             nodes,
+            left_out: m.left_out(),
+            warnings: m.warnings(),
         })
         .collect()
 }
@@ -202,8 +257,14 @@ pub fn print_snapshots(listing: &Listing) {
             r.rows,
             bytes(r.bytes_read),
             bytes(r.bytes_stored),
-            r.nodes.join(",")
+            r.nodes.join(","),
         );
+        if r.left_out > 0 {
+            println!(
+                "          incomplete: {} entries left out (unreadable or kept changing)",
+                r.left_out
+            );
+        }
     }
     println!("{} snapshots", listing.snapshots.len());
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use crate::catalog::{Manifest, SnapshotId, SourceInfo, TaskEntry, FORMAT_VERSION};
+use crate::catalog::{Manifest, SnapshotId, SourceInfo, TaskEntry, Warning, FORMAT_VERSION};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::fetch::Fetcher;
@@ -64,8 +64,15 @@ pub struct BackupReport {
     pub failed_tasks: Vec<FailedTask>,
     /// Nodes holding the manifest.
     pub manifest_nodes: Vec<String>,
-    /// Problems that did not stop the backup (a node that missed the manifest).
-    pub warnings: Vec<String>,
+    /// What the backup left out or found changing (`path`, `problem`, `detail`), and problems
+    /// that did not stop it (a node that missed the manifest: problem `repository`, no path).
+    pub warnings: Vec<Warning>,
+    /// Entries the snapshot should hold but does not (unreadable, or kept changing): the
+    /// snapshot is saved and marked incomplete, and the command exits 3.
+    pub left_out: u64,
+    /// What the plan's selection left out, for people (a node's directory inside the tree).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// For a database: which point in time the snapshot holds and how it was taken.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,
@@ -105,8 +112,8 @@ pub fn backup_to(
     }
     let mut consistency = reader.consistency();
     let mut reuse = reuse(repo, &plan, &time);
-    let mut warnings = warnings;
-    warnings.extend(reuse.warning.take());
+    let mut warnings: Vec<Warning> = warnings.into_iter().map(Warning::repository).collect();
+    warnings.extend(reuse.warning.take().map(Warning::repository));
     if let (Some(run), Some(c)) = (&reuse.resumed_run, consistency.as_mut()) {
         c.push_str(&format!(
             "; resumed: {} of {} tasks were read by the interrupted run of {run} under its own \
@@ -116,15 +123,8 @@ pub fn backup_to(
         ));
     }
     let all_tasks = std::mem::replace(&mut plan.tasks, std::mem::take(&mut reuse.todo));
+    crate::failpoint::hit("planned");
     progress.start(plan.tasks.len() as u64, plan.estimated_bytes());
-    let requests: Vec<WorkRequest> = plan
-        .tasks
-        .iter()
-        .map(|t| WorkRequest::Backup {
-            job: Cow::Borrowed(job),
-            task: t.clone(),
-        })
-        .collect();
     let worker = Worker {
         job,
         fetch: Fetcher {
@@ -134,10 +134,25 @@ pub fn backup_to(
         },
         reader: Some(reader.as_ref()),
     };
+    let run = |tasks: &[TaskSpec]| -> Result<Vec<crate::worker::WorkReply>> {
+        let requests: Vec<WorkRequest> = tasks
+            .iter()
+            .map(|t| WorkRequest::Backup {
+                job: Cow::Borrowed(job),
+                task: t.clone(),
+            })
+            .collect();
+        let replies = engine.run(&requests, staging.dir(), |r| r.run(&worker))?;
+        if let Engine::Spark(_) = engine {
+            // Executors count in their own processes; here each reply is a task done.
+            replies.iter().for_each(|_| progress.task_done());
+        }
+        Ok(replies)
+    };
     // Work beside the tasks (a PostgreSQL schema dump) runs under the same point in time.
     let (replies, beside) = std::thread::scope(|s| {
         let beside = s.spawn(|| reader.beside_tasks(repo, &staging));
-        let replies = engine.run(&requests, staging.dir(), |r| r.run(&worker));
+        let replies = run(&plan.tasks);
         let beside = beside.join().unwrap_or_else(|_| {
             Err(crate::Error::internal(
                 "the thread beside the tasks panicked",
@@ -145,39 +160,43 @@ pub fn backup_to(
         });
         (replies, beside)
     });
-    let replies = replies?;
-    if let Engine::Spark(_) = engine {
-        // Executors count in their own processes; here each reply is a task done.
-        replies.iter().for_each(|_| progress.task_done());
-    }
+    let mut failed_tasks = Vec::new();
+    collect(replies?, &mut reuse.entries, &mut failed_tasks)?;
     beside?;
+    // Tasks whose entries disagree (parts of one file read from different versions) are read
+    // again, a bounded number of rounds; what still disagrees is marked left out by the source.
+    for round in 0..=REREAD_ROUNDS {
+        let mut mine: Vec<&mut TaskEntry> = reuse.entries.values_mut().collect();
+        let again = source.recheck(&mut mine, round == REREAD_ROUNDS);
+        if again.is_empty() || !failed_tasks.is_empty() {
+            break;
+        }
+        let tasks: Vec<TaskSpec> = all_tasks
+            .iter()
+            .filter(|t| again.contains(&t.id))
+            .map(|t| TaskSpec {
+                run_started: Some(time.clone()),
+                ..t.clone()
+            })
+            .collect();
+        collect(run(&tasks)?, &mut reuse.entries, &mut failed_tasks)?;
+    }
     drop(staging);
     let record = reader.finish()?;
-    let mut failed_tasks = Vec::new();
-    for reply in replies {
-        let r = reply.into_task_report()?;
-        match (r.entry, r.error) {
-            (Some(e), _) => {
-                reuse.entries.insert(e.id.clone(), e);
-            }
-            (None, error) => {
-                let cause = error.unwrap_or_else(|| {
-                    crate::Error::internal("a task report with neither a receipt nor an error")
-                });
-                failed_tasks.push(FailedTask {
-                    task: r.task.id.to_string(),
-                    kind: r.task.kind.name().to_owned(),
-                    error: cause.to_string(),
-                    cause,
-                })
-            }
-        }
-    }
     let entries: Vec<_> = all_tasks
         .iter()
         .filter_map(|t| reuse.entries.remove(&t.id))
         .collect();
     let totals = Manifest::totals_of(&entries);
+    // Once per entry and problem: every part of a vanished file says so.
+    let mut seen = std::collections::BTreeSet::new();
+    warnings.extend(
+        entries
+            .iter()
+            .flat_map(|e| &e.warnings)
+            .filter(|w| seen.insert((&w.path, w.problem)))
+            .cloned(),
+    );
     let mut report = BackupReport {
         snapshot: None,
         tasks: all_tasks.len() as u64,
@@ -190,7 +209,9 @@ pub fn backup_to(
         bytes_stored: totals.bytes_stored,
         failed_tasks,
         manifest_nodes: Vec::new(),
+        left_out: warnings.iter().filter(|w| w.problem.left_out()).count() as u64,
         warnings,
+        notes: std::mem::take(&mut plan.notes),
         consistency,
     };
     if !report.failed_tasks.is_empty() {
@@ -223,8 +244,39 @@ pub fn backup_to(
     report.manifest_nodes = nodes;
     report
         .warnings
-        .extend(failures.iter().map(|e| e.to_string()));
+        .extend(failures.iter().map(|e| Warning::repository(e.to_string())));
     Ok(report)
+}
+
+/// How often tasks whose entries disagree are read again before the source gives up on them.
+const REREAD_ROUNDS: usize = 2;
+
+/// Files the replies' entries under their tasks, and their failures in `failed`.
+fn collect(
+    replies: Vec<crate::worker::WorkReply>,
+    entries: &mut BTreeMap<TaskId, TaskEntry>,
+    failed: &mut Vec<FailedTask>,
+) -> Result<()> {
+    for reply in replies {
+        let r = reply.into_task_report()?;
+        match (r.entry, r.error) {
+            (Some(e), _) => {
+                entries.insert(e.id.clone(), e);
+            }
+            (None, error) => {
+                let cause = error.unwrap_or_else(|| {
+                    crate::Error::internal("a task report with neither a receipt nor an error")
+                });
+                failed.push(FailedTask {
+                    task: r.task.id.to_string(),
+                    kind: r.task.kind.name().to_owned(),
+                    error: cause.to_string(),
+                    cause,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The repository of the nodes that answer, the job's backup lock, and warnings (nodes left
@@ -296,7 +348,8 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
             continue;
         }
         match receipts.get(t.id.as_str()) {
-            Some(rc) if rc.entry.kind == t.kind => {
+            // Only a receipt of the same entries: a task whose metadata moved is read again.
+            Some(rc) if rc.entry.kind == t.kind && rc.entry.fingerprint == t.fingerprint => {
                 if r.resumed_run.as_ref().is_none_or(|s| &rc.run_started < s) {
                     r.resumed_run = Some(rc.run_started.clone());
                 }
@@ -326,7 +379,12 @@ fn parent_tasks(
     let wanted: BTreeMap<_, _> = plan.tasks.iter().map(|t| (&t.id, t)).collect();
     for e in parent.tasks {
         let Some(t) = wanted.get(&e.id) else { continue };
-        if t.fingerprint.is_none() || e.fingerprint != t.fingerprint || e.kind != t.kind {
+        // An entry with warnings (a file left out or stored as changing) is read again.
+        if t.fingerprint.is_none()
+            || e.fingerprint != t.fingerprint
+            || e.kind != t.kind
+            || !e.warnings.is_empty()
+        {
             continue;
         }
         if repo.holds(&e.data) {

@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Conflict,
     /// A local I/O error (staging, restore target).
     Io,
+    /// The source changed while it was read: what was read is no version of it, so the read is
+    /// made again.
+    Changed,
     /// A bug: an invariant of coldvault's own does not hold (never the user's or the data's fault).
     /// A kind this build does not know (from a newer worker) reads as this one.
     #[serde(other)]
@@ -103,6 +106,11 @@ impl Error {
     /// Something that should exist does not.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// The source changed under a read; reading again may give one version of it.
+    pub fn changed(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Changed, message).with_status(Status::Temporary)
     }
 
     /// A local I/O error, with what was being done in `message`.

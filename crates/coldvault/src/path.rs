@@ -65,7 +65,12 @@ impl RelPath {
         RelPath(v)
     }
 
-    /// The raw bytes.
+    /// The path as text for people, bytes that are not UTF-8 replaced.
+    pub fn lossy(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+
+    /// The path's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -6,12 +6,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::TaskEntry;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::Fetcher;
 use crate::job::Job;
 use crate::plan::TaskSpec;
 use crate::progress::CountingWriter;
-use crate::source::RunSource;
+use crate::source::{RunSource, LAST_ATTEMPT};
 use crate::store::{data_key, Payload};
 
 /// The outcome of one task.
@@ -66,16 +66,28 @@ fn stage_and_store(
     task: &TaskSpec,
 ) -> Result<TaskEntry> {
     let repo = ctx.repo;
-    let stager =
-        ctx.staging
-            .stager(task.id.as_str(), job.run.zstd_level, repo.crypt()?.as_ref())?;
-    let mut out = CountingWriter {
-        inner: stager,
-        progress: ctx.progress,
+    let mut attempt = 0;
+    let (read, staged) = loop {
+        let stager =
+            ctx.staging
+                .stager(task.id.as_str(), job.run.zstd_level, repo.crypt()?.as_ref())?;
+        let mut out = CountingWriter {
+            inner: stager,
+            progress: ctx.progress,
+        };
+        // A source that changed under the read is read again; the staged bytes are dropped.
+        match reader.read(&task.kind, attempt, task.snapshot.as_deref(), &mut out) {
+            Err(e) if e.kind() == ErrorKind::Changed && attempt < LAST_ATTEMPT => {
+                attempt += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(read) => {
+                crate::failpoint::hit("read");
+                break (read, out.inner.finish()?);
+            }
+        }
     };
-    let read = reader.read(&task.kind, task.snapshot.as_deref(), &mut out)?;
-    crate::failpoint::hit("read");
-    let staged = out.inner.finish()?;
     crate::failpoint::hit("staged");
     let key = data_key(staged.checksum(), task.kind.data_ext());
     let data = repo.replicator().put(
@@ -92,6 +104,7 @@ fn stage_and_store(
         stats: read.stats,
         file: read.file,
         fingerprint: task.fingerprint.clone(),
+        warnings: read.warnings,
     };
     if let Some(run) = &task.run_started {
         repo.write_receipt(&crate::repo::RunReceipt {

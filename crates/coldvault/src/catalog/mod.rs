@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 
 mod schema;
 mod task;
+mod warning;
 
 pub use schema::{MyObject, MysqlSchema, PostgresSchema, Schema, SchemaObject, SqliteSchema};
 pub use task::{
-    ColumnKind, FileMeta, FilesTask, MyColumn, MyRangeTask, MySplit, PartTask, PgRangeTask,
-    PgSplit, ReadStats, TableTask, TaskKind,
+    ColumnKind, FileMeta, FileVersion, FilesTask, MyColumn, MyRangeTask, MySplit, PartTask,
+    PgRangeTask, PgSplit, ReadStats, TableTask, TaskKind,
 };
+pub use warning::{Problem, Warning};
 
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -113,6 +115,9 @@ pub struct TaskEntry {
     /// reuses this entry when the fingerprint is the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// What the task left out or found changing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
 
 /// Totals over the tasks of a snapshot.
@@ -212,6 +217,26 @@ impl Manifest {
             all.extend([&pg.pre_data, &pg.post_data]);
         }
         all
+    }
+
+    /// What the snapshot's tasks left out or found changing, once per entry and problem (every
+    /// part of a vanished file says so).
+    pub fn warnings(&self) -> Vec<&Warning> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.tasks
+            .iter()
+            .flat_map(|t| &t.warnings)
+            .filter(|w| seen.insert((&w.path, w.problem)))
+            .collect()
+    }
+
+    /// How many entries the snapshot should hold but does not (unreadable, kept changing): a
+    /// snapshot with any is incomplete.
+    pub fn left_out(&self) -> usize {
+        self.warnings()
+            .into_iter()
+            .filter(|w| w.problem.left_out())
+            .count()
     }
 
     /// The sum of the tasks' stats.

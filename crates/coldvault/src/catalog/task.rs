@@ -284,4 +284,28 @@ pub struct FileMeta {
     pub mtime_nsec: u32,
     /// Size.
     pub size: u64,
+    /// Which version of the file was read (file parts): every part of one file must have the
+    /// same. Absent in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<FileVersion>,
+}
+
+/// What tells two versions of a file apart: a file whose version is the same before and after a
+/// read was not changed by anyone during it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileVersion {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds of the modification time.
+    pub mtime_nsec: i64,
+    /// Change time (of contents or metadata), seconds since the epoch.
+    pub ctime: i64,
+    /// Nanoseconds of the change time.
+    pub ctime_nsec: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Device number.
+    pub dev: u64,
 }

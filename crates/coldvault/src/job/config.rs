@@ -55,6 +55,10 @@ pub(crate) struct TableConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FsSourceConfig {
     pub path: String,
+    pub exclude: Option<Vec<String>>,
+    pub exclude_if_present: Option<Vec<String>>,
+    pub one_file_system: Option<bool>,
+    pub on_unreadable: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -44,6 +44,9 @@ pub enum Source {
     Fs {
         /// Root of the tree.
         path: PathBuf,
+        /// What of the tree is left out, and what an unreadable entry does.
+        #[serde(default)]
+        select: TreeSelection,
     },
     /// A SQLite database file.
     Sqlite {
@@ -98,7 +101,7 @@ impl Source {
     /// Where the data comes from, for manifests: the path or the URL (never with a secret).
     pub fn location(&self) -> String {
         match self {
-            Source::Fs { path } | Source::Sqlite { path, .. } => path.display().to_string(),
+            Source::Fs { path, .. } | Source::Sqlite { path, .. } => path.display().to_string(),
             Source::Postgres(db) | Source::Mysql(db) => db.url.clone(),
         }
     }
@@ -110,6 +113,30 @@ impl Source {
             Source::Fs { .. } | Source::Sqlite { .. } => None,
         }
     }
+}
+
+/// What of a file tree a backup reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeSelection {
+    /// Gitignore-style patterns relative to the root: `*.tmp`, `/cache/`, `**/node_modules/`.
+    pub exclude: Vec<String>,
+    /// Names of files whose presence leaves out the directory holding them (`.nobackup`).
+    pub exclude_if_present: Vec<String>,
+    /// Whether to stay on the root's file system (mount points are stored, their contents not).
+    pub one_file_system: bool,
+    /// What an entry that cannot be read does to the backup.
+    pub on_unreadable: OnUnreadable,
+}
+
+/// What an entry that cannot be read (permission denied, an I/O error) does to a backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnreadable {
+    /// Leave it out with a warning naming it; the snapshot is saved, marked incomplete (exit 3).
+    #[default]
+    Warn,
+    /// Fail its task: no snapshot (exit 1).
+    Fail,
 }
 
 /// How a job splits into map tasks.

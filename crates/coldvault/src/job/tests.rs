@@ -275,3 +275,25 @@ fn encryption_settings_are_checked() {
     assert!(err(&with("recipients = [\"ssh-ed25519 AAA\"]")).contains("not an age public key"));
     assert!(err(&with("passphrase = \"inline\"")).contains("unknown field `passphrase`"));
 }
+
+#[test]
+fn a_tree_selection_parses_and_its_mistakes_are_named() {
+    let with = |lines: &str| GOOD.replace("path = \".\"", &format!("path = \".\"\n{lines}"));
+    let job = parse(&with(
+        "exclude = [\"*.tmp\", \"/cache/\"]\nexclude_if_present = [\".nobackup\"]\none_file_system = true\non_unreadable = \"fail\"",
+    ))
+    .unwrap();
+    let Source::Fs { select, .. } = &job.source else {
+        panic!("not a tree")
+    };
+    assert_eq!(select.exclude, ["*.tmp", "/cache/"]);
+    assert_eq!(select.exclude_if_present, [".nobackup"]);
+    assert!(select.one_file_system);
+    assert_eq!(select.on_unreadable, OnUnreadable::Fail);
+    let e = err(&with("on_unreadable = \"skip\""));
+    assert!(e.contains("on_unreadable = \"skip\""), "{e}");
+    let e = err(&with("exclude_if_present = [\"a/b\"]"));
+    assert!(e.contains("\"a/b\" is not a file name"), "{e}");
+    let e = err(&with("exclude = [\"a[z-a]\"]"));
+    assert!(e.contains("\"a[z-a]\" is not a valid pattern"), "{e}");
+}

@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::config::{self, JobConfig, SizeConfig, SourceConfig};
 use super::{
     default_parallel, CredentialSource, Database, Encryption, EngineKind, Job, NodeSpec, NodeUrl,
-    PasswordSource, RepositorySettings, Run, Source, SparkSettings, Split, TableSettings,
+    OnUnreadable, PasswordSource, RepositorySettings, Run, Source, SparkSettings, Split,
+    TableSettings, TreeSelection,
 };
 use crate::error::{Error, Result};
 
@@ -28,7 +29,8 @@ pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
                     path.display()
                 )));
             }
-            Source::Fs { path }
+            let select = validate_selection(fs)?;
+            Source::Fs { path, select }
         }
         SourceConfig::Sqlite(sq) => {
             let path = existing_path(base, &sq.path, "[source] path")?;
@@ -73,6 +75,35 @@ pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
         },
         repository,
         run,
+    })
+}
+
+fn validate_selection(fs: config::FsSourceConfig) -> Result<TreeSelection> {
+    let exclude = fs.exclude.unwrap_or_default();
+    crate::source::fs::compile_excludes(&exclude)?;
+    let exclude_if_present = fs.exclude_if_present.unwrap_or_default();
+    if let Some(bad) = exclude_if_present
+        .iter()
+        .find(|n| n.is_empty() || n.contains('/') || *n == "." || *n == "..")
+    {
+        return Err(Error::config(format!(
+            "[source] exclude_if_present: {bad:?} is not a file name (no '/', not empty)"
+        )));
+    }
+    let on_unreadable = match fs.on_unreadable.as_deref() {
+        None | Some("warn") => OnUnreadable::Warn,
+        Some("fail") => OnUnreadable::Fail,
+        Some(other) => {
+            return Err(Error::config(format!(
+                "[source] on_unreadable = {other:?}: expected \"warn\" or \"fail\""
+            )))
+        }
+    };
+    Ok(TreeSelection {
+        exclude,
+        exclude_if_present,
+        one_file_system: fs.one_file_system.unwrap_or(false),
+        on_unreadable,
     })
 }
 

@@ -42,13 +42,18 @@ pub struct TaskSpec {
 pub struct Plan {
     /// The tasks, in the order they were planned.
     pub tasks: Vec<TaskSpec>,
+    /// What the source's selection left out, for people (`exclude`d entries, a node's directory
+    /// inside the tree).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Plan {
     /// Plans `job` by reading its source's structure (not its data).
     pub fn new(job: &Job) -> Result<Plan> {
-        let tasks = crate::source::kind_of(job)
-            .plan(job)?
+        let planned = crate::source::kind_of(job).plan(job)?;
+        let tasks = planned
+            .tasks
             .into_iter()
             .map(|p| {
                 Ok(TaskSpec {
@@ -62,7 +67,10 @@ impl Plan {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Plan { tasks })
+        Ok(Plan {
+            tasks,
+            notes: planned.notes,
+        })
     }
 
     /// The sum of the tasks' estimated bytes.

@@ -24,7 +24,7 @@ pub mod sqlite;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{FileMeta, Manifest, ReadStats, TaskEntry, TaskKind};
+use crate::catalog::{FileMeta, Manifest, ReadStats, TaskEntry, TaskId, TaskKind, Warning};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::job::{Job, Source};
@@ -67,17 +67,32 @@ pub(crate) struct Planned {
     pub fingerprint: Option<String>,
 }
 
+/// The tasks a source plans, and what its selection left out, for people.
+#[derive(Default)]
+pub(crate) struct SourcePlan {
+    /// The tasks.
+    pub tasks: Vec<Planned>,
+    /// What was left out of the plan and why (excluded entries, coldvault's own directories).
+    pub notes: Vec<String>,
+}
+
 /// What reading one task gave besides its bytes.
 pub(crate) struct TaskRead {
     /// What was read.
     pub stats: ReadStats,
     /// For a part of a large file: the file's metadata, restored once every part is written.
     pub file: Option<FileMeta>,
+    /// What the read left out or found changing.
+    pub warnings: Vec<Warning>,
 }
 
 impl From<ReadStats> for TaskRead {
     fn from(stats: ReadStats) -> Self {
-        TaskRead { stats, file: None }
+        TaskRead {
+            stats,
+            file: None,
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -94,7 +109,7 @@ pub(crate) trait SourceKind: Sync {
     fn name(&self) -> &'static str;
 
     /// Plans the tasks of the job's selection, reading structure, never data.
-    fn plan(&self, job: &Job) -> Result<Vec<Planned>>;
+    fn plan(&self, job: &Job) -> Result<SourcePlan>;
 
     /// Why this source cannot run its tasks in other processes (the Spark engine), if it cannot.
     fn local_only(&self) -> Option<&'static str> {
@@ -111,6 +126,13 @@ pub(crate) trait SourceKind: Sync {
 
     /// A reader for a worker process that has only the job and the task specs.
     fn open_worker<'a>(&self, job: &'a Job) -> Result<Box<dyn RunSource + 'a>>;
+
+    /// Looks over the entries of a run's tasks together and returns the tasks to read again
+    /// (the parts of a file read from different versions of it). With `last`, nothing is read
+    /// again: what still does not agree is marked in the entries' warnings instead.
+    fn recheck(&self, _entries: &mut [&mut TaskEntry], _last: bool) -> Vec<TaskId> {
+        Vec::new()
+    }
 
     /// What the snapshot's manifest is missing or gets wrong for this kind of source (a part of
     /// a split file), one line each: damage that verify reports and restore refuses.
@@ -139,9 +161,13 @@ pub(crate) trait SourceKind: Sync {
 /// A source held at one point in time for a run: reads tasks under it.
 pub(crate) trait RunSource: Send + Sync {
     /// Reads one task's share into `out`; `snapshot` is the id the task carries, if any.
+    /// `attempt` counts the reads of this task in this run from 0: a read that finds its source
+    /// changing under it fails with [`ErrorKind::Changed`](crate::ErrorKind::Changed) and is
+    /// sent again, up to [`LAST_ATTEMPT`], which must not fail that way.
     fn read(
         &self,
         kind: &TaskKind,
+        attempt: u32,
         snapshot: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<TaskRead>;
@@ -301,17 +327,23 @@ impl EntryRestored {
 }
 
 /// Planned tasks that carry no fingerprint (database tables, read whole every time).
-pub(crate) fn planned(tasks: Vec<(TaskKind, u64, u64)>) -> Vec<Planned> {
-    tasks
-        .into_iter()
-        .map(|(kind, bytes, items)| Planned {
-            kind,
-            bytes,
-            items,
-            fingerprint: None,
-        })
-        .collect()
+pub(crate) fn planned(tasks: Vec<(TaskKind, u64, u64)>) -> SourcePlan {
+    SourcePlan {
+        tasks: tasks
+            .into_iter()
+            .map(|(kind, bytes, items)| Planned {
+                kind,
+                bytes,
+                items,
+                fingerprint: None,
+            })
+            .collect(),
+        notes: Vec::new(),
+    }
 }
+
+/// The attempt of a task's read that must succeed whatever the source does meanwhile.
+pub(crate) const LAST_ATTEMPT: u32 = 3;
 
 /// The database of a `postgres` or `mysql` job.
 pub(crate) fn database(job: &Job) -> Result<&crate::job::Database> {

@@ -7,27 +7,36 @@
 //! at the first path at or after `end`. Memory is bounded by the depth of the tree times the size of
 //! the largest directory, never by the number of files.
 
+use std::collections::BTreeSet;
 use std::fs::{self, Metadata};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 mod check;
+mod parts;
+mod plan;
 mod read;
 mod restore;
+mod select;
 
 pub use restore::Deferred;
 
-pub(crate) use read::{read_files, read_part};
+use read::Reading;
+pub(crate) use select::compile_excludes;
+use select::{Selector, Verdict};
 
 use super::{
-    EntryRestored, EntryWork, Planned, RestoreRun, RunRecord, RunSource, SourceKind, TaskRead,
+    EntryRestored, EntryWork, RestoreRun, RunRecord, RunSource, SourceKind, SourcePlan, TaskRead,
 };
-use crate::catalog::{FileMeta, FilesTask, PartTask, ReadStats, TaskKind};
+use crate::catalog::{
+    FileMeta, FileVersion, Problem, ReadStats, TaskEntry, TaskId, TaskKind, Warning,
+};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
-use crate::job::{Job, Source};
+use crate::job::{Job, OnUnreadable, Source, TreeSelection};
 use crate::path::RelPath;
 
 /// Cost of one entry beyond its contents: a tar header.
@@ -36,10 +45,10 @@ const ENTRY_OVERHEAD: u64 = 512;
 /// A file tree.
 pub(crate) struct FsSource;
 
-/// The root of an `fs` job's tree.
-fn root(job: &Job) -> Result<&Path> {
+/// The root of an `fs` job's tree and its selection.
+fn tree(job: &Job) -> Result<(&Path, &TreeSelection)> {
     match &job.source {
-        Source::Fs { path } => Ok(path),
+        Source::Fs { path, select } => Ok((path, select)),
         _ => Err(Error::internal(
             "a file-tree source for a job of another kind",
         )),
@@ -51,16 +60,18 @@ impl SourceKind for FsSource {
         "fs"
     }
 
-    fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
-        Ok(plan_fingerprinted(root(job)?, job.split.target_bytes)?
-            .into_iter()
-            .map(|(kind, bytes, items, print)| Planned {
-                kind,
-                bytes,
-                items,
-                fingerprint: Some(print),
-            })
-            .collect())
+    fn plan(&self, job: &Job) -> Result<SourcePlan> {
+        let (root, select) = tree(job)?;
+        let selector = Selector::new(job, root, select)?;
+        let (tasks, excluded) = plan::plan_fingerprinted(root, &selector, job.split.target_bytes)?;
+        let mut notes = selector.notes;
+        if excluded > 0 {
+            notes.push(format!(
+                "{excluded} entries left out by the selection (exclude, exclude_if_present, \
+                 coldvault's own directories), with everything below them"
+            ));
+        }
+        Ok(SourcePlan { tasks, notes })
     }
 
     fn open_run<'a>(
@@ -73,7 +84,14 @@ impl SourceKind for FsSource {
     }
 
     fn open_worker<'a>(&self, job: &'a Job) -> Result<Box<dyn RunSource + 'a>> {
-        Ok(Box::new(TreeReader { root: root(job)? }))
+        let (root, select) = tree(job)?;
+        Ok(Box::new(TreeReader {
+            root,
+            select: Selector::new(job, root, select)?,
+            fail_unreadable: select.on_unreadable == OnUnreadable::Fail,
+            careful: Mutex::new(BTreeSet::new()),
+            spool_dir: &job.run.staging,
+        }))
     }
 
     fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
@@ -82,6 +100,10 @@ impl SourceKind for FsSource {
 
     fn check_manifest(&self, manifest: &crate::catalog::Manifest) -> Vec<String> {
         check::incomplete_files(manifest)
+    }
+
+    fn recheck(&self, entries: &mut [&mut TaskEntry], last: bool) -> Vec<TaskId> {
+        parts::recheck(entries, last)
     }
 
     fn restore_entry(
@@ -94,41 +116,47 @@ impl SourceKind for FsSource {
     }
 }
 
-/// Reads the tasks of a file tree; the tree itself is the only state.
+/// Reads the tasks of a file tree: the tree, its selection, and the files found changing while
+/// streamed, which later reads spool first.
 struct TreeReader<'a> {
     root: &'a Path,
+    select: Selector,
+    fail_unreadable: bool,
+    careful: Mutex<BTreeSet<RelPath>>,
+    spool_dir: &'a Path,
 }
 
 impl RunSource for TreeReader<'_> {
     fn read(
         &self,
         kind: &TaskKind,
+        attempt: u32,
         _snapshot: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<TaskRead> {
+        let mut r = Reading {
+            walk: Walk::new(self.root, &self.select, self.fail_unreadable),
+            careful: &self.careful,
+            attempt,
+            spool_dir: self.spool_dir,
+        };
         match kind {
-            TaskKind::Files(t) => Ok(read_files(
-                self.root,
-                t.start.as_ref(),
-                t.end.as_ref(),
-                &t.split_files,
-                out,
-            )?
-            .into()),
-            TaskKind::FilePart(p) => {
-                let (mut stats, meta) = read_part(
-                    self.root,
-                    &p.path,
-                    p.offset,
-                    p.len,
-                    p.part + 1 == p.parts,
-                    out,
-                )?;
-                // A file is counted once, by its first part: counts match the tree's.
-                stats.files = u64::from(p.part == 0);
+            TaskKind::Files(t) => {
+                let stats = r.files(t.start.as_ref(), t.end.as_ref(), &t.split_files, out)?;
                 Ok(TaskRead {
                     stats,
-                    file: Some(meta),
+                    file: None,
+                    warnings: r.walk.warnings,
+                })
+            }
+            TaskKind::FilePart(p) => {
+                let (mut stats, file) = r.part(p, out)?;
+                // A file is counted once, by its first part: counts match the tree's.
+                stats.files = u64::from(p.part == 0 && file.is_some());
+                Ok(TaskRead {
+                    stats,
+                    file,
+                    warnings: r.walk.warnings,
                 })
             }
             other => Err(Error::internal(format!(
@@ -152,174 +180,158 @@ impl FileMeta {
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
             size: meta.len(),
+            version: None,
         }
     }
 }
 
-/// Walks the entries of the tree at `root` whose paths lie in `[start, end)`, in order.
-pub(crate) fn walk(
-    root: &Path,
-    start: Option<&RelPath>,
-    end: Option<&RelPath>,
-    visit: &mut dyn FnMut(&RelPath, &Path, &Metadata) -> Result<()>,
-) -> Result<()> {
-    walk_dir(root, &RelPath::root(), start, end, visit).map(|_| ())
+impl FileVersion {
+    /// The version of the file `meta` describes.
+    pub(crate) fn of(meta: &Metadata) -> Self {
+        FileVersion {
+            size: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
 }
 
-/// Returns `Ok(false)` once the walk has passed `end`.
-fn walk_dir(
-    dir: &Path,
-    rel: &RelPath,
-    start: Option<&RelPath>,
-    end: Option<&RelPath>,
-    visit: &mut dyn FnMut(&RelPath, &Path, &Metadata) -> Result<()>,
-) -> Result<bool> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !rel.is_root() => return Ok(true),
-        Err(e) => return Err(read_err("cannot list directory", dir, e)),
-    };
+/// A walk of a tree in [`RelPath`] order, through its job's [`Selector`].
+pub(crate) struct Walk<'a> {
+    pub root: &'a Path,
+    pub select: &'a Selector,
+    /// Whether an entry that cannot be listed or stat'ed fails the walk (`on_unreadable =
+    /// "fail"`) instead of becoming a warning.
+    pub fail_unreadable: bool,
+    /// Entries the walk could not take: vanished, unreadable (warnings of a read; a plan ignores
+    /// them, the read that follows reports them).
+    pub warnings: Vec<Warning>,
+    /// Entries (with what lies below them) the selection left out.
+    pub excluded: u64,
+}
+
+impl<'a> Walk<'a> {
+    pub(crate) fn new(root: &'a Path, select: &'a Selector, fail_unreadable: bool) -> Self {
+        Walk {
+            root,
+            select,
+            fail_unreadable,
+            warnings: Vec::new(),
+            excluded: 0,
+        }
+    }
+
+    /// Visits the entries whose paths lie in `[start, end)`, in order.
+    pub(crate) fn run(
+        &mut self,
+        start: Option<&RelPath>,
+        end: Option<&RelPath>,
+        visit: &mut dyn FnMut(&RelPath, &Path, &Metadata) -> Result<()>,
+    ) -> Result<()> {
+        let root = self.root;
+        self.dir(root, &RelPath::root(), start, end, visit)
+            .map(|_| ())
+    }
+
+    /// Records that `rel` could not be taken: vanished (`NotFound`) or unreadable.
+    pub(crate) fn left_out(
+        &mut self,
+        rel: &RelPath,
+        path: &Path,
+        what: &str,
+        e: io::Error,
+    ) -> Result<()> {
+        if e.kind() == io::ErrorKind::NotFound {
+            self.warnings.push(Warning::new(
+                rel.lossy(),
+                Problem::Vanished,
+                format!("removed while the backup ran ({what}: {e})"),
+            ));
+            return Ok(());
+        }
+        if self.fail_unreadable {
+            return Err(read_err(what, path, e));
+        }
+        self.warnings.push(Warning::new(
+            rel.lossy(),
+            Problem::Unreadable,
+            format!("{what}: {e}"),
+        ));
+        Ok(())
+    }
+
+    /// Returns `Ok(false)` once the walk has passed `end`.
+    fn dir(
+        &mut self,
+        dir: &Path,
+        rel: &RelPath,
+        start: Option<&RelPath>,
+        end: Option<&RelPath>,
+        visit: &mut dyn FnMut(&RelPath, &Path, &Metadata) -> Result<()>,
+    ) -> Result<bool> {
+        let names = match list(dir) {
+            Ok(n) => n,
+            Err(e) if rel.is_root() => return Err(read_err("cannot list directory", dir, e)),
+            Err(e) => {
+                self.left_out(rel, dir, "cannot list directory", e)?;
+                return Ok(true);
+            }
+        };
+        for name in names {
+            let child = rel.join(name.as_bytes());
+            if end.is_some_and(|e| child >= *e) {
+                return Ok(false);
+            }
+            let after_start = start.is_none_or(|s| child >= *s);
+            let reaches_start = after_start || start.is_some_and(|s| s.is_inside(&child));
+            if !reaches_start {
+                continue;
+            }
+            let path = dir.join(&name);
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    if after_start {
+                        self.left_out(&child, &path, "cannot stat", e)?;
+                    }
+                    continue;
+                }
+            };
+            let verdict = self.select.verdict(&child, &path, &meta);
+            if verdict == Verdict::Leave {
+                self.excluded += u64::from(after_start);
+                continue;
+            }
+            if after_start {
+                visit(&child, &path, &meta)?;
+            }
+            if meta.is_dir()
+                && verdict == Verdict::Take
+                && !self.dir(&path, &child, start, end, visit)?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The names in `dir`, sorted by their bytes.
+fn list(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
     let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| read_err("cannot list directory", dir, e))?;
-        names.push(entry.file_name());
+    for entry in fs::read_dir(dir)? {
+        names.push(entry?.file_name());
     }
     names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in names {
-        let child = rel.join(name.as_bytes());
-        if end.is_some_and(|e| child >= *e) {
-            return Ok(false);
-        }
-        let path = dir.join(&name);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(read_err("cannot stat", &path, e)),
-        };
-        let after_start = start.is_none_or(|s| child >= *s);
-        if after_start {
-            visit(&child, &path, &meta)?;
-        }
-        let reaches_start = after_start || start.is_some_and(|s| s.is_inside(&child));
-        if meta.is_dir() && reaches_start && !walk_dir(&path, &child, start, end, visit)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(names)
 }
 
 fn read_err(what: &str, path: &Path, e: io::Error) -> Error {
     Error::source_err(format!("{what} {}", path.display())).with_source(e)
-}
-
-/// Plans a file tree: ranges of about `target` bytes, and parts for files larger than `target`.
-/// Returns (kind, estimated bytes, estimated items) per task.
-#[cfg(test)]
-pub(crate) fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
-    Ok(plan_fingerprinted(root, target)?
-        .into_iter()
-        .map(|(k, b, i, _)| (k, b, i))
-        .collect())
-}
-
-/// Plans a tree into ranges of about `target` bytes and parts of larger files. Each task comes
-/// with a fingerprint of the metadata of what it reads (path, mode, owner, size, modification and
-/// change times, inode): equal fingerprints mean unchanged entries, which an incremental backup
-/// takes from the parent snapshot without reading them.
-pub(crate) fn plan_fingerprinted(
-    root: &Path,
-    target: u64,
-) -> Result<Vec<(TaskKind, u64, u64, String)>> {
-    let mut tasks = Vec::new();
-    let mut start: Option<RelPath> = None;
-    let mut split_files = Vec::new();
-    let mut bytes = 0u64;
-    let mut items = 0u64;
-    let root_meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
-    let mut print = blake3::Hasher::new();
-    fingerprint(&mut print, &RelPath::root(), &root_meta);
-    walk(root, None, None, &mut |rel, _path, meta| {
-        if items > 0 && bytes >= target {
-            tasks.push((
-                TaskKind::Files(FilesTask {
-                    start: start.take(),
-                    end: Some(rel.clone()),
-                    split_files: std::mem::take(&mut split_files),
-                }),
-                bytes,
-                items,
-                std::mem::replace(&mut print, blake3::Hasher::new())
-                    .finalize()
-                    .to_hex()
-                    .to_string(),
-            ));
-            start = Some(rel.clone());
-            bytes = 0;
-            items = 0;
-        }
-        bytes += ENTRY_OVERHEAD;
-        items += 1;
-        if meta.is_file() && meta.len() > target {
-            split_files.push(rel.clone());
-            let mut own = blake3::Hasher::new();
-            fingerprint(&mut own, rel, meta);
-            let own = own.finalize().to_hex().to_string();
-            let parts = meta.len().div_ceil(target);
-            for part in 0..parts {
-                let offset = part * target;
-                let len = target.min(meta.len() - offset);
-                tasks.push((
-                    TaskKind::FilePart(PartTask {
-                        path: rel.clone(),
-                        offset,
-                        len,
-                        part: part as u32,
-                        parts: parts as u32,
-                    }),
-                    len,
-                    1,
-                    own.clone(),
-                ));
-            }
-        } else {
-            fingerprint(&mut print, rel, meta);
-            if meta.is_file() {
-                bytes += meta.len().div_ceil(512) * 512;
-            }
-        }
-        Ok(())
-    })?;
-    tasks.push((
-        TaskKind::Files(FilesTask {
-            start,
-            end: None,
-            split_files,
-        }),
-        bytes,
-        items,
-        print.finalize().to_hex().to_string(),
-    ));
-    Ok(tasks)
-}
-
-/// Adds what says whether an entry changed to `h`.
-fn fingerprint(h: &mut blake3::Hasher, rel: &RelPath, m: &Metadata) {
-    h.update(&(rel.as_bytes().len() as u64).to_le_bytes());
-    h.update(rel.as_bytes());
-    for v in [
-        m.mode() as i64,
-        m.uid() as i64,
-        m.gid() as i64,
-        m.len() as i64,
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec(),
-        m.ino() as i64,
-        m.dev() as i64,
-    ] {
-        h.update(&v.to_le_bytes());
-    }
 }
 
 #[cfg(test)]

@@ -1,137 +1,426 @@
 //! Reading a file tree's tasks: a range of the walk order as a tar (pax) stream, and a part of a
-//! large file as raw bytes. Each file's bytes are exactly its length when it was listed (a file
-//! that grew is cut there, one that shrank is padded) so that the tar stream stays well formed.
+//! large file as raw bytes.
+//!
+//! Invariant: a stored file's bytes are one complete read of it, and its length is what that read
+//! gave, never padded or cut. A tar header states the size before the bytes, so a file is either
+//! read whole first (files up to [`SMALL`], into memory; files seen changing before, into a spool
+//! file in the staging directory) and stored when its version (size, times, inode) was the same
+//! before and after the read, or streamed and checked after: a streamed file that ends early or
+//! whose version moved fails the read with [`ErrorKind::Changed`](crate::ErrorKind::Changed), and
+//! the task is read again with that file read whole first. A file that changes during every one of
+//! [`SETTLE_READS`] reads is stored as its last complete read, with a warning.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use super::{read_err, walk};
-use crate::catalog::{FileMeta, ReadStats};
+use super::{read_err, Walk};
+use crate::catalog::{FileMeta, FileVersion, PartTask, Problem, ReadStats, Warning};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
+use crate::source::LAST_ATTEMPT;
 
-/// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`.
-pub(crate) fn read_files(
-    root: &Path,
-    start: Option<&RelPath>,
-    end: Option<&RelPath>,
-    split_files: &[RelPath],
-    out: &mut dyn Write,
-) -> Result<ReadStats> {
-    let mut stats = ReadStats::default();
-    let mut builder = tar::Builder::new(out);
-    if start.is_none() {
-        // The first task carries the root directory itself, as "./", for its mode and times.
-        let meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
-        append(
-            &mut builder,
-            b"./",
-            &meta,
-            tar::EntryType::Directory,
-            None,
-            0,
-            io::empty(),
-        )?;
-    }
-    walk(root, start, end, &mut |rel, path, meta| {
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            stats.dirs += 1;
-            append(
-                &mut builder,
-                rel.as_bytes(),
-                meta,
-                tar::EntryType::Directory,
-                None,
-                0,
-                io::empty(),
-            )
-        } else if ft.is_symlink() {
-            let target = match fs::read_link(path) {
-                Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(read_err("cannot read link", path, e)),
-            };
-            stats.symlinks += 1;
-            let link = target.as_os_str().as_bytes();
-            append(
-                &mut builder,
-                rel.as_bytes(),
-                meta,
-                tar::EntryType::Symlink,
-                Some(link),
-                0,
-                io::empty(),
-            )
-        } else if ft.is_file() {
-            if split_files.binary_search(rel).is_ok() {
-                return Ok(());
-            }
-            let file = match File::open(path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(read_err("cannot open", path, e)),
-            };
-            let meta = file
-                .metadata()
-                .map_err(|e| read_err("cannot stat", path, e))?;
-            let size = meta.len();
-            let reader = ExactReader::new(file, size);
-            stats.files += 1;
-            stats.bytes_read += size;
-            append(
-                &mut builder,
-                rel.as_bytes(),
-                &meta,
-                tar::EntryType::Regular,
-                None,
-                size,
-                reader,
-            )
-        } else {
-            stats.skipped += 1;
-            Ok(())
-        }
-    })?;
-    builder
-        .into_inner()
-        .map_err(|e| Error::io("cannot finish the tar stream", e))?;
-    Ok(stats)
+/// One read of one task: the walk (its selection and the warnings it gathers), the files of the
+/// run found changing while streamed, and which attempt of the task this is.
+pub(super) struct Reading<'a> {
+    pub walk: Walk<'a>,
+    pub careful: &'a Mutex<BTreeSet<RelPath>>,
+    pub attempt: u32,
+    pub spool_dir: &'a Path,
 }
 
-/// Reads exactly `size` bytes: a file that shrank while read is padded with zeros, one that grew
-/// is cut, so the tar stream stays well-formed.
-struct ExactReader<R> {
-    inner: io::Take<R>,
+impl Reading<'_> {
+    /// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`.
+    pub(super) fn files(
+        &mut self,
+        start: Option<&RelPath>,
+        end: Option<&RelPath>,
+        split_files: &[RelPath],
+        out: &mut dyn Write,
+    ) -> Result<ReadStats> {
+        let mut stats = ReadStats::default();
+        let mut builder = tar::Builder::new(out);
+        let root = self.walk.root;
+        if start.is_none() {
+            // The first task carries the root directory itself, as "./", for its mode and times.
+            let meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
+            let dir = tar::EntryType::Directory;
+            append(&mut builder, b"./", &meta, dir, None, 0, io::empty())?;
+        }
+        let mut files = FileReads {
+            careful: self.careful,
+            attempt: self.attempt,
+            spool_dir: self.spool_dir,
+            left: Vec::new(),
+            unsettled: Vec::new(),
+        };
+        self.walk.run(start, end, &mut |rel, path, meta| {
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                stats.dirs += 1;
+                let dir = tar::EntryType::Directory;
+                append(
+                    &mut builder,
+                    rel.as_bytes(),
+                    meta,
+                    dir,
+                    None,
+                    0,
+                    io::empty(),
+                )
+            } else if ft.is_symlink() {
+                let target = match fs::read_link(path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        files
+                            .left
+                            .push((rel.clone(), path.to_owned(), "cannot read link", e));
+                        return Ok(());
+                    }
+                };
+                stats.symlinks += 1;
+                let link = Some(target.as_os_str().as_bytes());
+                let kind = tar::EntryType::Symlink;
+                append(
+                    &mut builder,
+                    rel.as_bytes(),
+                    meta,
+                    kind,
+                    link,
+                    0,
+                    io::empty(),
+                )
+            } else if ft.is_file() {
+                if split_files.binary_search(rel).is_ok() {
+                    return Ok(());
+                }
+                files.append(&mut builder, rel, path, &mut stats)
+            } else {
+                stats.skipped += 1;
+                Ok(())
+            }
+        })?;
+        for (rel, path, what, e) in std::mem::take(&mut files.left) {
+            self.walk.left_out(&rel, &path, what, e)?;
+        }
+        self.walk.warnings.append(&mut files.changed());
+        builder
+            .into_inner()
+            .map_err(|e| Error::io("cannot finish the tar stream", e))?;
+        Ok(stats)
+    }
+
+    /// Reads one part of a large file as raw bytes (the last part to the end of the file), with
+    /// the version of the file it was read from. A file gone before the part is read gives no
+    /// bytes and no metadata, and a warning.
+    pub(super) fn part(
+        &mut self,
+        p: &PartTask,
+        out: &mut dyn Write,
+    ) -> Result<(ReadStats, Option<FileMeta>)> {
+        let path = p.path.to_path(self.walk.root);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.walk.left_out(&p.path, &path, "cannot open", e)?;
+                return Ok((ReadStats::default(), None));
+            }
+        };
+        let before = file
+            .metadata()
+            .map_err(|e| read_err("cannot stat", &path, e))?;
+        file.seek(SeekFrom::Start(p.offset))
+            .map_err(|e| read_err("cannot seek in", &path, e))?;
+        let last = p.part + 1 == p.parts;
+        let limit = if last { u64::MAX } else { p.len };
+        let mut counted = Counted { out, n: 0 };
+        let copied = io::copy(&mut (&mut file).take(limit), &mut counted);
+        let n = counted.n;
+        let after = file.metadata();
+        let settled = match (&copied, &after) {
+            (Ok(_), Ok(a)) => FileVersion::of(a) == FileVersion::of(&before),
+            _ => false,
+        };
+        if !settled && self.attempt < LAST_ATTEMPT {
+            return Err(Error::changed(format!(
+                "{} changed while part {} of it was read",
+                p.path,
+                p.part + 1
+            )));
+        }
+        if let Err(e) = copied {
+            // Bytes of this part are already out: the file is left out as a whole (restore
+            // skips a file any part of which was not read).
+            self.walk.left_out(&p.path, &path, "cannot read", e)?;
+            return Ok((ReadStats::default(), None));
+        }
+        let mut meta = FileMeta::of(&before);
+        if settled {
+            meta.version = Some(FileVersion::of(&before));
+        } else {
+            self.walk.warnings.push(Warning::new(
+                p.path.lossy(),
+                Problem::Changed,
+                format!("kept changing while part {} of it was read", p.part + 1),
+            ));
+        }
+        let stats = ReadStats {
+            files: 1,
+            bytes_read: n,
+            ..ReadStats::default()
+        };
+        Ok((stats, Some(meta)))
+    }
+}
+
+/// Counts what passes through.
+struct Counted<'a> {
+    out: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Files up to this size are read whole into memory, then stored: a change while they are read
+/// is seen before anything is written, and they are read again.
+const SMALL: u64 = 64 << 10;
+
+/// How often a file found changing is read again before its last complete read is stored.
+const SETTLE_READS: u32 = 3;
+
+/// The regular files of one tar stream.
+struct FileReads<'a> {
+    careful: &'a Mutex<BTreeSet<RelPath>>,
+    attempt: u32,
+    spool_dir: &'a Path,
+    /// Files that could not be opened or read: (path, where, what was being done, the cause).
+    left: Vec<(RelPath, PathBuf, &'static str, io::Error)>,
+    /// Files stored as their last complete read because every read of them saw a change.
+    unsettled: Vec<(RelPath, u64)>,
+}
+
+impl FileReads<'_> {
+    /// Appends the regular file at `path`: read whole first (small files, files seen changing
+    /// before, every file on the last attempt), or streamed and checked after.
+    fn append<W: Write>(
+        &mut self,
+        b: &mut tar::Builder<W>,
+        rel: &RelPath,
+        path: &Path,
+        stats: &mut ReadStats,
+    ) -> Result<()> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.left
+                    .push((rel.clone(), path.to_owned(), "cannot open", e));
+                return Ok(());
+            }
+        };
+        let before = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.left
+                    .push((rel.clone(), path.to_owned(), "cannot stat", e));
+                return Ok(());
+            }
+        };
+        let settle = before.len() <= SMALL
+            || self.attempt >= LAST_ATTEMPT
+            || self.careful.lock().is_ok_and(|c| c.contains(rel));
+        let regular = tar::EntryType::Regular;
+        if settle {
+            let read = match settled_read(&mut file, before, self.spool_dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.left
+                        .push((rel.clone(), path.to_owned(), "cannot read", e));
+                    return Ok(());
+                }
+            };
+            if read.reads > SETTLE_READS {
+                self.unsettled.push((rel.clone(), read.len));
+            }
+            stats.files += 1;
+            stats.bytes_read += read.len;
+            let (meta, len) = (read.meta, read.len);
+            let data = read
+                .data
+                .reader()
+                .map_err(|e| read_err("cannot read the spool of", path, e))?;
+            return append(b, rel.as_bytes(), &meta, regular, None, len, data.take(len));
+        }
+        let size = before.len();
+        let mut watched = Watched {
+            inner: &mut file,
+            left: size,
+        };
+        match append(
+            b,
+            rel.as_bytes(),
+            &before,
+            regular,
+            None,
+            size,
+            &mut watched,
+        ) {
+            Ok(()) => {}
+            Err(e) if watched.left > 0 => return Err(self.read_again(rel, e.to_string())),
+            Err(e) => return Err(e),
+        }
+        let same = file
+            .metadata()
+            .is_ok_and(|after| FileVersion::of(&after) == FileVersion::of(&before));
+        if !same {
+            return Err(self.read_again(rel, "its size or times changed".into()));
+        }
+        stats.files += 1;
+        stats.bytes_read += size;
+        Ok(())
+    }
+
+    /// Notes that `rel` changed while streamed: the task is read again, `rel` read whole first.
+    fn read_again(&self, rel: &RelPath, why: String) -> Error {
+        if let Ok(mut c) = self.careful.lock() {
+            c.insert(rel.clone());
+        }
+        Error::changed(format!("{rel} changed while it was read ({why})"))
+    }
+
+    /// Warnings for the files stored as a read during which they changed.
+    fn changed(&mut self) -> Vec<Warning> {
+        self.unsettled
+            .drain(..)
+            .map(|(rel, len)| {
+                Warning::new(
+                    rel.lossy(),
+                    Problem::Changed,
+                    format!(
+                        "changed during each of {SETTLE_READS} reads: the snapshot holds the \
+                         last complete one ({len} bytes)"
+                    ),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Passes at most `left` bytes of a streamed file through, and fails when the file ends first:
+/// the tar header already gave its size, so a shorter file cannot be stored as it is.
+struct Watched<'a> {
+    inner: &'a mut File,
     left: u64,
 }
 
-impl<R: Read> ExactReader<R> {
-    fn new(inner: R, size: u64) -> Self {
-        ExactReader {
-            inner: inner.take(size),
-            left: size,
-        }
-    }
-}
-
-impl<R: Read> Read for ExactReader<R> {
+impl Read for Watched<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
             return Ok(0);
         }
-        let mut n = self.inner.read(buf)?;
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
         if n == 0 {
-            n = buf.len().min(self.left as usize);
-            buf[..n].fill(0);
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("it shrank: {} bytes fewer than when opened", self.left),
+            ));
         }
         self.left -= n as u64;
         Ok(n)
     }
 }
 
+/// A complete read of a file, taken before anything of it is written out.
+struct Settled {
+    data: Spool,
+    len: u64,
+    /// The metadata the bytes belong to (after the read).
+    meta: Metadata,
+    /// Reads made; more than [`SETTLE_READS`] means every one saw a change.
+    reads: u32,
+}
+
+/// Where a settled read waits: memory for small files, a file in the staging directory else.
+enum Spool {
+    Memory(Vec<u8>),
+    Disk(File),
+}
+
+impl Spool {
+    fn reader(self) -> io::Result<Box<dyn Read>> {
+        Ok(match self {
+            Spool::Memory(v) => Box::new(io::Cursor::new(v)),
+            Spool::Disk(mut f) => {
+                f.seek(SeekFrom::Start(0))?;
+                Box::new(f)
+            }
+        })
+    }
+}
+
+/// Reads `file` whole, again while its version changes during a read (up to [`SETTLE_READS`]
+/// times); the last complete read stands. A file read into memory that grows past [`SMALL`]
+/// moves to a spool file.
+fn settled_read(file: &mut File, mut before: Metadata, spool_dir: &Path) -> io::Result<Settled> {
+    let mut spool = Spool::Memory(Vec::new());
+    let mut n = 1;
+    loop {
+        if n > 1 {
+            file.seek(SeekFrom::Start(0))?;
+        }
+        let len = read_into(file, &mut spool, spool_dir)?;
+        let after = file.metadata()?;
+        let same = FileVersion::of(&after) == FileVersion::of(&before) && len == after.len();
+        if same || n == SETTLE_READS {
+            return Ok(Settled {
+                data: spool,
+                len,
+                meta: after,
+                reads: if same { n } else { n + 1 },
+            });
+        }
+        before = after;
+        n += 1;
+    }
+}
+
+/// Reads `file` to its end into `spool` (emptied first); returns the bytes read.
+fn read_into(file: &mut File, spool: &mut Spool, spool_dir: &Path) -> io::Result<u64> {
+    match spool {
+        Spool::Memory(v) => {
+            v.clear();
+            let n = file.take(SMALL + 1).read_to_end(v)? as u64;
+            if n <= SMALL {
+                return Ok(n);
+            }
+            // A worker on another machine may lack the staging directory: then the system's.
+            let mut disk = tempfile::tempfile_in(spool_dir).or_else(|_| tempfile::tempfile())?;
+            disk.write_all(v)?;
+            let rest = io::copy(file, &mut disk)?;
+            *spool = Spool::Disk(disk);
+            Ok(n + rest)
+        }
+        Spool::Disk(disk) => {
+            disk.set_len(0)?;
+            disk.seek(SeekFrom::Start(0))?;
+            io::copy(file, disk)
+        }
+    }
+}
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     name: &[u8],
@@ -197,34 +486,4 @@ fn pax_time(secs: i64, nsec: u32) -> String {
     } else {
         format!("{secs}.{nsec:09}")
     }
-}
-
-/// Reads one part of a large file as raw bytes; the last part reads to the end of the file.
-pub(crate) fn read_part(
-    root: &Path,
-    rel: &RelPath,
-    offset: u64,
-    len: u64,
-    last: bool,
-    out: &mut dyn Write,
-) -> Result<(ReadStats, FileMeta)> {
-    let path = rel.to_path(root);
-    let mut file = File::open(&path).map_err(|e| read_err("cannot open", &path, e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| read_err("cannot stat", &path, e))?;
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| read_err("cannot seek in", &path, e))?;
-    let mut reader: Box<dyn Read> = if last {
-        Box::new(file)
-    } else {
-        Box::new(file.take(len))
-    };
-    let n = io::copy(&mut reader, out).map_err(|e| read_err("cannot read", &path, e))?;
-    let stats = ReadStats {
-        files: 1,
-        bytes_read: n,
-        ..ReadStats::default()
-    };
-    Ok((stats, FileMeta::of(&meta)))
 }

@@ -38,11 +38,14 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
     let target = std::path::absolute(target)
         .map_err(|e| Error::io(format!("cannot resolve {}", target.display()), e))?;
     let include = Include::new(&r.opts.include)?;
+    // Files the snapshot says it does not hold (its warnings name them) are left out.
+    let not_held = super::check::not_held(r.manifest);
     let entries: Vec<&TaskEntry> = r
         .manifest
         .tasks
         .iter()
         .filter(|t| wanted(&include, &t.kind))
+        .filter(|t| !matches!(&t.kind, TaskKind::FilePart(p) if not_held.contains(&p.path)))
         .collect();
     let all = r.each_entry(&entries, &RestoreTarget::Path(target.clone()))?;
     apply_deferred(&target, all.deferred)?;
@@ -74,8 +77,8 @@ pub(crate) fn wanted(include: &Include, k: &TaskKind) -> bool {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Deferred {
     dirs: Vec<(RelPath, FileMeta)>,
-    /// Large files: their metadata and the end of the furthest part written.
-    parts: Vec<(RelPath, FileMeta, u64)>,
+    /// Large files: their metadata (its size is the one every part agrees on).
+    parts: Vec<(RelPath, FileMeta)>,
 }
 
 impl Deferred {
@@ -117,8 +120,8 @@ pub(crate) struct Restorer<'a> {
     include: &'a Include,
     force: bool,
     dirs: Mutex<Vec<(RelPath, FileMeta)>>,
-    /// Large files written in parts: their metadata and the end of the furthest part.
-    parts: Mutex<BTreeMap<RelPath, (FileMeta, u64)>>,
+    /// Large files written in parts, with their metadata.
+    parts: Mutex<BTreeMap<RelPath, FileMeta>>,
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
@@ -169,7 +172,6 @@ impl<'a> Restorer<'a> {
                 .into_inner()
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(rel, (meta, end))| (rel, meta, end))
                 .collect(),
         }
     }
@@ -320,8 +322,7 @@ impl<'a> Restorer<'a> {
             ctx.progress.add_bytes(n as u64);
         }
         if let Ok(mut parts) = self.parts.lock() {
-            let e = parts.entry(rel.clone()).or_insert((meta.clone(), 0));
-            e.1 = e.1.max(pos);
+            parts.entry(rel.clone()).or_insert_with(|| meta.clone());
         }
         Ok(ReadStats {
             // A file is counted once, by its first part, as the backup counts it.
@@ -407,22 +408,20 @@ impl Include {
     }
 }
 
-/// Applies deferred metadata: large files (sized to the furthest part written by any worker), then
+/// Applies deferred metadata: large files (sized to the size their parts agree on), then
 /// directories from the deepest up.
 pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<()> {
-    let mut parts: BTreeMap<RelPath, (FileMeta, u64)> = BTreeMap::new();
-    for (rel, meta, end) in d.parts {
-        let e = parts.entry(rel).or_insert((meta, 0));
-        e.1 = e.1.max(end);
-    }
-    for (rel, (meta, end)) in parts {
+    let parts: BTreeMap<RelPath, FileMeta> = d.parts.into_iter().collect();
+    for (rel, meta) in parts {
         let path = rel.to_path(root);
         let f = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| io_err("cannot open", &path, e))?;
-        f.set_len(end)
+        // The size every part agrees on (the manifest was checked): a file that shrank below a
+        // part's offset leaves that part empty, so the furthest offset is not its end.
+        f.set_len(meta.size)
             .map_err(|e| io_err("cannot size", &path, e))?;
         apply_file_meta(&f, &path, &meta)?;
     }
@@ -466,6 +465,7 @@ fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMeta> {
         mtime: h.mtime().map_err(bad)? as i64,
         mtime_nsec: 0,
         size: h.size().map_err(bad)?,
+        version: None,
     };
     if let Some(exts) = entry.pax_extensions().map_err(bad)? {
         for ext in exts {

@@ -1,6 +1,39 @@
 use super::*;
+use crate::catalog::{FilesTask, PartTask};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+
+/// A selector that takes everything.
+fn everything() -> Selector {
+    let job = crate::job::Job::parse(
+        "name = \"t\"\n[source]\ntype = \"fs\"\npath = \"/\"\n[repository]\ndirectory = \"d\"\nnodes = [{ name = \"a\", url = \"s3://b/p\" }]\n[run]\nstaging = \"/nonexistent/staging\"\n",
+        Path::new("/"),
+    )
+    .unwrap();
+    Selector::new(&job, Path::new("/"), &TreeSelection::default()).unwrap()
+}
+
+/// Walks `[start, end)` of the tree at `root`, taking everything.
+fn walk(
+    root: &Path,
+    start: Option<&RelPath>,
+    end: Option<&RelPath>,
+    visit: &mut dyn FnMut(&RelPath, &Path, &Metadata) -> Result<()>,
+) -> Result<()> {
+    let select = everything();
+    Walk::new(root, &select, true).run(start, end, visit)
+}
+
+/// Plans the tree at `root`, taking everything: (kind, estimated bytes, estimated items).
+fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
+    Ok(
+        super::plan::plan_fingerprinted(root, &everything(), target)?
+            .0
+            .into_iter()
+            .map(|p| (p.kind, p.bytes, p.items))
+            .collect(),
+    )
+}
 
 /// Builds a tree from (path, size) pairs; paths use '/' and may nest.
 fn build(root: &Path, files: &[(String, usize)]) {

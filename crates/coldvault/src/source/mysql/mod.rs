@@ -23,7 +23,7 @@ mod plan;
 mod restore;
 mod snapshot;
 
-use super::{database, Planned, RestoreRun, RunRecord, RunSource, SourceKind, TaskRead};
+use super::{database, RestoreRun, RunRecord, RunSource, SourceKind, SourcePlan, TaskRead};
 use crate::catalog::{ColumnKind, MyColumn, MySplit, ReadStats, Schema, TaskKind};
 use crate::error::{Error, Result};
 use crate::job::{Database, Job, PasswordSource};
@@ -40,7 +40,7 @@ impl SourceKind for MysqlSource {
         "mysql"
     }
 
-    fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
+    fn plan(&self, job: &Job) -> Result<SourcePlan> {
         Ok(super::planned(plan(database(job)?, job.split.max_rows)?))
     }
 
@@ -95,6 +95,7 @@ impl RunSource for Held {
     fn read(
         &self,
         kind: &TaskKind,
+        _attempt: u32,
         _snapshot: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<TaskRead> {

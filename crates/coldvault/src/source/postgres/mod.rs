@@ -23,7 +23,7 @@ mod schema;
 use std::sync::Mutex;
 
 use super::{
-    database, EntryRestored, EntryWork, Planned, RestoreRun, RunRecord, RunSource, SourceKind,
+    database, EntryRestored, EntryWork, RestoreRun, RunRecord, RunSource, SourceKind, SourcePlan,
     TaskRead,
 };
 use crate::catalog::{PgSplit, ReadStats, Schema, TaskKind};
@@ -42,7 +42,7 @@ impl SourceKind for PostgresSource {
         "postgres"
     }
 
-    fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
+    fn plan(&self, job: &Job) -> Result<SourcePlan> {
         Ok(super::planned(plan(database(job)?, job.split.max_rows)?))
     }
 
@@ -110,6 +110,7 @@ impl RunSource for Held<'_> {
     fn read(
         &self,
         kind: &TaskKind,
+        _attempt: u32,
         snapshot: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<TaskRead> {

@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 
 mod restore;
 
-use super::{Planned, RestoreRun, RunRecord, RunSource, SourceKind, TaskRead};
+use super::{RestoreRun, RunRecord, RunSource, SourceKind, SourcePlan, TaskRead};
 use crate::catalog::{ReadStats, Schema, SchemaObject, SqliteSchema, TableTask, TaskKind};
 use crate::error::{Error, Result};
 use crate::job::{Job, Source};
@@ -63,7 +63,7 @@ impl SourceKind for SqliteSource {
         "sqlite"
     }
 
-    fn plan(&self, job: &Job) -> Result<Vec<Planned>> {
+    fn plan(&self, job: &Job) -> Result<SourcePlan> {
         let (path, tables) = selection(job)?;
         Ok(super::planned(plan(path, tables, job.split.max_rows)?))
     }
@@ -115,6 +115,7 @@ impl RunSource for Held<'_> {
     fn read(
         &self,
         kind: &TaskKind,
+        _attempt: u32,
         _snapshot: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<TaskRead> {
