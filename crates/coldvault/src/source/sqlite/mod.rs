@@ -7,23 +7,25 @@
 //! UTF-8; blobs as `X'…'`; NULL as `NULL`. Values are literals, so every value keeps its storage
 //! class, also in columns without a declared type.
 //!
-//! Consistency: the coordinator holds a read transaction open for the whole run
-//! ([`SnapshotGuard`]); in SQLite's default rollback-journal mode that keeps every writer from
-//! committing, so all tasks read one state. In WAL mode writers can commit meanwhile and each task
-//! sees the state at its own start.
+//! Consistency: every task of a run reads one committed state, in either journal mode (see
+//! [`snapshot`]): in rollback-journal mode the coordinator's read transaction keeps writers from
+//! committing for the whole run; in WAL mode the tasks read a copy made with SQLite's online
+//! backup API in one read transaction. The backup report says which.
 
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 mod restore;
+mod snapshot;
 
 use super::{RestoreRun, RunRecord, RunSource, SourceKind, SourcePlan, TaskRead};
 use crate::catalog::{ReadStats, Schema, SchemaObject, SqliteSchema, TableTask, TaskKind};
 use crate::error::{Error, Result};
 use crate::job::{Job, Source};
+use snapshot::Hold;
 
 fn sql_err(what: String, path: &Path, e: rusqlite::Error) -> Error {
     Error::source_err(format!("{what} in {}", path.display())).with_source(e)
@@ -75,13 +77,11 @@ impl SourceKind for SqliteSource {
         _parallel: usize,
     ) -> Result<Box<dyn RunSource + 'a>> {
         let (path, _) = selection(job)?;
-        let conn = open(path)?;
-        conn.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
-            .map_err(|e| sql_err("cannot start a read transaction".into(), path, e))?;
-        let schema = read_schema(&conn, path)?;
+        let (hold, schema) = Hold::open(path, &job.run.staging, &job.name)?;
         Ok(Box::new(Held {
             path,
-            guard: Some(std::sync::Mutex::new(conn)),
+            staging: &job.run.staging,
+            hold: Some(hold),
             schema: Some(schema),
         }))
     }
@@ -89,7 +89,8 @@ impl SourceKind for SqliteSource {
     fn open_worker<'a>(&self, job: &'a Job) -> Result<Box<dyn RunSource + 'a>> {
         Ok(Box::new(Held {
             path: selection(job)?.0,
-            guard: None,
+            staging: &job.run.staging,
+            hold: None,
             schema: None,
         }))
     }
@@ -102,13 +103,26 @@ impl SourceKind for SqliteSource {
     }
 }
 
-/// The database held for a run: a read transaction open on the coordinator's connection while
-/// the tasks read (in rollback-journal mode it keeps writers from committing), and the schema
-/// read inside it.
+/// The database held for a run: on the coordinator, its [`Hold`] (the read transaction or the
+/// consistent copy) and the schema read in the same state; in a worker process, nothing but where
+/// to find the database and the copies.
 struct Held<'a> {
     path: &'a Path,
-    guard: Option<std::sync::Mutex<Connection>>,
+    staging: &'a Path,
+    hold: Option<Hold>,
     schema: Option<SqliteSchema>,
+}
+
+impl Held<'_> {
+    /// The file a task reads: the run's copy when there is one (the coordinator's own, or the one
+    /// the task's snapshot id names), else the database.
+    fn file(&self, snapshot: Option<&str>) -> Result<PathBuf> {
+        match (&self.hold, snapshot) {
+            (Some(Hold::Copy(c)), _) => Ok(c.file()),
+            (Some(Hold::Transaction { .. }), _) | (None, None) => Ok(self.path.to_owned()),
+            (None, Some(id)) => snapshot::copy_in(self.staging, id, self.path),
+        }
+    }
 }
 
 impl RunSource for Held<'_> {
@@ -116,11 +130,14 @@ impl RunSource for Held<'_> {
         &self,
         kind: &TaskKind,
         _attempt: u32,
-        _snapshot: Option<&str>,
+        snapshot: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<TaskRead> {
         match kind {
-            TaskKind::Table(t) => Ok(read_table(self.path, &t.table, t.start, t.end, out)?.into()),
+            TaskKind::Table(t) => {
+                let file = self.file(snapshot)?;
+                Ok(read_table(&file, &t.table, t.start, t.end, out)?.into())
+            }
             other => Err(Error::internal(format!(
                 "a {} task for a SQLite source",
                 other.name()
@@ -128,8 +145,16 @@ impl RunSource for Held<'_> {
         }
     }
 
+    fn snapshot(&self) -> Option<&str> {
+        self.hold.as_ref().and_then(Hold::snapshot)
+    }
+
+    fn consistency(&self) -> Option<String> {
+        self.hold.as_ref().map(Hold::consistency)
+    }
+
     fn finish(self: Box<Self>) -> Result<RunRecord> {
-        drop(self.guard);
+        drop(self.hold);
         Ok(RunRecord {
             schema: self.schema.map(Schema::Sqlite),
         })

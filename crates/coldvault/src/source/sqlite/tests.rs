@@ -1,6 +1,7 @@
 use super::*;
 use proptest::prelude::*;
 use rusqlite::types::Value;
+use std::path::PathBuf;
 
 fn rows_of(conn: &Connection, table: &str) -> Vec<Vec<Value>> {
     let mut stmt = conn
@@ -144,4 +145,108 @@ fn reals_are_written_as_reals() {
     s.clear();
     push_real(&mut s, f64::INFINITY);
     assert_eq!(s, "1e999");
+}
+
+/// A database at `dir/src.db` in journal mode `mode`, with a rowid table whose rowids have gaps
+/// (which `VACUUM` would close).
+fn held_fixture(dir: &Path, mode: &str) -> PathBuf {
+    let src = dir.join("src.db");
+    let conn = Connection::open(&src).unwrap();
+    let got: String = conn
+        .query_row(&format!("PRAGMA journal_mode = {mode}"), [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(got, mode);
+    conn.execute_batch(
+        "CREATE TABLE t(v);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+         INSERT INTO t SELECT i FROM n;
+         DELETE FROM t WHERE v % 3 = 0;",
+    )
+    .unwrap();
+    src
+}
+
+fn rowids(path: &Path) -> Vec<(i64, i64)> {
+    let conn = Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT rowid, v FROM t ORDER BY rowid")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[test]
+fn a_wal_database_is_read_from_a_copy_of_one_state_with_the_same_rowids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = held_fixture(tmp.path(), "wal");
+    let before = rowids(&src);
+    let staging = tmp.path().join("staging");
+    let (hold, schema) = Hold::open(&src, &staging, "job").unwrap();
+    assert_eq!(schema.objects.len(), 1);
+    // Writers commit while the run holds the database; the copy does not see them.
+    let writer = Connection::open(&src).unwrap();
+    writer
+        .execute_batch("UPDATE t SET v = -v; INSERT INTO t(v) VALUES(1000);")
+        .unwrap();
+    let Hold::Copy(copy) = &hold else {
+        panic!("a WAL database held by a transaction")
+    };
+    let file = copy.file();
+    assert_eq!(rowids(&file), before);
+    let mut out = Vec::new();
+    let stats = read_table(&file, "t", None, None, &mut out).unwrap();
+    assert_eq!(stats.rows, before.len() as u64);
+    // The copy is a plain rollback-journal file, readable read-only without a -shm.
+    let header = std::fs::read(&file).unwrap();
+    assert_eq!((header[18], header[19]), (1, 1));
+    let id = hold.snapshot().unwrap();
+    assert_eq!(staging.join(id), file);
+    assert_eq!(snapshot::copy_in(&staging, id, &src).unwrap(), file);
+    assert!(
+        hold.consistency().contains("WAL mode"),
+        "{}",
+        hold.consistency()
+    );
+    drop(hold);
+    assert!(!file.exists(), "the copy outlives its run");
+}
+
+#[test]
+fn a_rollback_journal_database_is_held_by_a_read_transaction_writers_wait_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = held_fixture(tmp.path(), "delete");
+    let (hold, _) = Hold::open(&src, &tmp.path().join("staging"), "job").unwrap();
+    assert!(matches!(hold, Hold::Transaction { .. }));
+    assert_eq!(hold.snapshot(), None);
+    assert!(hold.consistency().contains("rollback journal"));
+    let writer = Connection::open(&src).unwrap();
+    writer.busy_timeout(std::time::Duration::ZERO).unwrap();
+    let e = writer.execute_batch("UPDATE t SET v = -v").unwrap_err();
+    assert_eq!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy)
+    );
+    drop(hold);
+    writer.execute_batch("UPDATE t SET v = -v").unwrap();
+}
+
+#[test]
+fn a_worker_that_cannot_see_the_copy_names_the_staging_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("src.db");
+    let e = snapshot::copy_in(tmp.path(), "job-1-2-3/consistent-copy.db", &db)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not on this machine") && e.contains("staging"),
+        "{e}"
+    );
+    for bad in ["../x.db", "/etc/passwd", "a/../../x.db"] {
+        let e = snapshot::copy_in(tmp.path(), bad, &db)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a path below the staging directory"), "{e}");
+    }
 }
