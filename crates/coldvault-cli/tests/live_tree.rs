@@ -434,3 +434,49 @@ fn nodes_and_staging_inside_the_tree_are_left_out_with_a_note() {
     let got: Vec<String> = files_of(&to).into_keys().collect();
     assert_eq!(got, ["job.toml", "src/f"]);
 }
+
+/// The other file system is a tmpfs mounted in a private mount namespace (`unshare -rm`).
+#[test]
+fn one_file_system_stores_a_mount_point_but_nothing_below_it() {
+    let env = Env::new(
+        "type = \"fs\"\npath = \"src\"\none_file_system = true",
+        "target_bytes = \"64KiB\"",
+        2,
+    );
+    fs::create_dir_all(env.path("src/mnt")).unwrap();
+    fs::write(env.path("src/here"), b"ON THE ROOT'S FILE SYSTEM").unwrap();
+    let script = format!(
+        "mount -t tmpfs tmpfs '{mnt}' || exit 90; echo 'ON ANOTHER FILE SYSTEM' > '{mnt}/inside'; \
+         '{bin}' backup '{job}' --json > '{out}'; echo $? > '{rc}'",
+        mnt = env.path("src/mnt").display(),
+        bin = assert_cmd::cargo::cargo_bin("coldvault").display(),
+        job = env.job.display(),
+        out = env.path("out.json").display(),
+        rc = env.path("rc").display(),
+    );
+    let status = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "unshare -rm (a private mount namespace) must work here"
+    );
+    let rc = fs::read_to_string(env.path("rc")).unwrap();
+    let out = fs::read_to_string(env.path("out.json")).unwrap();
+    assert_eq!(rc.trim(), "0", "{out}");
+    let to = restore_latest(&env, "restored");
+    assert!(to.join("mnt").is_dir(), "the mount point is stored");
+    assert_eq!(fs::read_dir(to.join("mnt")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read(to.join("here")).unwrap(),
+        b"ON THE ROOT'S FILE SYSTEM"
+    );
+    for f in env.data_files("a") {
+        let out = std::process::Command::new("zstdcat")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("ANOTHER FILE SYSTEM"));
+    }
+}
