@@ -56,6 +56,7 @@ impl Reading<'_> {
             spool_dir: self.spool_dir,
             left: Vec::new(),
             unsettled: Vec::new(),
+            buf: Vec::new(),
         };
         self.walk.run(start, end, &mut |rel, path, meta| {
             let ft = meta.file_type();
@@ -209,6 +210,8 @@ struct FileReads<'a> {
     left: Vec<(RelPath, PathBuf, &'static str, io::Error)>,
     /// Files stored as their last complete read because every read of them saw a change.
     unsettled: Vec<(RelPath, u64)>,
+    /// Memory small files are read into, kept from one to the next.
+    buf: Vec<u8>,
 }
 
 impl FileReads<'_> {
@@ -242,7 +245,8 @@ impl FileReads<'_> {
             || self.careful.lock().is_ok_and(|c| c.contains(rel));
         let regular = tar::EntryType::Regular;
         if settle {
-            let read = match settled_read(&mut file, before, self.spool_dir) {
+            let buf = std::mem::take(&mut self.buf);
+            let read = match settled_read(&mut file, before, self.spool_dir, buf) {
                 Ok(r) => r,
                 Err(e) => {
                     self.left
@@ -255,12 +259,19 @@ impl FileReads<'_> {
             }
             stats.files += 1;
             stats.bytes_read += read.len;
-            let (meta, len) = (read.meta, read.len);
-            let data = read
-                .data
-                .reader()
-                .map_err(|e| read_err("cannot read the spool of", path, e))?;
-            return append(b, rel.as_bytes(), &meta, regular, None, len, data.take(len));
+            let (meta, len, name) = (read.meta, read.len, rel.as_bytes());
+            return match read.data {
+                Spool::Memory(v) => {
+                    let done = append(b, name, &meta, regular, None, len, &v[..]);
+                    self.buf = v;
+                    done
+                }
+                Spool::Disk(mut f) => {
+                    f.seek(SeekFrom::Start(0))
+                        .map_err(|e| read_err("cannot read the spool of", path, e))?;
+                    append(b, name, &meta, regular, None, len, f.take(len))
+                }
+            };
         }
         let size = before.len();
         let mut watched = Watched {
@@ -360,29 +371,22 @@ enum Spool {
     Disk(File),
 }
 
-impl Spool {
-    fn reader(self) -> io::Result<Box<dyn Read>> {
-        Ok(match self {
-            Spool::Memory(v) => Box::new(io::Cursor::new(v)),
-            Spool::Disk(mut f) => {
-                f.seek(SeekFrom::Start(0))?;
-                Box::new(f)
-            }
-        })
-    }
-}
-
 /// Reads `file` whole, again while its version changes during a read (up to [`SETTLE_READS`]
 /// times); the last complete read stands. A file read into memory that grows past [`SMALL`]
-/// moves to a spool file.
-fn settled_read(file: &mut File, mut before: Metadata, spool_dir: &Path) -> io::Result<Settled> {
-    let mut spool = Spool::Memory(Vec::new());
+/// moves to a spool file. `buf` is the memory to read into (kept from file to file).
+fn settled_read(
+    file: &mut File,
+    mut before: Metadata,
+    spool_dir: &Path,
+    buf: Vec<u8>,
+) -> io::Result<Settled> {
+    let mut spool = Spool::Memory(buf);
     let mut n = 1;
     loop {
         if n > 1 {
             file.seek(SeekFrom::Start(0))?;
         }
-        let len = read_into(file, &mut spool, spool_dir)?;
+        let len = read_into(file, &mut spool, spool_dir, before.len())?;
         let after = file.metadata()?;
         let same = FileVersion::of(&after) == FileVersion::of(&before) && len == after.len();
         if same || n == SETTLE_READS {
@@ -398,11 +402,14 @@ fn settled_read(file: &mut File, mut before: Metadata, spool_dir: &Path) -> io::
     }
 }
 
-/// Reads `file` to its end into `spool` (emptied first); returns the bytes read.
-fn read_into(file: &mut File, spool: &mut Spool, spool_dir: &Path) -> io::Result<u64> {
+/// Reads `file` (about `size` bytes) to its end into `spool` (emptied first); returns the bytes
+/// read.
+fn read_into(file: &mut File, spool: &mut Spool, spool_dir: &Path, size: u64) -> io::Result<u64> {
     match spool {
         Spool::Memory(v) => {
             v.clear();
+            // Room for the whole file and the read that finds its end: no small probing reads.
+            v.reserve(usize::try_from(size.min(SMALL)).unwrap_or(0) + 1);
             let n = file.take(SMALL + 1).read_to_end(v)? as u64;
             if n <= SMALL {
                 return Ok(n);
