@@ -371,6 +371,12 @@ fn run(command: Command) -> Result<u8, Failure> {
                 for c in &report.copied {
                     println!("copied {} from {} to {}", c.file, c.from, c.to);
                 }
+                for n in &report.markers_rewritten {
+                    println!("wrote the repository marker to node {n}");
+                }
+                for n in &report.key_copies_rewritten {
+                    println!("wrote the repository key to node {n}");
+                }
                 for u in &report.unrepairable {
                     eprintln!("coldvault: cannot repair {u}");
                 }

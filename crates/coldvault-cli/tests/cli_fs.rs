@@ -361,10 +361,9 @@ fn snapshots_exits_1_naming_a_manifest_no_node_can_read_and_0_while_one_copy_rea
 fn edit_manifest(env: &Env, id: &str, edit: impl Fn(&mut serde_json::Value)) {
     for n in ["a", "b", "c"] {
         let path = env.node_dir(n).join(format!("snapshots/{id}.json"));
-        let mut m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut m = common::read_doc(&path);
         edit(&mut m);
-        std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        common::write_doc(&path, &m);
     }
 }
 
@@ -535,12 +534,9 @@ fn init_is_idempotent_and_refuses_a_foreign_repository() {
     assert_eq!(again["existing"].as_array().unwrap().len(), 3);
     assert_eq!(first["repository_id"], again["repository_id"]);
     let marker = env.node_dir("c").join("config.json");
-    let text = std::fs::read_to_string(&marker).unwrap();
-    let other = text.replace(
-        first["repository_id"].as_str().unwrap(),
-        "0123456789abcdef0123456789abcdef",
-    );
-    std::fs::write(&marker, other).unwrap();
+    let mut other = common::read_doc(&marker);
+    other["repository_id"] = "0123456789abcdef0123456789abcdef".into();
+    common::write_doc(&marker, &other);
     let (code, _, err) = env.run(&["init"]);
     assert_eq!(code, 2);
     assert!(

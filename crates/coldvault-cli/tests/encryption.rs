@@ -137,8 +137,16 @@ fn no_plaintext_reaches_a_node_and_the_age_cli_reads_everything() {
         .arg(&manifests[0])
         .output()
         .unwrap();
-    let m: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
-    assert_eq!(m["job"], "e2e");
+    // A manifest is its checksum and its body: `age -d | jq .body` reads it by hand.
+    let text = String::from_utf8(m.stdout).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(m["body"]["job"], "e2e");
+    let body = &text[text.find("\"body\": ").unwrap() + 8..text.rfind('}').unwrap()];
+    assert_eq!(
+        m["blake3"],
+        blake3::hash(body.as_bytes()).to_hex().as_str(),
+        "{m}"
+    );
 
     // The resumed run reads its encrypted receipts; restore and verify use the identity.
     let r = env.json(&["backup"], 0);
@@ -256,6 +264,28 @@ fn a_damaged_key_copy_on_one_node_is_outvoted_and_no_key_anywhere_is_an_error_no
     assert_eq!(fixtures::listing(&env.path("src")), fixtures::listing(&to));
     let (c, out, err) = run(&["backup"]);
     assert_eq!(c, Some(0), "{out}{err}");
+    // verify names the damaged copy by node; repair writes the good one back.
+    let (c, out, _) = run(&["verify", "latest", "--json"]);
+    assert_eq!(c, Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["node"] == copies[0]
+                && p["file"] == "keys/repository.age"
+                && p["problem"] == "damaged"),
+        "{v}"
+    );
+    let (c, out, err) = run(&["repair", "latest"]);
+    assert_eq!(c, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("wrote the repository key to node {}", copies[0])),
+        "{out}"
+    );
+    let (c, out, _) = run(&["verify", "latest"]);
+    assert_eq!(c, Some(0), "{out}");
     // The key gone from every node while snapshots exist: an error, never a new key.
     for n in ["a", "b", "c"] {
         let _ = std::fs::remove_file(key(n));

@@ -293,10 +293,7 @@ fn two_first_backups_at_once_end_with_one_repository_twenty_times() {
         let ids: std::collections::BTreeSet<String> = ["a", "b", "c"]
             .iter()
             .map(|n| {
-                let m: serde_json::Value = serde_json::from_slice(
-                    &std::fs::read(env.node_dir(n).join("config.json")).unwrap(),
-                )
-                .unwrap();
+                let m = common::read_doc(&env.node_dir(n).join("config.json"));
                 m["repository_id"].as_str().unwrap().to_owned()
             })
             .collect();

@@ -35,6 +35,9 @@ pub struct Crypt {
     identities: Identities,
     /// Why there is no identity, when one was named but cannot be had.
     missing: Option<String>,
+    /// Passphrase mode: the stored copy of the repository key that decrypted, which every node
+    /// holds byte for byte when its copy is sound.
+    key_copy: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Crypt {
@@ -89,6 +92,7 @@ impl Crypt {
             recipients,
             identities,
             missing,
+            key_copy: None,
         }))
     }
 
@@ -183,11 +187,12 @@ fn parse_identities(text: &str) -> Result<Identities> {
 /// that has no snapshot yet and whose every node answered, made and written to every node.
 fn repository_key(pass: SecretString, nodes: &[SharedTarget]) -> Result<Arc<Crypt>> {
     let key = ObjectKey::new(KEY_FILE);
-    let with = |id: age::x25519::Identity| {
+    let with = |id: age::x25519::Identity, copy: Vec<u8>| {
         Arc::new(Crypt {
             recipients: vec![Box::new(id.to_public())],
             identities: vec![Box::new(id)],
             missing: None,
+            key_copy: Some(copy),
         })
     };
     let mut failures: Vec<Error> = Vec::new();
@@ -203,7 +208,7 @@ fn repository_key(pass: SecretString, nodes: &[SharedTarget]) -> Result<Arc<Cryp
             }
         };
         match open_key(&bytes, &pass) {
-            Ok(id) => return Ok(with(id)),
+            Ok(id) => return Ok(with(id, bytes)),
             Err(e) => failures.push(e.with_context("node", node.name())),
         }
     }
@@ -247,7 +252,45 @@ fn repository_key(pass: SecretString, nodes: &[SharedTarget]) -> Result<Arc<Cryp
     };
     crate::store::put_on_any(nodes, &key, &sealed)
         .map_err(|e| Error::target("cannot store the repository key on any node").with_source(e))?;
-    Ok(with(id))
+    Ok(with(id, sealed))
+}
+
+/// What is wrong with each node's copy of the passphrase mode's repository key, as (node,
+/// problem, detail): `missing`, or `damaged` (it differs from the copy that decrypts). Empty in
+/// the other modes, which keep no key on the nodes.
+pub(crate) fn key_copy_problems(
+    crypt: &Crypt,
+    nodes: &[SharedTarget],
+) -> Vec<(String, &'static str, String)> {
+    let Some(good) = &crypt.key_copy else {
+        return Vec::new();
+    };
+    let key = ObjectKey::new(KEY_FILE);
+    let mut out = Vec::new();
+    for node in nodes {
+        let problem = match crate::store::read_small(node.as_ref(), &key) {
+            Ok(b) if &b == good => continue,
+            Ok(_) => (
+                "damaged",
+                "it differs from the copy that decrypts".to_owned(),
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => ("missing", "no copy".to_owned()),
+            Err(e) => ("unreachable", e.to_string()),
+        };
+        out.push((node.name().to_owned(), problem.0, problem.1));
+    }
+    out
+}
+
+/// Writes the copy of the repository key that decrypts to `nodes` (`repair`).
+pub(crate) fn rewrite_key_copy(crypt: &Crypt, node: &SharedTarget) -> Result<()> {
+    match &crypt.key_copy {
+        Some(good) => node.put(
+            &ObjectKey::new(KEY_FILE),
+            crate::store::Payload::Bytes(good),
+        ),
+        None => Ok(()),
+    }
 }
 
 /// The repository key sealed in `bytes` with the passphrase.

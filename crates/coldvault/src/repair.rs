@@ -33,8 +33,14 @@ pub struct RepairReport {
     pub snapshot: String,
     /// Copies made.
     pub copied: Vec<Copied>,
-    /// Whether the manifest was written again.
+    /// Whether the manifest was written again (to every node: over missing, damaged and outvoted
+    /// copies too).
     pub manifest_rewritten: bool,
+    /// Nodes whose repository marker was missing or damaged and was written again.
+    pub markers_rewritten: Vec<String>,
+    /// Nodes whose copy of the repository key (passphrase mode) was missing or damaged and was
+    /// written again.
+    pub key_copies_rewritten: Vec<String>,
     /// What could not be repaired.
     pub unrepairable: Vec<String>,
 }
@@ -61,6 +67,8 @@ pub fn repair(
         snapshot: manifest.id.to_string(),
         copied: Vec::new(),
         manifest_rewritten: false,
+        markers_rewritten: Vec::new(),
+        key_copies_rewritten: Vec::new(),
         unrepairable: Vec::new(),
     };
     let mut changed = false;
@@ -70,6 +78,16 @@ pub fn repair(
         report.copied.extend(o.copied);
         report.unrepairable.extend(o.unrepairable);
     }
+    report.markers_rewritten = repo.repair_markers()?;
+    if let Some(crypt) = repo.crypt()? {
+        for (name, _, _) in crate::crypt::key_copy_problems(&crypt, repo.nodes()) {
+            let node = repo.replicator().node(&name);
+            if node.is_some_and(|n| crate::crypt::rewrite_key_copy(&crypt, n).is_ok()) {
+                report.key_copies_rewritten.push(name);
+            }
+        }
+    }
+    // Nodes whose copy of the manifest is missing, damaged or outvoted get the elected one.
     let everywhere = repo
         .nodes()
         .iter()

@@ -190,12 +190,15 @@ impl Repository {
     /// else it is skipped (a backup may still place its copies on the others).
     pub fn ensure_marker(&self, strict: bool) -> Result<InitReport> {
         let mut markers: Vec<(String, Option<RepoMarker>)> = Vec::new();
+        let mut damaged = Vec::new();
         for node in self.nodes() {
             match read_marker(node.as_ref()) {
                 Ok(m) => markers.push((node.name().to_owned(), Some(m))),
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     markers.push((node.name().to_owned(), None))
                 }
+                // A damaged copy is outvoted by the good ones, never obeyed; `repair` rewrites it.
+                Err(e) if e.kind() == ErrorKind::Integrity => damaged.push(e),
                 Err(e) if strict => return Err(e),
                 Err(_) => {}
             }
@@ -220,16 +223,20 @@ impl Repository {
             ));
         }
         let marker_of = |repository_id: &str| {
-            crate::util::to_json_pretty(
-                &RepoMarker {
-                    format: FORMAT_VERSION,
-                    repository_id: repository_id.to_owned(),
-                    job: self.job.clone(),
-                },
-                "the repository marker",
-            )
+            RepoMarker {
+                format: FORMAT_VERSION,
+                repository_id: repository_id.to_owned(),
+                job: self.job.clone(),
+            }
+            .encode()
         };
         let key = ObjectKey::new(CONFIG_KEY);
+        if ids.is_empty() {
+            if let Some(e) = damaged.into_iter().next() {
+                // Only damaged markers: the repository exists, but which one cannot be told.
+                return Err(e);
+            }
+        }
         let mut report = InitReport {
             repository_id: String::new(),
             created: Vec::new(),
@@ -301,9 +308,13 @@ impl Repository {
     }
 
     /// Every snapshot of the repository, oldest first, with the nodes holding its manifest.
+    ///
+    /// Every node's copy of every manifest is read and its checksum checked. A damaged copy is
+    /// a warning naming its node; of copies that check out but differ, the one most nodes hold
+    /// wins (on a tie, the one on the node listed first in the job) and each outvoted copy is a
+    /// warning naming its node. The nodes listed with a snapshot are those holding the winner.
     pub fn list(&self) -> Listing {
-        let mut by_id: BTreeMap<String, (Manifest, Vec<String>)> = BTreeMap::new();
-        let mut found = std::collections::BTreeSet::new();
+        let mut copies: BTreeMap<String, Vec<Copy>> = BTreeMap::new();
         let mut warnings = Vec::new();
         let mut nodes_listed = 0;
         for node in self.nodes() {
@@ -316,31 +327,21 @@ impl Repository {
             };
             nodes_listed += 1;
             for key in keys.iter().filter(|k| k.as_str().ends_with(".json")) {
-                found.insert(key.as_str().to_owned());
-                if let Some((_, nodes)) = by_id.get_mut(key.as_str()) {
-                    if node.stat(key).ok().flatten().is_some() {
-                        nodes.push(node.name().to_owned());
-                    }
-                    continue;
-                }
-                let decoded = read_small(node.as_ref(), key)
-                    .and_then(|b| crate::crypt::unseal_opt(self.crypt()?.as_ref(), b))
-                    .and_then(|b| Manifest::decode(&b));
-                match decoded {
-                    Ok(m) => {
-                        by_id.insert(key.as_str().to_owned(), (m, vec![node.name().to_owned()]));
-                    }
-                    Err(e) => {
-                        warnings.push(e.with_context("node", node.name()).with_context("key", key))
-                    }
-                }
+                let copy = self.read_manifest_copy(node.as_ref(), key);
+                copies
+                    .entry(key.as_str().to_owned())
+                    .or_default()
+                    .push((node.name().to_owned(), copy));
             }
         }
-        let unreadable = found
-            .into_iter()
-            .filter(|k| !by_id.contains_key(k))
-            .collect();
-        let mut snapshots: Vec<_> = by_id.into_values().collect();
+        let mut snapshots = Vec::new();
+        let mut unreadable = Vec::new();
+        for (key, all) in copies {
+            match elect(all, &key, &mut warnings) {
+                Some(won) => snapshots.push(won),
+                None => unreadable.push(key),
+            }
+        }
         snapshots.sort_by(|a, b| a.0.time.cmp(&b.0.time).then(a.0.id.cmp(&b.0.id)));
         Listing {
             snapshots,
@@ -348,6 +349,18 @@ impl Repository {
             unreadable,
             nodes_listed,
         }
+    }
+
+    /// `node`'s copy of the manifest at `key`, decrypted and checked, with its digest.
+    pub(crate) fn read_manifest_copy(
+        &self,
+        node: &dyn crate::store::Target,
+        key: &ObjectKey,
+    ) -> Result<(Manifest, String)> {
+        read_small(node, key)
+            .and_then(|b| crate::crypt::unseal_opt(self.crypt()?.as_ref(), b))
+            .and_then(|b| Manifest::decode_checked(&b))
+            .map_err(|e| e.with_context("node", node.name()).with_context("key", key))
     }
 
     /// The snapshot named by `spec`: `latest`, a full id or a unique prefix of one.
@@ -426,11 +439,130 @@ impl Repository {
     }
 }
 
+/// One node's copy of a manifest: the node, and the manifest with its digest or why it is bad.
+type Copy = (String, Result<(Manifest, String)>);
+
+/// The copy of one manifest that readers use, from every node's copy (in the job's node order):
+/// of those that check out, the one most nodes hold, on a tie the first node's. Damaged and
+/// outvoted copies become warnings naming their node. `None` when no copy checks out.
+fn elect(
+    copies: Vec<Copy>,
+    key: &str,
+    warnings: &mut Vec<Error>,
+) -> Option<(Manifest, Vec<String>)> {
+    let mut groups: Vec<(String, Manifest, Vec<String>)> = Vec::new();
+    for (node, copy) in copies {
+        match copy {
+            Err(e) => warnings.push(e),
+            Ok((m, digest)) => match groups.iter_mut().find(|g| g.0 == digest) {
+                Some(g) => g.2.push(node),
+                None => groups.push((digest, m, vec![node])),
+            },
+        }
+    }
+    // Stable: among groups as large, the first formed (the earliest node's) stays first.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.2.len()));
+    let mut groups = groups.into_iter();
+    let (_, winner, holders) = groups.next()?;
+    for (_, _, nodes) in groups {
+        for node in nodes {
+            warnings.push(
+                Error::integrity(format!(
+                    "node {node}'s copy of the manifest differs from the one {} hold ({}): \
+                     outvoted, not used",
+                    if holders.len() == 1 { "node" } else { "nodes" },
+                    holders.join(", ")
+                ))
+                .with_context("node", node.clone())
+                .with_context("key", key.to_owned()),
+            );
+        }
+    }
+    Some((winner, holders))
+}
+
 /// A fresh repository id for `job`.
 fn fresh_repository_id(job: &str) -> String {
     blake3::hash(format!("{job}{}{}", crate::util::now_rfc3339(), fastrand::u64(..)).as_bytes())
         .to_hex()[..32]
         .to_string()
+}
+
+impl Repository {
+    /// What is wrong with each node's repository marker, as (node, problem, detail): `missing`,
+    /// `damaged` (its checksum fails), `disagrees` (another repository's id than most nodes'), and
+    /// the marker most nodes hold, if any node holds a sound one.
+    pub(crate) fn marker_problems(
+        &self,
+    ) -> (Option<RepoMarker>, Vec<(String, &'static str, String)>) {
+        let mut sound: Vec<(String, RepoMarker)> = Vec::new();
+        let mut problems = Vec::new();
+        for node in self.nodes() {
+            let name = node.name().to_owned();
+            match read_marker(node.as_ref()) {
+                Ok(m) => sound.push((name, m)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    problems.push((name, "missing", "no repository marker".to_owned()))
+                }
+                Err(e) if e.kind() == ErrorKind::Integrity => {
+                    problems.push((name, "damaged", e.to_string()))
+                }
+                Err(e) => problems.push((name, "unreachable", e.to_string())),
+            }
+        }
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, m) in &sound {
+            *votes.entry(m.repository_id.as_str()).or_default() += 1;
+        }
+        // Most nodes win; on a tie, the first node's (the listing is in the job's order).
+        let best = sound
+            .iter()
+            .max_by_key(|(n, m)| {
+                let first = sound.iter().position(|(o, _)| o == n).unwrap_or(0);
+                (votes[m.repository_id.as_str()], std::cmp::Reverse(first))
+            })
+            .map(|(_, m)| m.clone());
+        if let Some(best) = &best {
+            for (name, m) in &sound {
+                if m.repository_id != best.repository_id {
+                    problems.push((
+                        name.clone(),
+                        "disagrees",
+                        format!(
+                            "it names repository {}, most nodes {}",
+                            &m.repository_id[..8.min(m.repository_id.len())],
+                            &best.repository_id[..8.min(best.repository_id.len())]
+                        ),
+                    ));
+                }
+            }
+        }
+        (best, problems)
+    }
+
+    /// Rewrites the marker on every node whose copy is missing or damaged (never one that names
+    /// another repository: that needs a person). Returns the nodes rewritten; a node that does
+    /// not take it (gone for good) is left as it is.
+    pub(crate) fn repair_markers(&self) -> Result<Vec<String>> {
+        let (best, problems) = self.marker_problems();
+        let Some(best) = best else {
+            return Ok(Vec::new());
+        };
+        let bytes = best.encode()?;
+        let mut done = Vec::new();
+        for (name, problem, _) in problems {
+            if !matches!(problem, "missing" | "damaged") {
+                continue;
+            }
+            let written = self
+                .node_named(&name)?
+                .put(&ObjectKey::new(CONFIG_KEY), Payload::Bytes(&bytes));
+            if written.is_ok() {
+                done.push(name);
+            }
+        }
+        Ok(done)
+    }
 }
 
 /// The repository marker on `node`.
@@ -454,9 +586,10 @@ pub struct RunReceipt {
 impl Repository {
     /// Writes a task's receipt to every node that takes it (at least one must).
     pub fn write_receipt(&self, receipt: &RunReceipt) -> Result<()> {
+        let body = crate::util::to_json(receipt, "a receipt")?;
         let bytes = crate::crypt::seal_opt(
             self.crypt()?.as_ref(),
-            crate::util::to_json(receipt, "a receipt")?,
+            crate::catalog::checked::wrap(FORMAT_VERSION, &body),
         )?;
         let key = crate::store::receipt_key(receipt.entry.id.as_str());
         crate::store::put_on_any(self.nodes(), &key, &bytes)
@@ -485,7 +618,9 @@ impl Repository {
                 let Ok(r) = read_small(node.as_ref(), &key)
                     .and_then(|b| crate::crypt::unseal_opt(self.crypt()?.as_ref(), b))
                     .and_then(|b| {
-                        serde_json::from_slice::<RunReceipt>(&b)
+                        let opened =
+                            crate::catalog::checked::open(&b, "a receipt", FORMAT_VERSION)?;
+                        serde_json::from_slice::<RunReceipt>(opened.body)
                             .map_err(|e| Error::integrity("malformed receipt").with_source(e))
                     })
                 else {

@@ -162,13 +162,54 @@ pub fn verify(
                 node.name()
             ));
         } else {
+            let (problem, detail) = match repo.read_manifest_copy(node.as_ref(), &key) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    ("missing", "the node does not hold the manifest".to_owned())
+                }
+                Err(e) => ("damaged", format!("its copy of the manifest: {e}")),
+                Ok(_) => (
+                    "disagrees",
+                    format!(
+                        "its copy of the manifest checks out but differs from the one {} hold: \
+                         outvoted",
+                        manifest_nodes.join(", ")
+                    ),
+                ),
+            };
             report.problems.push(Problem {
                 node: node.name().to_owned(),
                 file: key.to_string(),
-                problem: "missing",
-                detail: "the node does not hold the manifest".into(),
+                problem,
+                detail,
             });
         }
+    }
+    let (_, markers) = repo.marker_problems();
+    let keys = match repo.crypt() {
+        Ok(Some(crypt)) => crate::crypt::key_copy_problems(&crypt, repo.nodes()),
+        _ => Vec::new(),
+    };
+    for (file, (node, problem, detail)) in markers
+        .into_iter()
+        .map(|p| (crate::store::CONFIG_KEY, p))
+        .chain(keys.into_iter().map(|p| (crate::crypt::KEY_FILE, p)))
+        // A node that does not answer (gone for good, unmounted) is reported above, by what it
+        // holds of the snapshot; a copy missing there says nothing more.
+        .filter(|(_, (node, problem, _))| match *problem {
+            "unreachable" => false,
+            "missing" => repo
+                .replicator()
+                .node(node)
+                .is_some_and(|n| n.list(crate::store::SNAPSHOTS_PREFIX).is_ok()),
+            _ => true,
+        })
+    {
+        report.problems.push(Problem {
+            node,
+            file: file.to_owned(),
+            problem,
+            detail,
+        });
     }
     report.ok = report.problems.is_empty();
     report

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) mod checked;
 mod schema;
 mod task;
 mod warning;
@@ -22,8 +23,9 @@ use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::store::Receipt;
 
-/// The manifest and marker format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The manifest and marker format this build writes and the newest it reads: 2 stores each in a
+/// self-checking envelope ([`checked`]); 1 (read still) had none.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A snapshot's id: 16 hex digits; a unique prefix names it too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -189,14 +191,22 @@ struct FormatOnly {
 }
 
 impl Manifest {
-    /// Encodes as JSON.
+    /// Encodes as stored: JSON in its self-checking envelope.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        crate::util::to_json_pretty(self, "a manifest")
+        let body = crate::util::to_json_pretty(self, "a manifest")?;
+        Ok(checked::wrap(FORMAT_VERSION, &body))
     }
 
-    /// Decodes JSON written by any version up to [`FORMAT_VERSION`].
+    /// Decodes a manifest written by any version up to [`FORMAT_VERSION`], its checksum checked.
     pub fn decode(bytes: &[u8]) -> Result<Manifest> {
-        let format = serde_json::from_slice::<FormatOnly>(bytes)
+        Self::decode_checked(bytes).map(|(m, _)| m)
+    }
+
+    /// Decodes as [`Manifest::decode`] does, with the digest of its body: copies on two nodes
+    /// with the same digest are the same manifest.
+    pub fn decode_checked(bytes: &[u8]) -> Result<(Manifest, String)> {
+        let opened = checked::open(bytes, "the manifest", FORMAT_VERSION)?;
+        let format = serde_json::from_slice::<FormatOnly>(opened.body)
             .map_err(|e| Error::integrity("not a coldvault manifest").with_source(e))?
             .format;
         if format > FORMAT_VERSION {
@@ -204,10 +214,10 @@ impl Manifest {
                 "manifest format {format} is newer than this coldvault reads ({FORMAT_VERSION}); upgrade coldvault"
             )));
         }
-        let m: Manifest = serde_json::from_slice(bytes)
+        let m: Manifest = serde_json::from_slice(opened.body)
             .map_err(|e| Error::integrity("malformed manifest").with_source(e))?;
         SnapshotId::parse(m.id.as_str())?;
-        Ok(m)
+        Ok((m, opened.digest))
     }
 
     /// Every data file the snapshot needs: the tasks' and the schema's.
@@ -265,9 +275,16 @@ pub struct RepoMarker {
 }
 
 impl RepoMarker {
-    /// Decodes a marker, refusing newer formats.
+    /// Encodes as stored: JSON in its self-checking envelope.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let body = crate::util::to_json_pretty(self, "the repository marker")?;
+        Ok(checked::wrap(FORMAT_VERSION, &body))
+    }
+
+    /// Decodes a marker, its checksum checked, refusing newer formats.
     pub fn decode(bytes: &[u8]) -> Result<RepoMarker> {
-        let m: RepoMarker = serde_json::from_slice(bytes)
+        let opened = checked::open(bytes, "the repository marker", FORMAT_VERSION)?;
+        let m: RepoMarker = serde_json::from_slice(opened.body)
             .map_err(|e| Error::integrity("malformed repository marker").with_source(e))?;
         if m.format > FORMAT_VERSION {
             return Err(Error::integrity(format!(
