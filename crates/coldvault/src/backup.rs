@@ -64,7 +64,8 @@ pub struct BackupReport {
     pub failed_tasks: Vec<FailedTask>,
     /// Nodes holding the manifest.
     pub manifest_nodes: Vec<String>,
-    /// Problems that did not stop the backup (a node that missed the manifest).
+    /// Problems that did not stop the backup (a node that missed the manifest, an entry left
+    /// out such as a socket, named by its path).
     pub warnings: Vec<String>,
     /// For a database: which point in time the snapshot holds and how it was taken.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +179,13 @@ pub fn backup_to(
         .filter_map(|t| reuse.entries.remove(&t.id))
         .collect();
     let totals = Manifest::totals_of(&entries);
+    // What the snapshot lacks, naming each entry (a socket), for this run's tasks and reused ones.
+    warnings.extend(
+        entries
+            .iter()
+            .flat_map(|e| &e.warnings)
+            .map(|w| w.to_string()),
+    );
     let mut report = BackupReport {
         snapshot: None,
         tasks: all_tasks.len() as u64,

@@ -92,6 +92,7 @@ fn stage_and_store(
         stats: read.stats,
         file: read.file,
         fingerprint: task.fingerprint.clone(),
+        warnings: read.warnings,
     };
     if let Some(run) = &task.run_started {
         repo.write_receipt(&crate::repo::RunReceipt {

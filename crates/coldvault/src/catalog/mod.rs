@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 
 mod schema;
 mod task;
+mod warning;
 
 pub use schema::{MyObject, MysqlSchema, PostgresSchema, Schema, SchemaObject, SqliteSchema};
 pub use task::{
     ColumnKind, FileMeta, FilesTask, MyColumn, MyRangeTask, MySplit, PartTask, PgRangeTask,
     PgSplit, ReadStats, TableTask, TaskKind,
 };
+pub use warning::Warning;
 
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -113,6 +115,9 @@ pub struct TaskEntry {
     /// reuses this entry when the fingerprint is the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// What reading left out or could not keep (a socket), naming each entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
 
 /// Totals over the tasks of a snapshot.

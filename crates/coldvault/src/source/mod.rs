@@ -24,7 +24,7 @@ pub mod sqlite;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{FileMeta, Manifest, ReadStats, TaskEntry, TaskKind};
+use crate::catalog::{FileMeta, Manifest, ReadStats, TaskEntry, TaskKind, Warning};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::job::{Job, Source};
@@ -73,11 +73,17 @@ pub(crate) struct TaskRead {
     pub stats: ReadStats,
     /// For a part of a large file: the file's metadata, restored once every part is written.
     pub file: Option<FileMeta>,
+    /// What was left out or could not be kept, naming each entry.
+    pub warnings: Vec<Warning>,
 }
 
 impl From<ReadStats> for TaskRead {
     fn from(stats: ReadStats) -> Self {
-        TaskRead { stats, file: None }
+        TaskRead {
+            stats,
+            file: None,
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -119,7 +125,7 @@ pub(crate) trait SourceKind: Sync {
     }
 
     /// Restores a snapshot of this source.
-    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)>;
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored>;
 
     /// Restores one data file in a worker process; the sources whose restores the coordinator
     /// hands out (file trees, PostgreSQL ranges) implement it.
@@ -279,6 +285,28 @@ pub struct EntryWork {
     pub entry: TaskEntry,
 }
 
+/// What a restore did.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    /// What was written.
+    pub stats: ReadStats,
+    /// Replicas that were missing or damaged and were skipped for another.
+    pub problems: Vec<String>,
+    /// What could not be restored as it was (an attribute or a device node a restore without
+    /// privileges cannot make), naming each entry.
+    pub warnings: Vec<String>,
+}
+
+impl From<(ReadStats, Vec<String>)> for Restored {
+    fn from((stats, problems): (ReadStats, Vec<String>)) -> Self {
+        Restored {
+            stats,
+            problems,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// What restoring one data file did.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct EntryRestored {
@@ -286,6 +314,9 @@ pub struct EntryRestored {
     pub stats: ReadStats,
     /// Replicas that were missing or damaged and were skipped for another.
     pub problems: Vec<String>,
+    /// What could not be restored as it was, naming each entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Metadata the coordinator applies once every data file is restored (file trees).
     #[serde(default)]
     pub deferred: fs::Deferred,
@@ -296,6 +327,7 @@ impl EntryRestored {
     pub(crate) fn merge(&mut self, other: EntryRestored) {
         self.stats.add(&other.stats);
         self.problems.extend(other.problems);
+        self.warnings.extend(other.warnings);
         self.deferred.merge(other.deferred);
     }
 }

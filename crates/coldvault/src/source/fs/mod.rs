@@ -14,17 +14,20 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 mod check;
+mod notes;
 mod read;
 mod restore;
+mod special;
 
 pub use restore::Deferred;
 
 pub(crate) use read::{read_files, read_part};
 
 use super::{
-    EntryRestored, EntryWork, Planned, RestoreRun, RunRecord, RunSource, SourceKind, TaskRead,
+    EntryRestored, EntryWork, Planned, RestoreRun, Restored, RunRecord, RunSource, SourceKind,
+    TaskRead,
 };
-use crate::catalog::{FileMeta, FilesTask, PartTask, ReadStats, TaskKind};
+use crate::catalog::{FileMeta, FilesTask, PartTask, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::job::{Job, Source};
@@ -76,7 +79,7 @@ impl SourceKind for FsSource {
         Ok(Box::new(TreeReader { root: root(job)? }))
     }
 
-    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored> {
         restore::restore(r)
     }
 
@@ -107,14 +110,20 @@ impl RunSource for TreeReader<'_> {
         out: &mut dyn Write,
     ) -> Result<TaskRead> {
         match kind {
-            TaskKind::Files(t) => Ok(read_files(
-                self.root,
-                t.start.as_ref(),
-                t.end.as_ref(),
-                &t.split_files,
-                out,
-            )?
-            .into()),
+            TaskKind::Files(t) => {
+                let (stats, warnings) = read_files(
+                    self.root,
+                    t.start.as_ref(),
+                    t.end.as_ref(),
+                    &t.split_files,
+                    out,
+                )?;
+                Ok(TaskRead {
+                    stats,
+                    file: None,
+                    warnings,
+                })
+            }
             TaskKind::FilePart(p) => {
                 let (mut stats, meta) = read_part(
                     self.root,
@@ -129,6 +138,7 @@ impl RunSource for TreeReader<'_> {
                 Ok(TaskRead {
                     stats,
                     file: Some(meta),
+                    warnings: Vec::new(),
                 })
             }
             other => Err(Error::internal(format!(

@@ -7,20 +7,23 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::{read_err, walk};
-use crate::catalog::{FileMeta, ReadStats};
+use super::notes::Notes;
+use super::{read_err, special, walk};
+use crate::catalog::{FileMeta, ReadStats, Warning};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 
-/// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`.
+/// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`; returns
+/// what it read and what it could not store (a socket), naming each entry.
 pub(crate) fn read_files(
     root: &Path,
     start: Option<&RelPath>,
     end: Option<&RelPath>,
     split_files: &[RelPath],
     out: &mut dyn Write,
-) -> Result<ReadStats> {
+) -> Result<(ReadStats, Vec<Warning>)> {
     let mut stats = ReadStats::default();
+    let mut notes = Notes::default();
     let mut builder = tar::Builder::new(out);
     if start.is_none() {
         // The first task carries the root directory itself, as "./", for its mode and times.
@@ -91,14 +94,14 @@ pub(crate) fn read_files(
                 reader,
             )
         } else {
-            stats.skipped += 1;
+            special::leave_out(rel, meta, &mut stats, &mut notes);
             Ok(())
         }
     })?;
     builder
         .into_inner()
         .map_err(|e| Error::io("cannot finish the tar stream", e))?;
-    Ok(stats)
+    Ok((stats, notes.into_warnings()))
 }
 
 /// Reads exactly `size` bytes: a file that shrank while read is padded with zeros, one that grew

@@ -16,13 +16,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::notes::Notes;
 use crate::catalog::{FileMeta, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::path::RelPath;
-use crate::source::{EntryRestored, EntryWork, RestoreRun, RestoreTarget};
+use crate::source::{EntryRestored, EntryWork, RestoreRun, RestoreTarget, Restored};
 
-pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+pub(super) fn restore(r: &RestoreRun<'_>) -> Result<Restored> {
     // Complete before written: a manifest that misses part of a file restores nothing.
     let gaps = super::check::incomplete_files(r.manifest);
     if !gaps.is_empty() {
@@ -46,17 +47,22 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
         .collect();
     let all = r.each_entry(&entries, &RestoreTarget::Path(target.clone()))?;
     apply_deferred(&target, all.deferred)?;
-    Ok((all.stats, all.problems))
+    Ok(Restored {
+        stats: all.stats,
+        problems: all.problems,
+        warnings: all.warnings,
+    })
 }
 
 /// Restores one data file into the directory of `work` (a worker's share of a restore).
 pub(super) fn restore_entry(ctx: &Fetcher<'_>, work: &EntryWork) -> Result<EntryRestored> {
     let include = Include::new(&work.include)?;
     let r = Restorer::new(work.to.path("file-tree")?, &include, work.force);
-    let (stats, problems) = r.restore_entry(ctx, &work.entry)?;
+    let (stats, problems, notes) = r.restore_entry(ctx, &work.entry)?;
     Ok(EntryRestored {
         stats,
         problems,
+        warnings: notes.into_lines(),
         deferred: r.into_deferred(),
     })
 }
@@ -137,27 +143,29 @@ impl<'a> Restorer<'a> {
     }
 
     /// Restores one data file: its checksum is checked first, then it is decoded into the target.
+    /// Returns what it wrote, the replicas it skipped and what it could not restore as it was.
     pub(crate) fn restore_entry(
         &self,
         ctx: &Fetcher<'_>,
         t: &TaskEntry,
-    ) -> Result<(ReadStats, Vec<String>)> {
+    ) -> Result<(ReadStats, Vec<String>, Notes)> {
         let (data, problems) = ctx.fetch(&t.data)?;
         let mut reader = data.open()?;
-        let stats = match &t.kind {
+        let (stats, notes) = match &t.kind {
             TaskKind::Files { .. } => self.extract(&mut reader, ctx)?,
             TaskKind::FilePart(p) => {
                 let (path, offset) = (&p.path, &p.offset);
                 let meta = t.file.clone().ok_or_else(|| {
                     Error::integrity(format!("file part of {path} has no file metadata"))
                 })?;
-                self.write_part(path, *offset, &meta, &mut reader, ctx)?
+                let stats = self.write_part(path, *offset, &meta, &mut reader, ctx)?;
+                (stats, Notes::default())
             }
             TaskKind::Table(_) | TaskKind::PgRange(_) | TaskKind::MyRange(_) => {
                 return Err(Error::integrity("a table in a file-tree snapshot"));
             }
         };
-        Ok((stats, problems))
+        Ok((stats, problems, notes))
     }
 
     /// What is left to apply once every data file is restored.
@@ -218,8 +226,10 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn extract(&self, reader: &mut dyn Read, ctx: &Fetcher<'_>) -> Result<ReadStats> {
+    /// Extracts one tar data file; returns what it wrote and what it could not restore as it was.
+    fn extract(&self, reader: &mut dyn Read, ctx: &Fetcher<'_>) -> Result<(ReadStats, Notes)> {
         let mut stats = ReadStats::default();
+        let mut notes = Notes::default();
         let mut archive = tar::Archive::new(reader);
         let entries = archive
             .entries()
@@ -288,10 +298,15 @@ impl<'a> Restorer<'a> {
                         "refusing hard link entry {rel}: coldvault never writes hard links"
                     )));
                 }
-                _ => stats.skipped += 1,
+                kind => {
+                    stats.skipped += 1;
+                    let kind = kind.as_byte() as char;
+                    let detail = format!("tar entry type {kind:?} is not one coldvault restores");
+                    notes.note(&rel, "entry not restored", detail);
+                }
             }
         }
-        Ok(stats)
+        Ok((stats, notes))
     }
 
     fn write_part(
