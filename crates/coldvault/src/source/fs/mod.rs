@@ -14,10 +14,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 mod check;
+mod entry;
 mod notes;
 mod read;
 mod restore;
 mod special;
+mod untar;
 
 pub use restore::Deferred;
 

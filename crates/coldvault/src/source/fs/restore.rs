@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::entry::{self, EntryInfo};
 use super::notes::Notes;
+use super::untar::{Head, Untar};
 use crate::catalog::{FileMeta, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
@@ -228,85 +230,105 @@ impl<'a> Restorer<'a> {
 
     /// Extracts one tar data file; returns what it wrote and what it could not restore as it was.
     fn extract(&self, reader: &mut dyn Read, ctx: &Fetcher<'_>) -> Result<(ReadStats, Notes)> {
-        let mut stats = ReadStats::default();
-        let mut notes = Notes::default();
-        let mut archive = tar::Archive::new(reader);
-        let entries = archive
-            .entries()
-            .map_err(|e| Error::integrity("malformed tar data file").with_source(e))?;
-        for entry in entries {
-            let mut entry =
-                entry.map_err(|e| Error::integrity("malformed tar data file").with_source(e))?;
-            let rel = RelPath::from_untrusted(&entry.path_bytes())?;
-            if rel.is_root() {
+        let mut x = Extraction::default();
+        let mut tar = Untar::new(reader);
+        while let Some(head) = tar.next()? {
+            let info = entry::info(&head)?;
+            let kind = tar::EntryType::new(head.kind);
+            if info.rel.is_root() {
                 // The tree's root ("./"): only its directory metadata, for the target itself.
-                if entry.header().entry_type() == tar::EntryType::Directory {
-                    let meta = entry_meta(&mut entry)?;
+                if kind == tar::EntryType::Directory {
                     if let Ok(mut d) = self.dirs.lock() {
-                        d.push((rel, meta));
+                        d.push((info.rel, info.meta));
                     }
                 }
                 continue;
             }
-            if !self.include.matches(&rel) {
-                continue;
-            }
-            let meta = entry_meta(&mut entry)?;
-            let path = rel.to_path(self.root);
-            self.ensure_parents(&rel)?;
-            match entry.header().entry_type() {
-                tar::EntryType::Directory => {
-                    self.clear(&path)?;
-                    self.ensure_dir(&path, &rel)?;
-                    stats.dirs += 1;
-                    if let Ok(mut d) = self.dirs.lock() {
-                        d.push((rel, meta));
-                    }
-                }
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    self.clear(&path)?;
-                    let mut f = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .map_err(|e| io_err("cannot create", &path, e))?;
-                    let n = io::copy(&mut entry, &mut f).map_err(|e| {
-                        Error::integrity(format!("cannot extract {rel}")).with_source(e)
-                    })?;
-                    apply_file_meta(&f, &path, &meta)?;
-                    ctx.progress.add_bytes(n);
-                    stats.files += 1;
-                    stats.bytes_read += n;
-                }
-                tar::EntryType::Symlink => {
-                    let link = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| Error::integrity(format!("symlink {rel} has no target")))?
-                        .into_owned();
-                    self.clear(&path)?;
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &path)
-                        .map_err(|e| io_err("cannot create symlink", &path, e))?;
-                    let _ = std::os::unix::fs::lchown(&path, Some(meta.uid), Some(meta.gid));
-                    let t = filetime::FileTime::from_unix_time(meta.mtime, meta.mtime_nsec);
-                    filetime::set_symlink_file_times(&path, t, t)
-                        .map_err(|e| io_err("cannot set times of", &path, e))?;
-                    stats.symlinks += 1;
-                }
-                tar::EntryType::Link => {
-                    return Err(Error::integrity(format!(
-                        "refusing hard link entry {rel}: coldvault never writes hard links"
-                    )));
-                }
-                kind => {
-                    stats.skipped += 1;
-                    let kind = kind.as_byte() as char;
-                    let detail = format!("tar entry type {kind:?} is not one coldvault restores");
-                    notes.note(&rel, "entry not restored", detail);
-                }
+            if self.include.matches(&info.rel) {
+                self.extract_entry(&mut tar, &head, &info, &mut x, ctx)?;
             }
         }
-        Ok((stats, notes))
+        Ok((x.stats, x.notes))
+    }
+
+    /// Restores one entry; `data` reads its bytes.
+    fn extract_entry(
+        &self,
+        data: &mut dyn Read,
+        head: &Head,
+        info: &EntryInfo,
+        x: &mut Extraction,
+        ctx: &Fetcher<'_>,
+    ) -> Result<()> {
+        let (rel, meta) = (&info.rel, &info.meta);
+        let path = rel.to_path(self.root);
+        self.ensure_parents(rel)?;
+        match tar::EntryType::new(head.kind) {
+            tar::EntryType::Directory => {
+                self.clear(&path)?;
+                self.ensure_dir(&path, rel)?;
+                x.stats.dirs += 1;
+                if let Ok(mut d) = self.dirs.lock() {
+                    d.push((rel.clone(), meta.clone()));
+                }
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.clear(&path)?;
+                self.write_file(data, info, &path, x, ctx)?;
+            }
+            tar::EntryType::Symlink => {
+                if head.link.is_empty() {
+                    return Err(Error::integrity(format!("symlink {rel} has no target")));
+                }
+                self.clear(&path)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&head.link), &path)
+                    .map_err(|e| io_err("cannot create symlink", &path, e))?;
+                let _ = std::os::unix::fs::lchown(&path, Some(meta.uid), Some(meta.gid));
+                let t = filetime::FileTime::from_unix_time(meta.mtime, meta.mtime_nsec);
+                filetime::set_symlink_file_times(&path, t, t)
+                    .map_err(|e| io_err("cannot set times of", &path, e))?;
+                x.stats.symlinks += 1;
+            }
+            tar::EntryType::Link => {
+                return Err(Error::integrity(format!(
+                    "refusing hard link entry {rel}: coldvault never writes hard links"
+                )));
+            }
+            _ => {
+                x.stats.skipped += 1;
+                let detail = format!(
+                    "tar entry type {:?} is not one coldvault restores",
+                    head.kind as char
+                );
+                x.notes.note(rel, "entry not restored", detail);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the regular file `path` (nothing is in its way) from `data`; then its metadata.
+    fn write_file(
+        &self,
+        data: &mut dyn Read,
+        info: &EntryInfo,
+        path: &Path,
+        x: &mut Extraction,
+        ctx: &Fetcher<'_>,
+    ) -> Result<()> {
+        let rel = &info.rel;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io_err("cannot create", path, e))?;
+        let n = io::copy(data, &mut f)
+            .map_err(|e| Error::integrity(format!("cannot extract {rel}")).with_source(e))?;
+        apply_file_meta(&f, path, &info.meta)?;
+        ctx.progress.add_bytes(n);
+        x.stats.files += 1;
+        x.stats.bytes_read += n;
+        Ok(())
     }
 
     fn write_part(
@@ -345,6 +367,13 @@ impl<'a> Restorer<'a> {
             ..ReadStats::default()
         })
     }
+}
+
+/// What extracting one data file keeps track of.
+#[derive(Default)]
+struct Extraction {
+    stats: ReadStats,
+    notes: Notes,
 }
 
 /// Opens the file that parts of a large file are written into, creating it. What is there already
@@ -470,143 +499,6 @@ fn system_time(secs: i64, nsec: u32) -> SystemTime {
     }
 }
 
-/// Metadata of a tar entry, with pax `mtime`, `uid` and `gid` taking precedence.
-fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMeta> {
-    let h = entry.header();
-    let bad = |e| Error::integrity("malformed tar header").with_source(e);
-    let mut meta = FileMeta {
-        mode: h.mode().map_err(bad)? & 0o7777,
-        uid: h.uid().map_err(bad)? as u32,
-        gid: h.gid().map_err(bad)? as u32,
-        mtime: h.mtime().map_err(bad)? as i64,
-        mtime_nsec: 0,
-        size: h.size().map_err(bad)?,
-    };
-    if let Some(exts) = entry.pax_extensions().map_err(bad)? {
-        for ext in exts {
-            let ext = ext.map_err(bad)?;
-            let value = ext.value().unwrap_or("");
-            match ext.key() {
-                Ok("mtime") => {
-                    if let Some((s, n)) = parse_pax_time(value) {
-                        meta.mtime = s;
-                        meta.mtime_nsec = n;
-                    }
-                }
-                Ok("uid") => meta.uid = value.parse().unwrap_or(meta.uid),
-                Ok("gid") => meta.gid = value.parse().unwrap_or(meta.gid),
-                _ => {}
-            }
-        }
-    }
-    Ok(meta)
-}
-
-/// Parses a pax time "[-]secs[.frac]" into (secs, nanos) with nanos in [0, 1e9).
-fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
-    let (neg, v) = match v.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, v),
-    };
-    let (s, frac) = v.split_once('.').unwrap_or((v, ""));
-    let secs: i64 = s.parse().ok()?;
-    let digits: String = frac.chars().take(9).collect();
-    let nanos: u32 = if digits.is_empty() {
-        0
-    } else {
-        format!("{digits:0<9}").parse().ok()?
-    };
-    if !neg {
-        return Some((secs, nanos));
-    }
-    if nanos == 0 {
-        Some((-secs, 0))
-    } else {
-        Some((-secs - 1, 1_000_000_000 - nanos))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// A small, valid data file's tar: a directory, files, a symlink, long and odd names.
-    fn sample_tar() -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut dir = tar::Header::new_gnu();
-        dir.set_entry_type(tar::EntryType::Directory);
-        dir.set_mode(0o755);
-        dir.set_size(0);
-        b.append_data(&mut dir, "d", std::io::empty()).unwrap();
-        for (name, body) in [
-            ("d/a", &b"hello"[..]),
-            ("d/\u{e9}t\u{e9}", b"x"),
-            ("b", b""),
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_size(body.len() as u64);
-            h.set_mtime(1_500_000_000);
-            b.append_data(&mut h, name, body).unwrap();
-        }
-        let long = format!("d/{}", "n".repeat(150));
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o600);
-        h.set_size(3);
-        b.append_data(&mut h, long, &b"abc"[..]).unwrap();
-        let mut l = tar::Header::new_gnu();
-        l.set_entry_type(tar::EntryType::Symlink);
-        l.set_size(0);
-        b.append_link(&mut l, "d/link", "a").unwrap();
-        b.into_inner().unwrap()
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
-
-        /// A damaged or hostile data file is restored or refused with an error; it never
-        /// panics and never writes outside the target.
-        #[test]
-        fn damaged_tar_data_never_panics_or_escapes(
-            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..12),
-            cut in any::<prop::sample::Index>(),
-            truncate in any::<bool>(),
-        ) {
-            let mut bytes = sample_tar();
-            for (i, b) in flips {
-                let at = i.index(bytes.len());
-                bytes[at] = b;
-            }
-            if truncate {
-                bytes.truncate(cut.index(bytes.len()));
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let target = dir.path().join("target");
-            std::fs::create_dir(&target).unwrap();
-            let repo = crate::repo::Repository::with_nodes("t", Vec::new(), 1);
-            let staging = crate::stage::Staging::create(&dir.path().join("st"), "t").unwrap();
-            let progress = crate::progress::Progress::default();
-            let ctx = Fetcher { repo: &repo, staging: &staging, progress: &progress };
-            let include = Include::new(&[]).unwrap();
-            let restorer = Restorer::new(&target, &include, true);
-            let _ = restorer.extract(&mut bytes.as_slice(), &ctx);
-            drop(staging);
-            let mut names: Vec<String> = std::fs::read_dir(dir.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            prop_assert!(names.iter().all(|n| n == "target" || n == "st"), "{names:?}");
-        }
-    }
-
-    #[test]
-    fn pax_times_parse() {
-        assert_eq!(parse_pax_time("12.5"), Some((12, 500_000_000)));
-        assert_eq!(parse_pax_time("-1.5"), Some((-2, 500_000_000)));
-        assert_eq!(parse_pax_time("7"), Some((7, 0)));
-        assert_eq!(parse_pax_time("1.123456789123"), Some((1, 123_456_789)));
-        assert_eq!(parse_pax_time("x"), None);
-    }
-}
+#[path = "restore_tests.rs"]
+mod tests;
