@@ -7,9 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
+mod attrs;
 mod schema;
 mod task;
 mod warning;
+
+pub use attrs::{FileAttrs, XattrValue};
 
 pub use schema::{MyObject, MysqlSchema, PostgresSchema, Schema, SchemaObject, SqliteSchema};
 pub use task::{

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::FileAttrs;
 use crate::path::RelPath;
 
 /// What one map task reads: one variant per kind of task, each wrapping its source's own
@@ -284,4 +285,7 @@ pub struct FileMeta {
     pub mtime_nsec: u32,
     /// Size.
     pub size: u64,
+    /// Extended attributes and ACLs.
+    #[serde(default, skip_serializing_if = "FileAttrs::is_empty")]
+    pub attrs: FileAttrs,
 }

@@ -1,9 +1,11 @@
-//! A tar entry as restore reads it: its path and its metadata ([`FileMeta`]). pax records take
-//! precedence over the ustar header ([`super::untar`] applies `path`, `size`, `uid` and `gid`;
-//! `mtime` with nanoseconds is read here).
+//! A tar entry as restore reads it: its path and its metadata ([`FileMeta`], with attributes and
+//! ACLs). pax records take precedence over the ustar header ([`super::untar`] applies `path`,
+//! `size`, `uid` and `gid`): `mtime` with nanoseconds, `SCHILY.xattr.*` and `SCHILY.acl.*`
+//! ([`super::xattr`]).
 
 use super::untar::Head;
-use crate::catalog::FileMeta;
+use super::xattr;
+use crate::catalog::{FileAttrs, FileMeta};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 
@@ -11,7 +13,7 @@ use crate::path::RelPath;
 pub(super) struct EntryInfo {
     /// Where it goes, relative to the target.
     pub rel: RelPath,
-    /// Mode, owner and times.
+    /// Mode, owner, times, attributes and ACLs.
     pub meta: FileMeta,
 }
 
@@ -24,9 +26,12 @@ pub(super) fn info(head: &Head) -> Result<EntryInfo> {
         mtime: i64::try_from(head.mtime).map_err(|_| too_large("mtime", head.mtime))?,
         mtime_nsec: 0,
         size: head.size,
+        attrs: FileAttrs::default(),
     };
     for (key, value) in &head.pax {
-        take_mtime(key, value, &mut meta);
+        if !xattr::take_pax(key, value, &mut meta.attrs) {
+            take_mtime(key, value, &mut meta);
+        }
     }
     Ok(EntryInfo {
         rel: RelPath::from_untrusted(&head.path)?,

@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+mod acl;
 mod check;
 mod entry;
 mod notes;
@@ -20,6 +21,7 @@ mod read;
 mod restore;
 mod special;
 mod untar;
+mod xattr;
 
 pub use restore::Deferred;
 
@@ -127,7 +129,7 @@ impl RunSource for TreeReader<'_> {
                 })
             }
             TaskKind::FilePart(p) => {
-                let (mut stats, meta) = read_part(
+                let (mut stats, mut meta) = read_part(
                     self.root,
                     &p.path,
                     p.offset,
@@ -137,10 +139,13 @@ impl RunSource for TreeReader<'_> {
                 )?;
                 // A file is counted once, by its first part: counts match the tree's.
                 stats.files = u64::from(p.part == 0);
+                // Its attributes ride in the manifest, with its mode and times.
+                let mut notes = notes::Notes::default();
+                meta.attrs = xattr::read(&p.path.to_path(self.root), &p.path, &mut notes);
                 Ok(TaskRead {
                     stats,
                     file: Some(meta),
-                    warnings: Vec::new(),
+                    warnings: notes.into_warnings(),
                 })
             }
             other => Err(Error::internal(format!(
@@ -164,6 +169,7 @@ impl FileMeta {
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
             size: meta.len(),
+            attrs: crate::catalog::FileAttrs::default(),
         }
     }
 }

@@ -35,3 +35,11 @@ impl Notes {
         self.0.iter().map(ToString::to_string).collect()
     }
 }
+
+/// Why an operation needing privileges failed, in words: "Operation not permitted (needs root)".
+pub(crate) fn cause(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EPERM) => format!("{e} (needs root)"),
+        _ => e.to_string(),
+    }
+}

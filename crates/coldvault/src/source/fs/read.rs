@@ -1,6 +1,9 @@
 //! Reading a file tree's tasks: a range of the walk order as a tar (pax) stream, and a part of a
 //! large file as raw bytes. Each file's bytes are exactly its length when it was listed (a file
 //! that grew is cut there, one that shrank is padded) so that the tar stream stays well formed.
+//!
+//! Besides contents, mode, owner and times, an entry carries its extended attributes and ACLs
+//! ([`super::xattr`]).
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -8,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::notes::Notes;
-use super::{read_err, special, walk};
+use super::{read_err, special, walk, xattr};
 use crate::catalog::{FileMeta, ReadStats, Warning};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
@@ -28,18 +31,20 @@ pub(crate) fn read_files(
     if start.is_none() {
         // The first task carries the root directory itself, as "./", for its mode and times.
         let meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
+        let extra = Extra::attrs_of(root, &RelPath::root(), &mut notes);
         append(
             &mut builder,
             b"./",
             &meta,
             tar::EntryType::Directory,
-            None,
             0,
             io::empty(),
+            &extra,
         )?;
     }
     walk(root, start, end, &mut |rel, path, meta| {
         let ft = meta.file_type();
+        let extra = Extra::attrs_of(path, rel, &mut notes);
         if ft.is_dir() {
             stats.dirs += 1;
             append(
@@ -47,9 +52,9 @@ pub(crate) fn read_files(
                 rel.as_bytes(),
                 meta,
                 tar::EntryType::Directory,
-                None,
                 0,
                 io::empty(),
+                &extra,
             )
         } else if ft.is_symlink() {
             let target = match fs::read_link(path) {
@@ -58,15 +63,18 @@ pub(crate) fn read_files(
                 Err(e) => return Err(read_err("cannot read link", path, e)),
             };
             stats.symlinks += 1;
-            let link = target.as_os_str().as_bytes();
+            let extra = Extra {
+                link: Some(target.as_os_str().as_bytes().to_vec()),
+                ..extra
+            };
             append(
                 &mut builder,
                 rel.as_bytes(),
                 meta,
                 tar::EntryType::Symlink,
-                Some(link),
                 0,
                 io::empty(),
+                &extra,
             )
         } else if ft.is_file() {
             if split_files.binary_search(rel).is_ok() {
@@ -84,14 +92,15 @@ pub(crate) fn read_files(
             let reader = ExactReader::new(file, size);
             stats.files += 1;
             stats.bytes_read += size;
+            let kind = tar::EntryType::Regular;
             append(
                 &mut builder,
                 rel.as_bytes(),
                 &meta,
-                tar::EntryType::Regular,
-                None,
+                kind,
                 size,
                 reader,
+                &extra,
             )
         } else {
             special::leave_out(rel, meta, &mut stats, &mut notes);
@@ -102,6 +111,25 @@ pub(crate) fn read_files(
         .into_inner()
         .map_err(|e| Error::io("cannot finish the tar stream", e))?;
     Ok((stats, notes.into_warnings()))
+}
+
+/// What a tar entry carries beyond its name, metadata and size.
+#[derive(Default)]
+pub(super) struct Extra {
+    /// The target of a symlink.
+    pub link: Option<Vec<u8>>,
+    /// pax records: attributes and ACLs.
+    pub pax: Vec<(String, Vec<u8>)>,
+}
+
+impl Extra {
+    /// The extended attributes and ACLs of the entry at `path`, as pax records.
+    fn attrs_of(path: &Path, rel: &RelPath, notes: &mut Notes) -> Extra {
+        Extra {
+            pax: xattr::pax_records(&xattr::read(path, rel, notes)),
+            ..Extra::default()
+        }
+    }
 }
 
 /// Reads exactly `size` bytes: a file that shrank while read is padded with zeros, one that grew
@@ -140,11 +168,12 @@ fn append<W: Write>(
     name: &[u8],
     meta: &Metadata,
     kind: tar::EntryType,
-    link: Option<&[u8]>,
     size: u64,
     data: impl Read,
+    extra: &Extra,
 ) -> Result<()> {
     let fm = FileMeta::of(meta);
+    let link = extra.link.as_deref();
     let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
     if name.len() > 100 {
         pax.push(("path", name.to_vec()));
@@ -170,10 +199,10 @@ fn append<W: Write>(
             e,
         )
     };
-    if !pax.is_empty() {
-        builder
-            .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
-            .map_err(io_err)?;
+    if !pax.is_empty() || !extra.pax.is_empty() {
+        let records = pax.iter().map(|(k, v)| (*k, v.as_slice()));
+        let records = records.chain(extra.pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        builder.append_pax_extensions(records).map_err(io_err)?;
     }
     let mut header = tar::Header::new_ustar();
     if let Some(ustar) = header.as_ustar_mut() {

@@ -4,6 +4,10 @@
 //! ancestor of a path is checked to be a real directory, never a symlink, before anything is created
 //! in it; files are created with `O_CREAT|O_EXCL` (or `O_NOFOLLOW` for parts), so no write follows a
 //! symlink. Directory and large-file metadata is applied at the end, once everything inside exists.
+//!
+//! Metadata is set in this order: owner, mode, times, then extended attributes and ACLs (a
+//! `chown` would clear a file capability). What a restore cannot set as it was (attributes that
+//! need root) is a warning naming the entry, never silence.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::entry::{self, EntryInfo};
 use super::notes::Notes;
 use super::untar::{Head, Untar};
+use super::xattr::{self, On};
 use crate::catalog::{FileMeta, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
@@ -48,11 +53,12 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<Restored> {
         .filter(|t| wanted(&include, &t.kind))
         .collect();
     let all = r.each_entry(&entries, &RestoreTarget::Path(target.clone()))?;
-    apply_deferred(&target, all.deferred)?;
+    let mut warnings = all.warnings;
+    warnings.extend(apply_deferred(&target, all.deferred)?.into_lines());
     Ok(Restored {
         stats: all.stats,
         problems: all.problems,
-        warnings: all.warnings,
+        warnings,
     })
 }
 
@@ -287,6 +293,7 @@ impl<'a> Restorer<'a> {
                 let t = filetime::FileTime::from_unix_time(meta.mtime, meta.mtime_nsec);
                 filetime::set_symlink_file_times(&path, t, t)
                     .map_err(|e| io_err("cannot set times of", &path, e))?;
+                xattr::apply(On::Path(&path), rel, &meta.attrs, &mut x.notes);
                 x.stats.symlinks += 1;
             }
             tar::EntryType::Link => {
@@ -306,7 +313,8 @@ impl<'a> Restorer<'a> {
         Ok(())
     }
 
-    /// Creates the regular file `path` (nothing is in its way) from `data`; then its metadata.
+    /// Creates the regular file `path` (nothing is in its way) from `data`; then its metadata,
+    /// attributes and ACLs.
     fn write_file(
         &self,
         data: &mut dyn Read,
@@ -325,6 +333,7 @@ impl<'a> Restorer<'a> {
         let n = io::copy(data, &mut f)
             .map_err(|e| Error::integrity(format!("cannot extract {rel}")).with_source(e))?;
         apply_file_meta(&f, path, &info.meta)?;
+        xattr::apply(On::File(&f), rel, &info.meta.attrs, &mut x.notes);
         ctx.progress.add_bytes(n);
         x.stats.files += 1;
         x.stats.bytes_read += n;
@@ -453,7 +462,8 @@ impl Include {
 
 /// Applies deferred metadata: large files (sized to the furthest part written by any worker), then
 /// directories from the deepest up.
-pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<()> {
+pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<Notes> {
+    let mut notes = Notes::default();
     let mut parts: BTreeMap<RelPath, (FileMeta, u64)> = BTreeMap::new();
     for (rel, meta, end) in d.parts {
         let e = parts.entry(rel).or_insert((meta, 0));
@@ -469,6 +479,7 @@ pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<()> {
         f.set_len(end)
             .map_err(|e| io_err("cannot size", &path, e))?;
         apply_file_meta(&f, &path, &meta)?;
+        xattr::apply(On::File(&f), &rel, &meta.attrs, &mut notes);
     }
     let mut dirs = d.dirs;
     dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
@@ -476,8 +487,9 @@ pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<()> {
         let path = rel.to_path(root);
         let f = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
         apply_file_meta(&f, &path, &meta)?;
+        xattr::apply(On::File(&f), &rel, &meta.attrs, &mut notes);
     }
-    Ok(())
+    Ok(notes)
 }
 
 fn apply_file_meta(f: &File, path: &Path, meta: &FileMeta) -> Result<()> {
