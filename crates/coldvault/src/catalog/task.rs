@@ -254,7 +254,7 @@ pub struct ReadStats {
     pub rows: u64,
     /// Bytes of file contents or table data read.
     pub bytes_read: u64,
-    /// Entries that cannot be stored (sockets, devices, FIFOs) and were left out.
+    /// Entries that cannot be stored (sockets) and were left out.
     pub skipped: u64,
 }
 

@@ -3,7 +3,8 @@
 //! that grew is cut there, one that shrank is padded) so that the tar stream stays well formed.
 //!
 //! Besides contents, mode, owner and times, an entry carries its extended attributes and ACLs
-//! ([`super::xattr`]).
+//! ([`super::xattr`]); the later paths of a hard-link group are `Link` entries, FIFOs and
+//! devices are node entries, and a socket is left out with a warning ([`super::special`]).
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -11,7 +12,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::notes::Notes;
-use super::{read_err, special, walk, xattr};
+use super::special::{self, Links};
+use super::{read_err, walk, xattr};
 use crate::catalog::{FileMeta, ReadStats, Warning};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
@@ -27,6 +29,7 @@ pub(crate) fn read_files(
 ) -> Result<(ReadStats, Vec<Warning>)> {
     let mut stats = ReadStats::default();
     let mut notes = Notes::default();
+    let mut links = Links::default();
     let mut builder = tar::Builder::new(out);
     if start.is_none() {
         // The first task carries the root directory itself, as "./", for its mode and times.
@@ -80,6 +83,10 @@ pub(crate) fn read_files(
             if split_files.binary_search(rel).is_ok() {
                 return Ok(());
             }
+            if let Some(first) = links.earlier(meta) {
+                stats.files += 1;
+                return append_link(&mut builder, rel, meta, first);
+            }
             let file = match File::open(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -101,6 +108,19 @@ pub(crate) fn read_files(
                 size,
                 reader,
                 &extra,
+            )?;
+            links.stored(rel, &meta);
+            Ok(())
+        } else if let Some((kind, device)) = special::node_of(meta) {
+            let extra = Extra { device, ..extra };
+            append(
+                &mut builder,
+                rel.as_bytes(),
+                meta,
+                kind,
+                0,
+                io::empty(),
+                &extra,
             )
         } else {
             special::leave_out(rel, meta, &mut stats, &mut notes);
@@ -116,8 +136,10 @@ pub(crate) fn read_files(
 /// What a tar entry carries beyond its name, metadata and size.
 #[derive(Default)]
 pub(super) struct Extra {
-    /// The target of a symlink.
+    /// The target of a symlink or a hard link.
     pub link: Option<Vec<u8>>,
+    /// A device's major and minor numbers.
+    pub device: Option<(u32, u32)>,
     /// pax records: attributes and ACLs.
     pub pax: Vec<(String, Vec<u8>)>,
 }
@@ -130,6 +152,21 @@ impl Extra {
             ..Extra::default()
         }
     }
+}
+
+/// Appends a later path of a hard-link group: a `Link` entry naming the group's first path.
+fn append_link<W: Write>(
+    builder: &mut tar::Builder<W>,
+    rel: &RelPath,
+    meta: &Metadata,
+    first: &RelPath,
+) -> Result<()> {
+    let extra = Extra {
+        link: Some(first.as_bytes().to_vec()),
+        ..Extra::default()
+    };
+    let kind = tar::EntryType::Link;
+    append(builder, rel.as_bytes(), meta, kind, 0, io::empty(), &extra)
 }
 
 /// Reads exactly `size` bytes: a file that shrank while read is padded with zeros, one that grew
@@ -219,6 +256,10 @@ fn append<W: Write>(
     header.set_gid(u64::from(fm.gid.min(0o7777777)));
     header.set_mtime(fm.mtime.max(0) as u64);
     header.set_size(size.min(0o77777777777));
+    if let Some((major, minor)) = extra.device {
+        header.set_device_major(major).map_err(io_err)?;
+        header.set_device_minor(minor).map_err(io_err)?;
+    }
     header.set_cksum();
     builder.append(&header, data).map_err(io_err)
 }

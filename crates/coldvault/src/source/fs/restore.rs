@@ -4,10 +4,12 @@
 //! ancestor of a path is checked to be a real directory, never a symlink, before anything is created
 //! in it; files are created with `O_CREAT|O_EXCL` (or `O_NOFOLLOW` for parts), so no write follows a
 //! symlink. Directory and large-file metadata is applied at the end, once everything inside exists.
+//! Hard links are made only to files the same data file created ([`special::link`]); FIFOs and
+//! device nodes are never opened.
 //!
 //! Metadata is set in this order: owner, mode, times, then extended attributes and ACLs (a
-//! `chown` would clear a file capability). What a restore cannot set as it was (attributes that
-//! need root) is a warning naming the entry, never silence.
+//! `chown` would clear a file capability). What a restore cannot set as it was (attributes and
+//! device nodes that need root) is a warning naming the entry, never silence.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entry::{self, EntryInfo};
 use super::notes::Notes;
+use super::special::{self, Created};
 use super::untar::{Head, Untar};
 use super::xattr::{self, On};
 use crate::catalog::{FileMeta, ReadStats, TaskEntry, TaskKind};
@@ -297,9 +300,17 @@ impl<'a> Restorer<'a> {
                 x.stats.symlinks += 1;
             }
             tar::EntryType::Link => {
-                return Err(Error::integrity(format!(
-                    "refusing hard link entry {rel}: coldvault never writes hard links"
-                )));
+                let target = RelPath::from_untrusted(&head.link)?;
+                self.clear(&path)?;
+                if special::link(self.root, rel, &path, &target, &x.created, &mut x.notes)? {
+                    x.stats.files += 1;
+                }
+            }
+            kind @ (tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block) => {
+                self.clear(&path)?;
+                if special::make_node(&path, rel, kind, head.device, meta, &mut x.notes)? {
+                    xattr::apply(On::Path(&path), rel, &meta.attrs, &mut x.notes);
+                }
             }
             _ => {
                 x.stats.skipped += 1;
@@ -334,6 +345,8 @@ impl<'a> Restorer<'a> {
             .map_err(|e| Error::integrity(format!("cannot extract {rel}")).with_source(e))?;
         apply_file_meta(&f, path, &info.meta)?;
         xattr::apply(On::File(&f), rel, &info.meta.attrs, &mut x.notes);
+        let made = f.metadata().map_err(|e| io_err("cannot stat", path, e))?;
+        x.created.add(rel, &made);
         ctx.progress.add_bytes(n);
         x.stats.files += 1;
         x.stats.bytes_read += n;
@@ -383,6 +396,8 @@ impl<'a> Restorer<'a> {
 struct Extraction {
     stats: ReadStats,
     notes: Notes,
+    /// The regular files it created: the only targets its hard-link entries may name.
+    created: Created,
 }
 
 /// Opens the file that parts of a large file are written into, creating it. What is there already

@@ -1,7 +1,9 @@
-//! Tests of [`super`]: damaged or hostile tar data never panics or escapes the target.
+//! Tests of [`super`]: damaged or hostile tar data never panics or escapes the target; hard
+//! links and nodes restore as stored.
 
 use super::*;
 use proptest::prelude::*;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 /// A small, valid data file's tar: a directory, files, a symlink, long and odd names.
 fn sample_tar() -> Vec<u8> {
@@ -31,6 +33,15 @@ fn sample_tar() -> Vec<u8> {
     l.set_entry_type(tar::EntryType::Symlink);
     l.set_size(0);
     b.append_link(&mut l, "d/link", "a").unwrap();
+    let mut l = tar::Header::new_gnu();
+    l.set_entry_type(tar::EntryType::Link);
+    l.set_size(0);
+    b.append_link(&mut l, "d/hard", "d/a").unwrap();
+    let mut f = tar::Header::new_ustar();
+    f.set_entry_type(tar::EntryType::Fifo);
+    f.set_mode(0o640);
+    f.set_size(0);
+    b.append_data(&mut f, "d/fifo", std::io::empty()).unwrap();
     b.into_inner().unwrap()
 }
 
@@ -50,6 +61,48 @@ fn extract_into(dir: &Path, tar: &[u8]) -> (std::path::PathBuf, Result<(ReadStat
     let restorer = Restorer::new(&target, &include, true);
     let result = restorer.extract(&mut &tar[..], &ctx);
     (target, result)
+}
+
+#[test]
+fn links_and_nodes_restore_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, result) = extract_into(dir.path(), &sample_tar());
+    let (stats, notes) = result.unwrap();
+    assert!(notes.into_warnings().is_empty());
+    assert_eq!(stats.files, 5, "four files and a hard link");
+    let a = std::fs::metadata(target.join("d/a")).unwrap();
+    let hard = std::fs::metadata(target.join("d/hard")).unwrap();
+    assert_eq!((a.ino(), a.nlink()), (hard.ino(), 2));
+    let fifo = std::fs::symlink_metadata(target.join("d/fifo")).unwrap();
+    assert!(fifo.file_type().is_fifo());
+}
+
+#[test]
+fn a_hard_link_never_names_a_file_the_data_file_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = |name: &str, to: &str| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut l = tar::Header::new_ustar();
+        l.set_entry_type(tar::EntryType::Link);
+        l.set_size(0);
+        b.append_link(&mut l, name, to).unwrap();
+        b.into_inner().unwrap()
+    };
+    // A file already in the (forced) target, and one outside it.
+    std::fs::create_dir(dir.path().join("target")).unwrap();
+    std::fs::write(dir.path().join("target/planted"), b"p").unwrap();
+    std::fs::write(dir.path().join("outside"), b"o").unwrap();
+    let (target, result) = extract_into(dir.path(), &link("l1", "planted"));
+    let warnings = result.unwrap().1.into_warnings();
+    assert_eq!((warnings.len(), warnings[0].path.as_str()), (1, "l1"));
+    assert!(!target.join("l1").exists());
+    let (_, result) = extract_into(dir.path(), &link("l2", "../outside"));
+    assert!(result.is_err());
+    let (_, result) = extract_into(dir.path(), &link("l3", "/etc/passwd"));
+    assert!(result.is_err());
+    for p in ["outside", "target/planted"] {
+        assert_eq!(std::fs::metadata(dir.path().join(p)).unwrap().nlink(), 1);
+    }
 }
 
 proptest! {
