@@ -1,8 +1,10 @@
-//! A tar entry as restore reads it: its path and its metadata ([`FileMeta`], with attributes and
-//! ACLs). pax records take precedence over the ustar header ([`super::untar`] applies `path`,
-//! `size`, `uid` and `gid`): `mtime` with nanoseconds, `SCHILY.xattr.*` and `SCHILY.acl.*`
-//! ([`super::xattr`]).
+//! A tar entry as restore reads it: its path, its metadata ([`FileMeta`], with attributes and
+//! ACLs) and, for a sparse file, its layout. pax records take precedence over the ustar header
+//! ([`super::untar`] applies `path`, `size`, `uid` and `gid`): `mtime` with nanoseconds,
+//! `SCHILY.xattr.*` and `SCHILY.acl.*` ([`super::xattr`]), and `GNU.sparse.*`
+//! ([`super::sparse`]), whose `GNU.sparse.name` is the entry's real path.
 
+use super::sparse::SparseInfo;
 use super::untar::Head;
 use super::xattr;
 use crate::catalog::{FileAttrs, FileMeta};
@@ -15,6 +17,8 @@ pub(super) struct EntryInfo {
     pub rel: RelPath,
     /// Mode, owner, times, attributes and ACLs.
     pub meta: FileMeta,
+    /// For a sparse file (format 1.0): its real size.
+    pub realsize: Option<u64>,
 }
 
 /// What `head` says of its entry.
@@ -28,14 +32,20 @@ pub(super) fn info(head: &Head) -> Result<EntryInfo> {
         size: head.size,
         attrs: FileAttrs::default(),
     };
+    let mut sparse = SparseInfo::default();
     for (key, value) in &head.pax {
-        if !xattr::take_pax(key, value, &mut meta.attrs) {
+        if !xattr::take_pax(key, value, &mut meta.attrs) && !sparse.take(key, value) {
             take_mtime(key, value, &mut meta);
         }
     }
+    let (rel, realsize) = match sparse.layout()? {
+        Some((name, size)) => (RelPath::from_untrusted(name)?, Some(size)),
+        None => (RelPath::from_untrusted(&head.path)?, None),
+    };
     Ok(EntryInfo {
-        rel: RelPath::from_untrusted(&head.path)?,
+        rel,
         meta,
+        realsize,
     })
 }
 

@@ -19,6 +19,7 @@ mod entry;
 mod notes;
 mod read;
 mod restore;
+mod sparse;
 mod special;
 mod untar;
 mod xattr;

@@ -3,8 +3,9 @@
 //! that grew is cut there, one that shrank is padded) so that the tar stream stays well formed.
 //!
 //! Besides contents, mode, owner and times, an entry carries its extended attributes and ACLs
-//! ([`super::xattr`]); the later paths of a hard-link group are `Link` entries, FIFOs and
-//! devices are node entries, and a socket is left out with a warning ([`super::special`]).
+//! ([`super::xattr`]); a file with holes is stored without them ([`super::sparse`]); the later
+//! paths of a hard-link group are `Link` entries, FIFOs and devices are node entries, and a
+//! socket is left out with a warning ([`super::special`]).
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -13,7 +14,7 @@ use std::path::Path;
 
 use super::notes::Notes;
 use super::special::{self, Links};
-use super::{read_err, walk, xattr};
+use super::{read_err, sparse, walk, xattr};
 use crate::catalog::{FileMeta, ReadStats, Warning};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
@@ -95,20 +96,8 @@ pub(crate) fn read_files(
             let meta = file
                 .metadata()
                 .map_err(|e| read_err("cannot stat", path, e))?;
-            let size = meta.len();
-            let reader = ExactReader::new(file, size);
             stats.files += 1;
-            stats.bytes_read += size;
-            let kind = tar::EntryType::Regular;
-            append(
-                &mut builder,
-                rel.as_bytes(),
-                &meta,
-                kind,
-                size,
-                reader,
-                &extra,
-            )?;
+            append_file(&mut builder, rel, path, &meta, file, extra, &mut stats)?;
             links.stored(rel, &meta);
             Ok(())
         } else if let Some((kind, device)) = special::node_of(meta) {
@@ -140,7 +129,7 @@ pub(super) struct Extra {
     pub link: Option<Vec<u8>>,
     /// A device's major and minor numbers.
     pub device: Option<(u32, u32)>,
-    /// pax records: attributes and ACLs.
+    /// pax records: attributes, ACLs, a sparse file's layout.
     pub pax: Vec<(String, Vec<u8>)>,
 }
 
@@ -152,6 +141,34 @@ impl Extra {
             ..Extra::default()
         }
     }
+}
+
+/// Appends a regular file: all its bytes, or only its data regions when it has holes (PAX
+/// sparse format 1.0). Adds the bytes it reads to `stats`.
+fn append_file<W: Write>(
+    builder: &mut tar::Builder<W>,
+    rel: &RelPath,
+    path: &Path,
+    meta: &Metadata,
+    file: File,
+    mut extra: Extra,
+    stats: &mut ReadStats,
+) -> Result<()> {
+    let holes =
+        sparse::data_map(&file, meta).map_err(|e| read_err("cannot find the holes of", path, e))?;
+    let kind = tar::EntryType::Regular;
+    let Some(map) = holes else {
+        let size = meta.len();
+        stats.bytes_read += size;
+        let reader = ExactReader::new(file, size);
+        return append(builder, rel.as_bytes(), meta, kind, size, reader, &extra);
+    };
+    stats.bytes_read += map.iter().map(|(_, len)| len).sum::<u64>();
+    extra.pax.extend(sparse::pax_records(rel, meta.len()));
+    let name = sparse::placeholder_name(rel);
+    let size = sparse::stored_size(&map);
+    let data = sparse::SparseReader::new(file, map);
+    append(builder, &name, meta, kind, size, data, &extra)
 }
 
 /// Appends a later path of a hard-link group: a `Link` entry naming the group's first path.

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entry::{self, EntryInfo};
 use super::notes::Notes;
+use super::sparse::{self, HoleWriter};
 use super::special::{self, Created};
 use super::untar::{Head, Untar};
 use super::xattr::{self, On};
@@ -283,7 +284,7 @@ impl<'a> Restorer<'a> {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 self.clear(&path)?;
-                self.write_file(data, info, &path, x, ctx)?;
+                self.write_file(data, head.size, info, &path, x, ctx)?;
             }
             tar::EntryType::Symlink => {
                 if head.link.is_empty() {
@@ -324,11 +325,12 @@ impl<'a> Restorer<'a> {
         Ok(())
     }
 
-    /// Creates the regular file `path` (nothing is in its way) from `data`; then its metadata,
-    /// attributes and ACLs.
+    /// Creates the regular file `path` (nothing is in its way) from `size` bytes of `data`: as
+    /// stored, or with its holes for a sparse entry; then its metadata, attributes and ACLs.
     fn write_file(
         &self,
         data: &mut dyn Read,
+        size: u64,
         info: &EntryInfo,
         path: &Path,
         x: &mut Extraction,
@@ -341,8 +343,11 @@ impl<'a> Restorer<'a> {
             .mode(0o600)
             .open(path)
             .map_err(|e| io_err("cannot create", path, e))?;
-        let n = io::copy(data, &mut f)
-            .map_err(|e| Error::integrity(format!("cannot extract {rel}")).with_source(e))?;
+        let n = match info.realsize {
+            Some(realsize) => sparse::extract(data, size, &f, realsize, rel)?,
+            None => io::copy(data, &mut f)
+                .map_err(|e| Error::integrity(format!("cannot extract {rel}")).with_source(e))?,
+        };
         apply_file_meta(&f, path, &info.meta)?;
         xattr::apply(On::File(&f), rel, &info.meta.attrs, &mut x.notes);
         let made = f.metadata().map_err(|e| io_err("cannot stat", path, e))?;
@@ -353,6 +358,7 @@ impl<'a> Restorer<'a> {
         Ok(())
     }
 
+    /// Writes one part of a large file at its offset; blocks of zeros become holes.
     fn write_part(
         &self,
         rel: &RelPath,
@@ -365,7 +371,7 @@ impl<'a> Restorer<'a> {
         let path = rel.to_path(self.root);
         let f = open_part(&path)?;
         let mut buf = vec![0u8; 1 << 20];
-        let mut pos = offset;
+        let mut out = HoleWriter::new(&f, offset);
         loop {
             let n = reader.read(&mut buf).map_err(|e| {
                 Error::integrity(format!("cannot decode part of {rel}")).with_source(e)
@@ -373,11 +379,11 @@ impl<'a> Restorer<'a> {
             if n == 0 {
                 break;
             }
-            f.write_all_at(&buf[..n], pos)
+            out.write(&buf[..n])
                 .map_err(|e| io_err("cannot write", &path, e))?;
-            pos += n as u64;
             ctx.progress.add_bytes(n as u64);
         }
+        let pos = out.finish().map_err(|e| io_err("cannot write", &path, e))?;
         if let Ok(mut parts) = self.parts.lock() {
             let e = parts.entry(rel.clone()).or_insert((meta.clone(), 0));
             e.1 = e.1.max(pos);

@@ -1,5 +1,5 @@
 //! Tests of [`super`]: damaged or hostile tar data never panics or escapes the target; hard
-//! links and nodes restore as stored.
+//! links, nodes and sparse entries restore as stored.
 
 use super::*;
 use proptest::prelude::*;
@@ -42,7 +42,27 @@ fn sample_tar() -> Vec<u8> {
     f.set_mode(0o640);
     f.set_size(0);
     b.append_data(&mut f, "d/fifo", std::io::empty()).unwrap();
+    append_sparse(&mut b, "d/sp", 1 << 20, &[(4096, b"data"), (1 << 20, b"")]);
     b.into_inner().unwrap()
+}
+
+/// Appends a PAX sparse 1.0 entry for `name`: `size` bytes with `regions` of data.
+fn append_sparse(b: &mut tar::Builder<Vec<u8>>, name: &str, size: u64, regions: &[(u64, &[u8])]) {
+    let rel = RelPath::from_untrusted(name.as_bytes()).unwrap();
+    let records = sparse::pax_records(&rel, size);
+    b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+        .unwrap();
+    let map: Vec<sparse::Region> = regions
+        .iter()
+        .map(|(at, d)| (*at, d.len() as u64))
+        .collect();
+    let mut data = sparse::map_bytes(&map);
+    regions.iter().for_each(|(_, d)| data.extend_from_slice(d));
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    let placeholder = String::from_utf8(sparse::placeholder_name(&rel)).unwrap();
+    b.append_data(&mut h, placeholder, &data[..]).unwrap();
 }
 
 /// Extracts `tar` into a new target under `dir`, forcing; returns the target and the result.
@@ -64,17 +84,23 @@ fn extract_into(dir: &Path, tar: &[u8]) -> (std::path::PathBuf, Result<(ReadStat
 }
 
 #[test]
-fn links_and_nodes_restore_as_stored() {
+fn links_nodes_and_sparse_entries_restore_as_stored() {
     let dir = tempfile::tempdir().unwrap();
     let (target, result) = extract_into(dir.path(), &sample_tar());
     let (stats, notes) = result.unwrap();
     assert!(notes.into_warnings().is_empty());
-    assert_eq!(stats.files, 5, "four files and a hard link");
+    assert_eq!(stats.files, 6, "four files, a hard link, a sparse file");
     let a = std::fs::metadata(target.join("d/a")).unwrap();
     let hard = std::fs::metadata(target.join("d/hard")).unwrap();
     assert_eq!((a.ino(), a.nlink()), (hard.ino(), 2));
     let fifo = std::fs::symlink_metadata(target.join("d/fifo")).unwrap();
     assert!(fifo.file_type().is_fifo());
+    let sp = std::fs::read(target.join("d/sp")).unwrap();
+    assert_eq!((sp.len(), &sp[4096..4100]), (1 << 20, &b"data"[..]));
+    assert!(sp[..4096].iter().chain(&sp[4100..]).all(|b| *b == 0));
+    let sp = std::fs::metadata(target.join("d/sp")).unwrap();
+    assert!(sp.blocks() * 512 < 64 * 1024, "restored with its holes");
+    assert!(!target.join("d/GNUSparseFile.0").exists());
 }
 
 #[test]
