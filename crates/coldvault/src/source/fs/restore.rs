@@ -506,7 +506,12 @@ pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<Notes> {
     dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
     for (rel, meta) in dirs {
         let path = rel.to_path(root);
-        let f = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
+        // A directory replaced by a symlink since it was made is refused, never followed.
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+            .open(&path)
+            .map_err(|e| io_err("cannot open", &path, e))?;
         apply_file_meta(&f, &path, &meta)?;
         xattr::apply(On::File(&f), &rel, &meta.attrs, &mut notes);
     }

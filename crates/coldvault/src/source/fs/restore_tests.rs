@@ -160,3 +160,28 @@ proptest! {
         prop_assert!(names.iter().all(|n| n == "target" || n == "st"), "{names:?}");
     }
 }
+
+#[test]
+fn deferred_directory_metadata_never_follows_a_symlink_put_in_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, outside) = (dir.path().join("target"), dir.path().join("outside"));
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("d")).unwrap();
+    let mut deferred = Deferred::default();
+    let meta = FileMeta {
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        mtime_nsec: 0,
+        size: 0,
+        attrs: Default::default(),
+    };
+    deferred
+        .dirs
+        .push((RelPath::from_untrusted(b"d").unwrap(), meta));
+    assert!(apply_deferred(&target, deferred).is_err());
+    let mode = std::fs::metadata(&outside).unwrap().mode() & 0o777;
+    assert_ne!(mode, 0o777, "the directory outside keeps its mode");
+}
