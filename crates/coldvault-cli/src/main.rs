@@ -431,6 +431,9 @@ fn run(command: Command) -> Result<u8, Failure> {
             for p in &report.replica_problems {
                 eprintln!("coldvault: warning: skipped a replica: {p}");
             }
+            for w in &report.warnings {
+                eprintln!("coldvault: warning: {w}");
+            }
             if json {
                 print_json(&report);
             } else {

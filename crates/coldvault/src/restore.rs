@@ -36,6 +36,9 @@ pub struct RestoreReport {
     pub stats: ReadStats,
     /// Replicas that were missing or damaged and were skipped for another.
     pub replica_problems: Vec<String>,
+    /// What could not be restored as it was (an attribute or a device node that a restore
+    /// without root's privileges cannot make), naming each entry.
+    pub warnings: Vec<String>,
 }
 
 /// Restores snapshot `spec` of `job` into `to`.
@@ -68,7 +71,7 @@ pub fn restore_from(
         progress,
     };
     progress.start(manifest.tasks.len() as u64, manifest.totals.read.bytes_read);
-    let (stats, replica_problems) = source.restore(&RestoreRun {
+    let restored = source.restore(&RestoreRun {
         job,
         fetch: &fetch,
         manifest: &manifest,
@@ -79,8 +82,9 @@ pub fn restore_from(
     Ok(RestoreReport {
         snapshot: manifest.id.to_string(),
         target: to.to_string(),
-        stats,
-        replica_problems,
+        stats: restored.stats,
+        replica_problems: restored.problems,
+        warnings: restored.warnings,
     })
 }
 

@@ -7,10 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod attrs;
 pub(crate) mod checked;
 mod schema;
 mod task;
 mod warning;
+
+pub use attrs::{FileAttrs, XattrValue};
 
 pub use schema::{MyObject, MysqlSchema, PostgresSchema, Schema, SchemaObject, SqliteSchema};
 pub use task::{
@@ -117,7 +120,7 @@ pub struct TaskEntry {
     /// reuses this entry when the fingerprint is the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
-    /// What the task left out or found changing.
+    /// What the task left out, found changing, or could not keep (a socket), naming each entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
 }

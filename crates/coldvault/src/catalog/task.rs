@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::FileAttrs;
 use crate::path::RelPath;
 
 /// What one map task reads: one variant per kind of task, each wrapping its source's own
@@ -253,7 +254,7 @@ pub struct ReadStats {
     pub rows: u64,
     /// Bytes of file contents or table data read.
     pub bytes_read: u64,
-    /// Entries that cannot be stored (sockets, devices, FIFOs) and were left out.
+    /// Entries that cannot be stored (sockets) and were left out.
     pub skipped: u64,
 }
 
@@ -288,6 +289,9 @@ pub struct FileMeta {
     /// same. Absent in manifests written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<FileVersion>,
+    /// Extended attributes and ACLs.
+    #[serde(default, skip_serializing_if = "FileAttrs::is_empty")]
+    pub attrs: FileAttrs,
 }
 
 /// What tells two versions of a file apart: a file whose version is the same before and after a

@@ -82,7 +82,7 @@ pub(crate) struct TaskRead {
     pub stats: ReadStats,
     /// For a part of a large file: the file's metadata, restored once every part is written.
     pub file: Option<FileMeta>,
-    /// What the read left out or found changing.
+    /// What the read left out, found changing or could not keep, naming each entry.
     pub warnings: Vec<Warning>,
 }
 
@@ -141,7 +141,7 @@ pub(crate) trait SourceKind: Sync {
     }
 
     /// Restores a snapshot of this source.
-    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)>;
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored>;
 
     /// Restores one data file in a worker process; the sources whose restores the coordinator
     /// hands out (file trees, PostgreSQL ranges) implement it.
@@ -305,6 +305,28 @@ pub struct EntryWork {
     pub entry: TaskEntry,
 }
 
+/// What a restore did.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    /// What was written.
+    pub stats: ReadStats,
+    /// Replicas that were missing or damaged and were skipped for another.
+    pub problems: Vec<String>,
+    /// What could not be restored as it was (an attribute or a device node a restore without
+    /// privileges cannot make), naming each entry.
+    pub warnings: Vec<String>,
+}
+
+impl From<(ReadStats, Vec<String>)> for Restored {
+    fn from((stats, problems): (ReadStats, Vec<String>)) -> Self {
+        Restored {
+            stats,
+            problems,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// What restoring one data file did.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct EntryRestored {
@@ -312,6 +334,9 @@ pub struct EntryRestored {
     pub stats: ReadStats,
     /// Replicas that were missing or damaged and were skipped for another.
     pub problems: Vec<String>,
+    /// What could not be restored as it was, naming each entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Metadata the coordinator applies once every data file is restored (file trees).
     #[serde(default)]
     pub deferred: fs::Deferred,
@@ -322,6 +347,7 @@ impl EntryRestored {
     pub(crate) fn merge(&mut self, other: EntryRestored) {
         self.stats.add(&other.stats);
         self.problems.extend(other.problems);
+        self.warnings.extend(other.warnings);
         self.deferred.merge(other.deferred);
     }
 }

@@ -15,12 +15,19 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
+mod acl;
 mod check;
+mod entry;
+mod notes;
 mod parts;
 mod plan;
 mod read;
 mod restore;
 mod select;
+mod sparse;
+mod special;
+mod untar;
+mod xattr;
 
 pub use restore::Deferred;
 
@@ -29,11 +36,10 @@ pub(crate) use select::compile_excludes;
 use select::{Selector, Verdict};
 
 use super::{
-    EntryRestored, EntryWork, RestoreRun, RunRecord, RunSource, SourceKind, SourcePlan, TaskRead,
+    EntryRestored, EntryWork, RestoreRun, Restored, RunRecord, RunSource, SourceKind, SourcePlan,
+    TaskRead,
 };
-use crate::catalog::{
-    FileMeta, FileVersion, Problem, ReadStats, TaskEntry, TaskId, TaskKind, Warning,
-};
+use crate::catalog::{FileMeta, FileVersion, Problem, TaskEntry, TaskId, TaskKind, Warning};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::job::{Job, OnUnreadable, Source, TreeSelection};
@@ -94,7 +100,7 @@ impl SourceKind for FsSource {
         }))
     }
 
-    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored> {
         restore::restore(r)
     }
 
@@ -150,9 +156,15 @@ impl RunSource for TreeReader<'_> {
                 })
             }
             TaskKind::FilePart(p) => {
-                let (mut stats, file) = r.part(p, out)?;
+                let (mut stats, mut file) = r.part(p, out)?;
                 // A file is counted once, by its first part: counts match the tree's.
                 stats.files = u64::from(p.part == 0 && file.is_some());
+                // Its attributes ride in the manifest, with its mode and times.
+                if let Some(meta) = file.as_mut() {
+                    let mut notes = notes::Notes::default();
+                    meta.attrs = xattr::read(&p.path.to_path(self.root), &p.path, &mut notes);
+                    r.walk.warnings.extend(notes.into_warnings());
+                }
                 Ok(TaskRead {
                     stats,
                     file,
@@ -181,6 +193,7 @@ impl FileMeta {
             mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
             size: meta.len(),
             version: None,
+            attrs: crate::catalog::FileAttrs::default(),
         }
     }
 }

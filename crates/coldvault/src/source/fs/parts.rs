@@ -107,6 +107,7 @@ mod tests {
                     ino: 7,
                     dev: 1,
                 }),
+                attrs: Default::default(),
             }),
             fingerprint: None,
             warnings: Vec::new(),

@@ -9,6 +9,11 @@
 //! whose version moved fails the read with [`ErrorKind::Changed`](crate::ErrorKind::Changed), and
 //! the task is read again with that file read whole first. A file that changes during every one of
 //! [`SETTLE_READS`] reads is stored as its last complete read, with a warning.
+//!
+//! Besides contents, mode, owner and times, an entry carries its extended attributes and ACLs
+//! ([`super::xattr`]); a streamed file with holes is stored without them ([`super::sparse`]); the
+//! later paths of a hard-link group are `Link` entries, FIFOs and devices are node entries, and a
+//! socket is left out with a warning ([`super::special`]).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata};
@@ -17,7 +22,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{read_err, Walk};
+use super::notes::Notes;
+use super::special::{self, Links};
+use super::{read_err, sparse, xattr, Walk};
 use crate::catalog::{FileMeta, FileVersion, PartTask, Problem, ReadStats, Warning};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
@@ -32,6 +39,42 @@ pub(super) struct Reading<'a> {
     pub spool_dir: &'a Path,
 }
 
+/// What a tar entry carries beyond its name, metadata and size.
+#[derive(Default)]
+pub(super) struct Extra {
+    /// The target of a symlink or a hard link.
+    pub link: Option<Vec<u8>>,
+    /// A device's major and minor numbers.
+    pub device: Option<(u32, u32)>,
+    /// pax records: attributes, ACLs, a sparse file's layout.
+    pub pax: Vec<(String, Vec<u8>)>,
+}
+
+impl Extra {
+    /// The extended attributes and ACLs of the entry at `path`, as pax records.
+    fn attrs_of(path: &Path, rel: &RelPath, notes: &mut Notes) -> Extra {
+        Extra {
+            pax: xattr::pax_records(&xattr::read(path, rel, notes)),
+            ..Extra::default()
+        }
+    }
+}
+
+/// Appends a later path of a hard-link group: a `Link` entry naming the group's first path.
+fn append_link<W: Write>(
+    builder: &mut tar::Builder<W>,
+    rel: &RelPath,
+    meta: &Metadata,
+    first: &RelPath,
+) -> Result<()> {
+    let extra = Extra {
+        link: Some(first.as_bytes().to_vec()),
+        ..Extra::default()
+    };
+    let kind = tar::EntryType::Link;
+    append(builder, rel.as_bytes(), meta, kind, 0, io::empty(), &extra)
+}
+
 impl Reading<'_> {
     /// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`.
     pub(super) fn files(
@@ -42,13 +85,16 @@ impl Reading<'_> {
         out: &mut dyn Write,
     ) -> Result<ReadStats> {
         let mut stats = ReadStats::default();
+        let mut notes = Notes::default();
+        let mut links = Links::default();
         let mut builder = tar::Builder::new(out);
         let root = self.walk.root;
         if start.is_none() {
             // The first task carries the root directory itself, as "./", for its mode and times.
             let meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
+            let extra = Extra::attrs_of(root, &RelPath::root(), &mut notes);
             let dir = tar::EntryType::Directory;
-            append(&mut builder, b"./", &meta, dir, None, 0, io::empty())?;
+            append(&mut builder, b"./", &meta, dir, 0, io::empty(), &extra)?;
         }
         let mut files = FileReads {
             careful: self.careful,
@@ -60,47 +106,47 @@ impl Reading<'_> {
         };
         self.walk.run(start, end, &mut |rel, path, meta| {
             let ft = meta.file_type();
+            let name = rel.as_bytes();
+            if ft.is_file() && split_files.binary_search(rel).is_ok() {
+                return Ok(());
+            }
+            if ft.is_file() {
+                if let Some(first) = links.earlier(meta) {
+                    stats.files += 1;
+                    return append_link(&mut builder, rel, meta, first);
+                }
+            }
+            let extra = Extra::attrs_of(path, rel, &mut notes);
             if ft.is_dir() {
                 stats.dirs += 1;
                 let dir = tar::EntryType::Directory;
-                append(
-                    &mut builder,
-                    rel.as_bytes(),
-                    meta,
-                    dir,
-                    None,
-                    0,
-                    io::empty(),
-                )
+                append(&mut builder, name, meta, dir, 0, io::empty(), &extra)
             } else if ft.is_symlink() {
                 let target = match fs::read_link(path) {
                     Ok(t) => t,
                     Err(e) => {
-                        files
-                            .left
-                            .push((rel.clone(), path.to_owned(), "cannot read link", e));
+                        let left = (rel.clone(), path.to_owned(), "cannot read link", e);
+                        files.left.push(left);
                         return Ok(());
                     }
                 };
                 stats.symlinks += 1;
-                let link = Some(target.as_os_str().as_bytes());
+                let extra = Extra {
+                    link: Some(target.as_os_str().as_bytes().to_vec()),
+                    ..extra
+                };
                 let kind = tar::EntryType::Symlink;
-                append(
-                    &mut builder,
-                    rel.as_bytes(),
-                    meta,
-                    kind,
-                    link,
-                    0,
-                    io::empty(),
-                )
+                append(&mut builder, name, meta, kind, 0, io::empty(), &extra)
             } else if ft.is_file() {
-                if split_files.binary_search(rel).is_ok() {
-                    return Ok(());
+                if files.append(&mut builder, rel, path, &mut stats, extra)? {
+                    links.stored(rel, meta);
                 }
-                files.append(&mut builder, rel, path, &mut stats)
+                Ok(())
+            } else if let Some((kind, device)) = special::node_of(meta) {
+                let extra = Extra { device, ..extra };
+                append(&mut builder, name, meta, kind, 0, io::empty(), &extra)
             } else {
-                stats.skipped += 1;
+                special::leave_out(rel, meta, &mut stats, &mut notes);
                 Ok(())
             }
         })?;
@@ -108,6 +154,7 @@ impl Reading<'_> {
             self.walk.left_out(&rel, &path, what, e)?;
         }
         self.walk.warnings.append(&mut files.changed());
+        self.walk.warnings.extend(notes.into_warnings());
         builder
             .into_inner()
             .map_err(|e| Error::io("cannot finish the tar stream", e))?;
@@ -215,21 +262,23 @@ struct FileReads<'a> {
 }
 
 impl FileReads<'_> {
-    /// Appends the regular file at `path`: read whole first (small files, files seen changing
-    /// before, every file on the last attempt), or streamed and checked after.
+    /// Appends the regular file at `path` with `extra` (its attributes): read whole first (small
+    /// files, files seen changing before, every file on the last attempt), or streamed (without
+    /// its holes, when it has some) and checked after. Returns whether it was stored.
     fn append<W: Write>(
         &mut self,
         b: &mut tar::Builder<W>,
         rel: &RelPath,
         path: &Path,
         stats: &mut ReadStats,
-    ) -> Result<()> {
+        mut extra: Extra,
+    ) -> Result<bool> {
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
                 self.left
                     .push((rel.clone(), path.to_owned(), "cannot open", e));
-                return Ok(());
+                return Ok(false);
             }
         };
         let before = match file.metadata() {
@@ -237,59 +286,54 @@ impl FileReads<'_> {
             Err(e) => {
                 self.left
                     .push((rel.clone(), path.to_owned(), "cannot stat", e));
-                return Ok(());
+                return Ok(false);
             }
         };
         let settle = before.len() <= SMALL
             || self.attempt >= LAST_ATTEMPT
             || self.careful.lock().is_ok_and(|c| c.contains(rel));
-        let regular = tar::EntryType::Regular;
         if settle {
-            let buf = std::mem::take(&mut self.buf);
-            let read = match settled_read(&mut file, before, self.spool_dir, buf) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.left
-                        .push((rel.clone(), path.to_owned(), "cannot read", e));
-                    return Ok(());
-                }
-            };
-            if read.reads > SETTLE_READS {
-                self.unsettled.push((rel.clone(), read.len));
-            }
-            stats.files += 1;
-            stats.bytes_read += read.len;
-            let (meta, len, name) = (read.meta, read.len, rel.as_bytes());
-            return match read.data {
-                Spool::Memory(v) => {
-                    let done = append(b, name, &meta, regular, None, len, &v[..]);
-                    self.buf = v;
-                    done
-                }
-                Spool::Disk(mut f) => {
-                    f.seek(SeekFrom::Start(0))
-                        .map_err(|e| read_err("cannot read the spool of", path, e))?;
-                    append(b, name, &meta, regular, None, len, f.take(len))
-                }
-            };
+            return self.append_settled(b, rel, path, file, before, stats, &extra);
         }
-        let size = before.len();
-        let mut watched = Watched {
-            inner: &mut file,
-            left: size,
+        let regular = tar::EntryType::Regular;
+        let holes = sparse::data_map(&file, &before)
+            .map_err(|e| read_err("cannot find the holes of", path, e))?;
+        let written = match holes {
+            None => {
+                let mut watched = Watched {
+                    inner: &mut file,
+                    left: before.len(),
+                };
+                let size = before.len();
+                let w = append(
+                    b,
+                    rel.as_bytes(),
+                    &before,
+                    regular,
+                    size,
+                    &mut watched,
+                    &extra,
+                );
+                w.map_err(|e| (watched.left > 0, e))
+            }
+            Some(map) => {
+                // Without its holes (PAX sparse 1.0); a region that shrank meanwhile shows in the
+                // check below, and the task is read again.
+                extra.pax.extend(sparse::pax_records(rel, before.len()));
+                let name = sparse::placeholder_name(rel);
+                let size = sparse::stored_size(&map);
+                let twin = file
+                    .try_clone()
+                    .map_err(|e| read_err("cannot read", path, e))?;
+                let data = sparse::SparseReader::new(twin, map);
+                let w = append(b, &name, &before, regular, size, data, &extra);
+                w.map_err(|e| (true, e))
+            }
         };
-        match append(
-            b,
-            rel.as_bytes(),
-            &before,
-            regular,
-            None,
-            size,
-            &mut watched,
-        ) {
+        match written {
             Ok(()) => {}
-            Err(e) if watched.left > 0 => return Err(self.read_again(rel, e.to_string())),
-            Err(e) => return Err(e),
+            Err((true, e)) => return Err(self.read_again(rel, e.to_string())),
+            Err((false, e)) => return Err(e),
         }
         let same = file
             .metadata()
@@ -298,8 +342,51 @@ impl FileReads<'_> {
             return Err(self.read_again(rel, "its size or times changed".into()));
         }
         stats.files += 1;
-        stats.bytes_read += size;
-        Ok(())
+        stats.bytes_read += before.len();
+        Ok(true)
+    }
+
+    /// Appends a file read whole first ([`settled_read`]), holes and all.
+    #[allow(clippy::too_many_arguments)]
+    fn append_settled<W: Write>(
+        &mut self,
+        b: &mut tar::Builder<W>,
+        rel: &RelPath,
+        path: &Path,
+        mut file: File,
+        before: Metadata,
+        stats: &mut ReadStats,
+        extra: &Extra,
+    ) -> Result<bool> {
+        let buf = std::mem::take(&mut self.buf);
+        let read = match settled_read(&mut file, before, self.spool_dir, buf) {
+            Ok(r) => r,
+            Err(e) => {
+                self.left
+                    .push((rel.clone(), path.to_owned(), "cannot read", e));
+                return Ok(false);
+            }
+        };
+        if read.reads > SETTLE_READS {
+            self.unsettled.push((rel.clone(), read.len));
+        }
+        stats.files += 1;
+        stats.bytes_read += read.len;
+        let (meta, len, name) = (read.meta, read.len, rel.as_bytes());
+        let regular = tar::EntryType::Regular;
+        match read.data {
+            Spool::Memory(v) => {
+                let done = append(b, name, &meta, regular, len, &v[..], extra);
+                self.buf = v;
+                done?;
+            }
+            Spool::Disk(mut f) => {
+                f.seek(SeekFrom::Start(0))
+                    .map_err(|e| read_err("cannot read the spool of", path, e))?;
+                append(b, name, &meta, regular, len, f.take(len), extra)?;
+            }
+        }
+        Ok(true)
     }
 
     /// Notes that `rel` changed while streamed: the task is read again, `rel` read whole first.
@@ -433,11 +520,12 @@ fn append<W: Write>(
     name: &[u8],
     meta: &Metadata,
     kind: tar::EntryType,
-    link: Option<&[u8]>,
     size: u64,
     data: impl Read,
+    extra: &Extra,
 ) -> Result<()> {
     let fm = FileMeta::of(meta);
+    let link = extra.link.as_deref();
     let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
     if name.len() > 100 {
         pax.push(("path", name.to_vec()));
@@ -463,10 +551,10 @@ fn append<W: Write>(
             e,
         )
     };
-    if !pax.is_empty() {
-        builder
-            .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
-            .map_err(io_err)?;
+    if !pax.is_empty() || !extra.pax.is_empty() {
+        let records = pax.iter().map(|(k, v)| (*k, v.as_slice()));
+        let records = records.chain(extra.pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        builder.append_pax_extensions(records).map_err(io_err)?;
     }
     let mut header = tar::Header::new_ustar();
     if let Some(ustar) = header.as_ustar_mut() {
@@ -483,6 +571,10 @@ fn append<W: Write>(
     header.set_gid(u64::from(fm.gid.min(0o7777777)));
     header.set_mtime(fm.mtime.max(0) as u64);
     header.set_size(size.min(0o77777777777));
+    if let Some((major, minor)) = extra.device {
+        header.set_device_major(major).map_err(io_err)?;
+        header.set_device_minor(minor).map_err(io_err)?;
+    }
     header.set_cksum();
     builder.append(&header, data).map_err(io_err)
 }

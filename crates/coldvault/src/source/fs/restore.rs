@@ -4,25 +4,37 @@
 //! ancestor of a path is checked to be a real directory, never a symlink, before anything is created
 //! in it; files are created with `O_CREAT|O_EXCL` (or `O_NOFOLLOW` for parts), so no write follows a
 //! symlink. Directory and large-file metadata is applied at the end, once everything inside exists.
+//! Hard links are made only to files the same data file created ([`special::link`]); FIFOs and
+//! device nodes are never opened.
+//!
+//! Metadata is set in this order: owner, mode, times, then extended attributes and ACLs (a
+//! `chown` would clear a file capability). What a restore cannot set as it was (attributes and
+//! device nodes that need root) is a warning naming the entry, never silence.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::entry::{self, EntryInfo};
+use super::notes::Notes;
+use super::sparse::{self, HoleWriter};
+use super::special::{self, Created};
+use super::untar::{Head, Untar};
+use super::xattr::{self, On};
 use crate::catalog::{FileMeta, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::path::RelPath;
-use crate::source::{EntryRestored, EntryWork, RestoreRun, RestoreTarget};
+use crate::source::{EntryRestored, EntryWork, RestoreRun, RestoreTarget, Restored};
 
-pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+pub(super) fn restore(r: &RestoreRun<'_>) -> Result<Restored> {
     // Complete before written: a manifest that misses part of a file restores nothing.
     let gaps = super::check::incomplete_files(r.manifest);
     if !gaps.is_empty() {
@@ -48,18 +60,24 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
         .filter(|t| !matches!(&t.kind, TaskKind::FilePart(p) if not_held.contains(&p.path)))
         .collect();
     let all = r.each_entry(&entries, &RestoreTarget::Path(target.clone()))?;
-    apply_deferred(&target, all.deferred)?;
-    Ok((all.stats, all.problems))
+    let mut warnings = all.warnings;
+    warnings.extend(apply_deferred(&target, all.deferred)?.into_lines());
+    Ok(Restored {
+        stats: all.stats,
+        problems: all.problems,
+        warnings,
+    })
 }
 
 /// Restores one data file into the directory of `work` (a worker's share of a restore).
 pub(super) fn restore_entry(ctx: &Fetcher<'_>, work: &EntryWork) -> Result<EntryRestored> {
     let include = Include::new(&work.include)?;
     let r = Restorer::new(work.to.path("file-tree")?, &include, work.force);
-    let (stats, problems) = r.restore_entry(ctx, &work.entry)?;
+    let (stats, problems, notes) = r.restore_entry(ctx, &work.entry)?;
     Ok(EntryRestored {
         stats,
         problems,
+        warnings: notes.into_lines(),
         deferred: r.into_deferred(),
     })
 }
@@ -140,27 +158,29 @@ impl<'a> Restorer<'a> {
     }
 
     /// Restores one data file: its checksum is checked first, then it is decoded into the target.
+    /// Returns what it wrote, the replicas it skipped and what it could not restore as it was.
     pub(crate) fn restore_entry(
         &self,
         ctx: &Fetcher<'_>,
         t: &TaskEntry,
-    ) -> Result<(ReadStats, Vec<String>)> {
+    ) -> Result<(ReadStats, Vec<String>, Notes)> {
         let (data, problems) = ctx.fetch(&t.data)?;
         let mut reader = data.open()?;
-        let stats = match &t.kind {
+        let (stats, notes) = match &t.kind {
             TaskKind::Files { .. } => self.extract(&mut reader, ctx)?,
             TaskKind::FilePart(p) => {
                 let (path, offset) = (&p.path, &p.offset);
                 let meta = t.file.clone().ok_or_else(|| {
                     Error::integrity(format!("file part of {path} has no file metadata"))
                 })?;
-                self.write_part(path, *offset, &meta, &mut reader, ctx)?
+                let stats = self.write_part(path, *offset, &meta, &mut reader, ctx)?;
+                (stats, Notes::default())
             }
             TaskKind::Table(_) | TaskKind::PgRange(_) | TaskKind::MyRange(_) => {
                 return Err(Error::integrity("a table in a file-tree snapshot"));
             }
         };
-        Ok((stats, problems))
+        Ok((stats, problems, notes))
     }
 
     /// What is left to apply once every data file is restored.
@@ -220,82 +240,127 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn extract(&self, reader: &mut dyn Read, ctx: &Fetcher<'_>) -> Result<ReadStats> {
-        let mut stats = ReadStats::default();
-        let mut archive = tar::Archive::new(reader);
-        let entries = archive
-            .entries()
-            .map_err(|e| Error::integrity("malformed tar data file").with_source(e))?;
-        for entry in entries {
-            let mut entry =
-                entry.map_err(|e| Error::integrity("malformed tar data file").with_source(e))?;
-            let rel = RelPath::from_untrusted(&entry.path_bytes())?;
-            if rel.is_root() {
+    /// Extracts one tar data file; returns what it wrote and what it could not restore as it was.
+    fn extract(&self, reader: &mut dyn Read, ctx: &Fetcher<'_>) -> Result<(ReadStats, Notes)> {
+        let mut x = Extraction::default();
+        let mut tar = Untar::new(reader);
+        while let Some(head) = tar.next()? {
+            let info = entry::info(&head)?;
+            let kind = tar::EntryType::new(head.kind);
+            if info.rel.is_root() {
                 // The tree's root ("./"): only its directory metadata, for the target itself.
-                if entry.header().entry_type() == tar::EntryType::Directory {
-                    let meta = entry_meta(&mut entry)?;
+                if kind == tar::EntryType::Directory {
                     if let Ok(mut d) = self.dirs.lock() {
-                        d.push((rel, meta));
+                        d.push((info.rel, info.meta));
                     }
                 }
                 continue;
             }
-            if !self.include.matches(&rel) {
-                continue;
-            }
-            let meta = entry_meta(&mut entry)?;
-            let path = rel.to_path(self.root);
-            self.ensure_parents(&rel)?;
-            match entry.header().entry_type() {
-                tar::EntryType::Directory => {
-                    self.clear(&path)?;
-                    self.ensure_dir(&path, &rel)?;
-                    stats.dirs += 1;
-                    if let Ok(mut d) = self.dirs.lock() {
-                        d.push((rel, meta));
-                    }
-                }
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    self.clear(&path)?;
-                    let mut f = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .map_err(|e| io_err("cannot create", &path, e))?;
-                    let n = io::copy(&mut entry, &mut f).map_err(|e| {
-                        Error::integrity(format!("cannot extract {rel}")).with_source(e)
-                    })?;
-                    apply_file_meta(&f, &path, &meta)?;
-                    ctx.progress.add_bytes(n);
-                    stats.files += 1;
-                    stats.bytes_read += n;
-                }
-                tar::EntryType::Symlink => {
-                    let link = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| Error::integrity(format!("symlink {rel} has no target")))?
-                        .into_owned();
-                    self.clear(&path)?;
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &path)
-                        .map_err(|e| io_err("cannot create symlink", &path, e))?;
-                    let _ = std::os::unix::fs::lchown(&path, Some(meta.uid), Some(meta.gid));
-                    let t = filetime::FileTime::from_unix_time(meta.mtime, meta.mtime_nsec);
-                    filetime::set_symlink_file_times(&path, t, t)
-                        .map_err(|e| io_err("cannot set times of", &path, e))?;
-                    stats.symlinks += 1;
-                }
-                tar::EntryType::Link => {
-                    return Err(Error::integrity(format!(
-                        "refusing hard link entry {rel}: coldvault never writes hard links"
-                    )));
-                }
-                _ => stats.skipped += 1,
+            if self.include.matches(&info.rel) {
+                self.extract_entry(&mut tar, &head, &info, &mut x, ctx)?;
             }
         }
-        Ok(stats)
+        Ok((x.stats, x.notes))
     }
 
+    /// Restores one entry; `data` reads its bytes.
+    fn extract_entry(
+        &self,
+        data: &mut dyn Read,
+        head: &Head,
+        info: &EntryInfo,
+        x: &mut Extraction,
+        ctx: &Fetcher<'_>,
+    ) -> Result<()> {
+        let (rel, meta) = (&info.rel, &info.meta);
+        let path = rel.to_path(self.root);
+        self.ensure_parents(rel)?;
+        match tar::EntryType::new(head.kind) {
+            tar::EntryType::Directory => {
+                self.clear(&path)?;
+                self.ensure_dir(&path, rel)?;
+                x.stats.dirs += 1;
+                if let Ok(mut d) = self.dirs.lock() {
+                    d.push((rel.clone(), meta.clone()));
+                }
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.clear(&path)?;
+                self.write_file(data, head.size, info, &path, x, ctx)?;
+            }
+            tar::EntryType::Symlink => {
+                if head.link.is_empty() {
+                    return Err(Error::integrity(format!("symlink {rel} has no target")));
+                }
+                self.clear(&path)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&head.link), &path)
+                    .map_err(|e| io_err("cannot create symlink", &path, e))?;
+                let _ = std::os::unix::fs::lchown(&path, Some(meta.uid), Some(meta.gid));
+                let t = filetime::FileTime::from_unix_time(meta.mtime, meta.mtime_nsec);
+                filetime::set_symlink_file_times(&path, t, t)
+                    .map_err(|e| io_err("cannot set times of", &path, e))?;
+                xattr::apply(On::Path(&path), rel, &meta.attrs, &mut x.notes);
+                x.stats.symlinks += 1;
+            }
+            tar::EntryType::Link => {
+                let target = RelPath::from_untrusted(&head.link)?;
+                self.clear(&path)?;
+                if special::link(self.root, rel, &path, &target, &x.created, &mut x.notes)? {
+                    x.stats.files += 1;
+                }
+            }
+            kind @ (tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block) => {
+                self.clear(&path)?;
+                if special::make_node(&path, rel, kind, head.device, meta, &mut x.notes)? {
+                    xattr::apply(On::Path(&path), rel, &meta.attrs, &mut x.notes);
+                }
+            }
+            _ => {
+                x.stats.skipped += 1;
+                let detail = format!(
+                    "tar entry type {:?} is not one coldvault restores",
+                    head.kind as char
+                );
+                x.notes.note(rel, "entry not restored", detail);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the regular file `path` (nothing is in its way) from `size` bytes of `data`: as
+    /// stored, or with its holes for a sparse entry; then its metadata, attributes and ACLs.
+    fn write_file(
+        &self,
+        data: &mut dyn Read,
+        size: u64,
+        info: &EntryInfo,
+        path: &Path,
+        x: &mut Extraction,
+        ctx: &Fetcher<'_>,
+    ) -> Result<()> {
+        let rel = &info.rel;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io_err("cannot create", path, e))?;
+        let n = match info.realsize {
+            Some(realsize) => sparse::extract(data, size, &f, realsize, rel)?,
+            None => io::copy(data, &mut f)
+                .map_err(|e| Error::integrity(format!("cannot extract {rel}")).with_source(e))?,
+        };
+        apply_file_meta(&f, path, &info.meta)?;
+        xattr::apply(On::File(&f), rel, &info.meta.attrs, &mut x.notes);
+        let made = f.metadata().map_err(|e| io_err("cannot stat", path, e))?;
+        x.created.add(rel, &made);
+        ctx.progress.add_bytes(n);
+        x.stats.files += 1;
+        x.stats.bytes_read += n;
+        Ok(())
+    }
+
+    /// Writes one part of a large file at its offset; blocks of zeros become holes.
     fn write_part(
         &self,
         rel: &RelPath,
@@ -308,7 +373,7 @@ impl<'a> Restorer<'a> {
         let path = rel.to_path(self.root);
         let f = open_part(&path)?;
         let mut buf = vec![0u8; 1 << 20];
-        let mut pos = offset;
+        let mut out = HoleWriter::new(&f, offset);
         loop {
             let n = reader.read(&mut buf).map_err(|e| {
                 Error::integrity(format!("cannot decode part of {rel}")).with_source(e)
@@ -316,11 +381,11 @@ impl<'a> Restorer<'a> {
             if n == 0 {
                 break;
             }
-            f.write_all_at(&buf[..n], pos)
+            out.write(&buf[..n])
                 .map_err(|e| io_err("cannot write", &path, e))?;
-            pos += n as u64;
             ctx.progress.add_bytes(n as u64);
         }
+        let pos = out.finish().map_err(|e| io_err("cannot write", &path, e))?;
         if let Ok(mut parts) = self.parts.lock() {
             parts.entry(rel.clone()).or_insert_with(|| meta.clone());
         }
@@ -331,6 +396,15 @@ impl<'a> Restorer<'a> {
             ..ReadStats::default()
         })
     }
+}
+
+/// What extracting one data file keeps track of.
+#[derive(Default)]
+struct Extraction {
+    stats: ReadStats,
+    notes: Notes,
+    /// The regular files it created: the only targets its hard-link entries may name.
+    created: Created,
 }
 
 /// Opens the file that parts of a large file are written into, creating it. What is there already
@@ -410,7 +484,8 @@ impl Include {
 
 /// Applies deferred metadata: large files (sized to the size their parts agree on), then
 /// directories from the deepest up.
-pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<()> {
+pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<Notes> {
+    let mut notes = Notes::default();
     let parts: BTreeMap<RelPath, FileMeta> = d.parts.into_iter().collect();
     for (rel, meta) in parts {
         let path = rel.to_path(root);
@@ -424,15 +499,22 @@ pub(crate) fn apply_deferred(root: &Path, d: Deferred) -> Result<()> {
         f.set_len(meta.size)
             .map_err(|e| io_err("cannot size", &path, e))?;
         apply_file_meta(&f, &path, &meta)?;
+        xattr::apply(On::File(&f), &rel, &meta.attrs, &mut notes);
     }
     let mut dirs = d.dirs;
     dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
     for (rel, meta) in dirs {
         let path = rel.to_path(root);
-        let f = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
+        // A directory replaced by a symlink since it was made is refused, never followed.
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+            .open(&path)
+            .map_err(|e| io_err("cannot open", &path, e))?;
         apply_file_meta(&f, &path, &meta)?;
+        xattr::apply(On::File(&f), &rel, &meta.attrs, &mut notes);
     }
-    Ok(())
+    Ok(notes)
 }
 
 fn apply_file_meta(f: &File, path: &Path, meta: &FileMeta) -> Result<()> {
@@ -454,144 +536,6 @@ fn system_time(secs: i64, nsec: u32) -> SystemTime {
     }
 }
 
-/// Metadata of a tar entry, with pax `mtime`, `uid` and `gid` taking precedence.
-fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<FileMeta> {
-    let h = entry.header();
-    let bad = |e| Error::integrity("malformed tar header").with_source(e);
-    let mut meta = FileMeta {
-        mode: h.mode().map_err(bad)? & 0o7777,
-        uid: h.uid().map_err(bad)? as u32,
-        gid: h.gid().map_err(bad)? as u32,
-        mtime: h.mtime().map_err(bad)? as i64,
-        mtime_nsec: 0,
-        size: h.size().map_err(bad)?,
-        version: None,
-    };
-    if let Some(exts) = entry.pax_extensions().map_err(bad)? {
-        for ext in exts {
-            let ext = ext.map_err(bad)?;
-            let value = ext.value().unwrap_or("");
-            match ext.key() {
-                Ok("mtime") => {
-                    if let Some((s, n)) = parse_pax_time(value) {
-                        meta.mtime = s;
-                        meta.mtime_nsec = n;
-                    }
-                }
-                Ok("uid") => meta.uid = value.parse().unwrap_or(meta.uid),
-                Ok("gid") => meta.gid = value.parse().unwrap_or(meta.gid),
-                _ => {}
-            }
-        }
-    }
-    Ok(meta)
-}
-
-/// Parses a pax time "[-]secs[.frac]" into (secs, nanos) with nanos in [0, 1e9).
-fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
-    let (neg, v) = match v.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, v),
-    };
-    let (s, frac) = v.split_once('.').unwrap_or((v, ""));
-    let secs: i64 = s.parse().ok()?;
-    let digits: String = frac.chars().take(9).collect();
-    let nanos: u32 = if digits.is_empty() {
-        0
-    } else {
-        format!("{digits:0<9}").parse().ok()?
-    };
-    if !neg {
-        return Some((secs, nanos));
-    }
-    if nanos == 0 {
-        Some((-secs, 0))
-    } else {
-        Some((-secs - 1, 1_000_000_000 - nanos))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// A small, valid data file's tar: a directory, files, a symlink, long and odd names.
-    fn sample_tar() -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut dir = tar::Header::new_gnu();
-        dir.set_entry_type(tar::EntryType::Directory);
-        dir.set_mode(0o755);
-        dir.set_size(0);
-        b.append_data(&mut dir, "d", std::io::empty()).unwrap();
-        for (name, body) in [
-            ("d/a", &b"hello"[..]),
-            ("d/\u{e9}t\u{e9}", b"x"),
-            ("b", b""),
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_size(body.len() as u64);
-            h.set_mtime(1_500_000_000);
-            b.append_data(&mut h, name, body).unwrap();
-        }
-        let long = format!("d/{}", "n".repeat(150));
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o600);
-        h.set_size(3);
-        b.append_data(&mut h, long, &b"abc"[..]).unwrap();
-        let mut l = tar::Header::new_gnu();
-        l.set_entry_type(tar::EntryType::Symlink);
-        l.set_size(0);
-        b.append_link(&mut l, "d/link", "a").unwrap();
-        b.into_inner().unwrap()
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
-
-        /// A damaged or hostile data file is restored or refused with an error; it never
-        /// panics and never writes outside the target.
-        #[test]
-        fn damaged_tar_data_never_panics_or_escapes(
-            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..12),
-            cut in any::<prop::sample::Index>(),
-            truncate in any::<bool>(),
-        ) {
-            let mut bytes = sample_tar();
-            for (i, b) in flips {
-                let at = i.index(bytes.len());
-                bytes[at] = b;
-            }
-            if truncate {
-                bytes.truncate(cut.index(bytes.len()));
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let target = dir.path().join("target");
-            std::fs::create_dir(&target).unwrap();
-            let repo = crate::repo::Repository::with_nodes("t", Vec::new(), 1);
-            let staging = crate::stage::Staging::create(&dir.path().join("st"), "t").unwrap();
-            let progress = crate::progress::Progress::default();
-            let ctx = Fetcher { repo: &repo, staging: &staging, progress: &progress };
-            let include = Include::new(&[]).unwrap();
-            let restorer = Restorer::new(&target, &include, true);
-            let _ = restorer.extract(&mut bytes.as_slice(), &ctx);
-            drop(staging);
-            let mut names: Vec<String> = std::fs::read_dir(dir.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            prop_assert!(names.iter().all(|n| n == "target" || n == "st"), "{names:?}");
-        }
-    }
-
-    #[test]
-    fn pax_times_parse() {
-        assert_eq!(parse_pax_time("12.5"), Some((12, 500_000_000)));
-        assert_eq!(parse_pax_time("-1.5"), Some((-2, 500_000_000)));
-        assert_eq!(parse_pax_time("7"), Some((7, 0)));
-        assert_eq!(parse_pax_time("1.123456789123"), Some((1, 123_456_789)));
-        assert_eq!(parse_pax_time("x"), None);
-    }
-}
+#[path = "restore_tests.rs"]
+mod tests;

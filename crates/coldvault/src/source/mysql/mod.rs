@@ -23,7 +23,9 @@ mod plan;
 mod restore;
 mod snapshot;
 
-use super::{database, RestoreRun, RunRecord, RunSource, SourceKind, SourcePlan, TaskRead};
+use super::{
+    database, RestoreRun, Restored, RunRecord, RunSource, SourceKind, SourcePlan, TaskRead,
+};
 use crate::catalog::{ColumnKind, MyColumn, MySplit, ReadStats, Schema, TaskKind};
 use crate::error::{Error, Result};
 use crate::job::{Database, Job, PasswordSource};
@@ -80,8 +82,8 @@ impl SourceKind for MysqlSource {
         Err(Error::config(self.local_only().unwrap_or_default()))
     }
 
-    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
-        restore::restore(r)
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored> {
+        restore::restore(r).map(Into::into)
     }
 }
 

@@ -23,8 +23,8 @@ mod schema;
 use std::sync::Mutex;
 
 use super::{
-    database, EntryRestored, EntryWork, RestoreRun, RunRecord, RunSource, SourceKind, SourcePlan,
-    TaskRead,
+    database, EntryRestored, EntryWork, RestoreRun, Restored, RunRecord, RunSource, SourceKind,
+    SourcePlan, TaskRead,
 };
 use crate::catalog::{PgSplit, ReadStats, Schema, TaskKind};
 use crate::error::{Error, Result};
@@ -76,8 +76,8 @@ impl SourceKind for PostgresSource {
         }))
     }
 
-    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
-        restore::restore(r)
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored> {
+        restore::restore(r).map(Into::into)
     }
 
     fn restore_entry(

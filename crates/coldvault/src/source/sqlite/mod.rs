@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 mod restore;
 mod snapshot;
 
-use super::{RestoreRun, RunRecord, RunSource, SourceKind, SourcePlan, TaskRead};
+use super::{RestoreRun, Restored, RunRecord, RunSource, SourceKind, SourcePlan, TaskRead};
 use crate::catalog::{ReadStats, Schema, SchemaObject, SqliteSchema, TableTask, TaskKind};
 use crate::error::{Error, Result};
 use crate::job::{Job, Source};
@@ -95,11 +95,11 @@ impl SourceKind for SqliteSource {
         }))
     }
 
-    fn restore(&self, r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
+    fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored> {
         r.engine.require_local(
             "a SQLite database is written by one process: restore it without --engine spark",
         )?;
-        restore::restore(r.fetch, r.manifest, r.to.path("SQLite")?, r.opts.force)
+        restore::restore(r.fetch, r.manifest, r.to.path("SQLite")?, r.opts.force).map(Into::into)
     }
 }
 
