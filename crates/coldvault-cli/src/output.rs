@@ -136,6 +136,13 @@ pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
             r.unchanged_tasks, r.tasks
         );
     }
+    if r.damaged_tasks > 0 {
+        println!(
+            "{} of {} tasks read again from the source because their data files are recorded \
+             damaged on a node",
+            r.damaged_tasks, r.tasks
+        );
+    }
     if let Some(run) = &r.resumed_run {
         println!(
             "resumed the interrupted run of {run}: {} of {} tasks reused, not read again",
@@ -277,6 +284,13 @@ pub fn print_verify(r: &VerifyReport) {
         println!(
             "{:<11} node {:<10} {}  ({})",
             p.problem, p.node, p.file, p.detail
+        );
+    }
+    if r.damage_recorded > 0 {
+        println!(
+            "{} damaged replicas recorded on their nodes: the next backup reads their tasks again \
+             from the source and stores good copies (repair mends now those with a healthy replica)",
+            r.damage_recorded
         );
     }
     println!(
