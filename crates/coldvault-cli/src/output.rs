@@ -329,6 +329,13 @@ pub fn print_forget(r: &coldvault::forget::ForgetReport) {
             if r.dry_run { p.unreferenced } else { p.deleted },
             bytes(p.bytes_freed)
         );
+        if p.damage_records > 0 {
+            let verb = if r.dry_run { "would delete" } else { "deleted" };
+            println!(
+                "prune: {verb} {} damage records of data files no snapshot needs",
+                p.damage_records
+            );
+        }
         if let Some(d) = &p.deferred {
             println!("prune: {d}");
         }

@@ -333,4 +333,12 @@ fn in_an_encrypted_repository_the_damaged_task_is_stored_again_under_a_new_key()
     // Later backups are not disturbed by the record: nothing of the latest snapshot is damaged.
     let b = env.json(&["backup"], 0);
     assert_eq!(b["unchanged_tasks"], b["tasks"], "{b}");
+    // Prune deletes the damaged file once no snapshot names it, and its records with it.
+    let f = env.json(&["forget", "--keep-last", "1", "--prune"], 0);
+    assert_eq!(f["prune"]["damage_records"], 2, "{f}");
+    for n in &nodes {
+        assert!(records(&env, n).is_empty(), "records pruned on node {n}");
+        assert!(!env.node_dir(n).join(&key).exists());
+    }
+    env.assert_latest_restores_exactly();
 }
