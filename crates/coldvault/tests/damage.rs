@@ -175,3 +175,35 @@ fn a_node_whose_records_cannot_be_listed_gets_its_copy_written_again() {
     assert_eq!(nodes.faulty[0].puts(), before + 1, "not trusted unchecked");
     assert_eq!(nodes.read(0, KEY), GOOD);
 }
+
+#[test]
+fn a_recorded_copy_of_the_wrong_size_is_written_again_before_a_better_ranked_node() {
+    let nodes = Nodes::new(&["a", "b", "c", "d"]);
+    let r = nodes.replicator(2);
+    let rank = r.order(&ObjectKey::new(KEY));
+    // The copies are on the first- and third-ranked nodes (as after a repair while the second was
+    // away); the third's is cut short and recorded (what verify's `size` leaves).
+    for &i in [rank[0], rank[2]].iter() {
+        nodes.faulty[i]
+            .put(&ObjectKey::new(KEY), Payload::Bytes(GOOD))
+            .unwrap();
+    }
+    let victim = rank[2];
+    nodes.damage_and_record(victim);
+    nodes.memory[victim].tamper(KEY, |b| b.truncate(4));
+    assert!(r.damage().load(r.nodes()).is_empty());
+    let receipt = put(&r).unwrap();
+    let names: Vec<&str> = ["a", "b", "c", "d"].to_vec();
+    assert_eq!(
+        receipt.nodes,
+        vec![names[rank[0]].to_owned(), names[rank[2]].to_owned()],
+        "healed where it is recorded, not placed on the next node"
+    );
+    assert_eq!(nodes.read(victim, KEY), GOOD);
+    assert!(!nodes.has_record(victim));
+    assert_eq!(
+        nodes.memory[rank[1]].keys().len(),
+        0,
+        "nothing written elsewhere"
+    );
+}

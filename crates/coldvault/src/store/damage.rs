@@ -165,6 +165,11 @@ impl DamageBook {
         })
     }
 
+    /// True when `node`'s records, as listed already, name `key` (no listing is made here).
+    pub fn recorded_on(&self, node: &str, key: &ObjectKey) -> bool {
+        self.with(|m| matches!(m.get(node), Some(Listed::Keys(k)) if k.contains(key)))
+    }
+
     /// Whether a copy of `key` found on `node` with the right size may count as stored: only when
     /// `node`'s records were listed and none names `key`.
     pub fn trusted_on(&self, node: &dyn Target, key: &ObjectKey) -> bool {

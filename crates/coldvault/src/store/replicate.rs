@@ -170,13 +170,26 @@ impl Replicator {
         Err(self.shortfall(key, stored.len(), failures))
     }
 
-    /// Of the nodes `up`, those holding a copy of `key` of `size` bytes: (trusted, recorded
-    /// damaged or unchecked). Only nodes holding a copy have their damage records looked at.
+    /// Of the nodes `up`: those holding a trusted copy of `key` of `size` bytes, and those to heal
+    /// first — a copy of that size that is recorded damaged or could not be checked, or any
+    /// recorded copy (one of the wrong size). Only a node holding a copy of the right size is
+    /// listed for its records if this process has not listed it yet.
     fn present(&self, up: &[usize], key: &ObjectKey, size: u64) -> (Vec<usize>, Vec<usize>) {
-        up.iter()
-            .copied()
-            .filter(|&i| matches!(self.nodes[i].stat(key), Ok(Some(s)) if s == size))
-            .partition(|&i| self.damage.trusted_on(self.nodes[i].as_ref(), key))
+        let mut trusted = Vec::new();
+        let mut heal = Vec::new();
+        for &i in up {
+            let node = self.nodes[i].as_ref();
+            if matches!(node.stat(key), Ok(Some(s)) if s == size) {
+                if self.damage.trusted_on(node, key) {
+                    trusted.push(i)
+                } else {
+                    heal.push(i)
+                }
+            } else if self.damage.recorded_on(node.name(), key) {
+                heal.push(i);
+            }
+        }
+        (trusted, heal)
     }
 
     /// Remembers node `i` as down for the rest of the run.
