@@ -48,6 +48,17 @@ pub struct Replicator {
     damage: Arc<DamageBook>,
 }
 
+/// The failures of the nodes given up earlier in the run, as a put's failures.
+fn gave_up_earlier(down: &[(usize, String)]) -> Vec<(usize, Error)> {
+    down.iter()
+        .map(|(i, cause)| {
+            let e = Error::target(format!("gave up on this node earlier in this run: {cause}"))
+                .with_status(Status::Persistent);
+            (*i, e)
+        })
+        .collect()
+}
+
 /// Node indexes ranked for `key`, best first.
 pub fn rendezvous_order(names: &[&str], key: &str) -> Vec<usize> {
     let mut scored: Vec<(blake3::Hash, usize)> = names
@@ -116,14 +127,7 @@ impl Replicator {
         let is_down = |i: usize| down.iter().any(|(d, _)| *d == i);
         let up: Vec<usize> = order.iter().copied().filter(|&i| !is_down(i)).collect();
         let (mut stored, mut suspect) = self.present(&up, key, size);
-        let mut failures: Vec<(usize, Error)> = down
-            .iter()
-            .map(|(i, cause)| {
-                let e = Error::target(format!("gave up on this node earlier in this run: {cause}"))
-                    .with_status(Status::Persistent);
-                (*i, e)
-            })
-            .collect();
+        let mut failures = gave_up_earlier(&down);
         let rest: Vec<usize> = up
             .iter()
             .copied()
@@ -143,11 +147,7 @@ impl Replicator {
             let results = self.put_many(&batch, key, payload);
             for (i, r) in batch.into_iter().zip(results) {
                 match r {
-                    Ok(()) => {
-                        // A record left behind costs the next run a read, never data: ignored.
-                        let _ = self.damage.clear(self.nodes[i].as_ref(), key, false);
-                        stored.push(i)
-                    }
+                    Ok(()) => stored.push(self.stored_on(i, key)),
                     Err(e) => {
                         self.give_up(i, &e);
                         failures.push((i, e))
@@ -190,6 +190,13 @@ impl Replicator {
             }
         }
         (trusted, heal)
+    }
+
+    /// Node `i` now holds a good copy of `key`: its damage record, if any, goes. A record left
+    /// behind (the delete failed) costs the next run a task read, never data.
+    fn stored_on(&self, i: usize, key: &ObjectKey) -> usize {
+        let _ = self.damage.clear(self.nodes[i].as_ref(), key, false);
+        i
     }
 
     /// Remembers node `i` as down for the rest of the run.
