@@ -380,6 +380,9 @@ fn run(command: Command) -> Result<u8, Failure> {
                 for u in &report.unrepairable {
                     eprintln!("coldvault: cannot repair {u}");
                 }
+                for w in &report.warnings {
+                    eprintln!("coldvault: warning: {w}");
+                }
                 println!(
                     "snapshot {}: {} copies made{}{}",
                     &report.snapshot[..8],

@@ -136,6 +136,13 @@ pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
             r.unchanged_tasks, r.tasks
         );
     }
+    if r.damaged_tasks > 0 {
+        println!(
+            "{} of {} tasks read again from the source because their data files are recorded \
+             damaged on a node",
+            r.damaged_tasks, r.tasks
+        );
+    }
     if let Some(run) = &r.resumed_run {
         println!(
             "resumed the interrupted run of {run}: {} of {} tasks reused, not read again",
@@ -279,6 +286,13 @@ pub fn print_verify(r: &VerifyReport) {
             p.problem, p.node, p.file, p.detail
         );
     }
+    if r.damage_recorded > 0 {
+        println!(
+            "{} damaged replicas recorded on their nodes: the next backup reads their tasks again \
+             from the source and stores good copies (repair mends now those with a healthy replica)",
+            r.damage_recorded
+        );
+    }
     println!(
         "snapshot {}: {} data files, {} replicas checked{}: {}",
         &r.snapshot[..8],
@@ -315,6 +329,13 @@ pub fn print_forget(r: &coldvault::forget::ForgetReport) {
             if r.dry_run { p.unreferenced } else { p.deleted },
             bytes(p.bytes_freed)
         );
+        if p.damage_records > 0 {
+            let verb = if r.dry_run { "would delete" } else { "deleted" };
+            println!(
+                "prune: {verb} {} damage records of data files no snapshot needs",
+                p.damage_records
+            );
+        }
         if let Some(d) = &p.deferred {
             println!("prune: {d}");
         }

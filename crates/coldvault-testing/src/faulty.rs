@@ -18,6 +18,8 @@ pub enum Fault {
     TruncatePuts,
     /// The n-th put (1-based) stores only half the bytes.
     TruncatePut(u64),
+    /// Every list fails with this status (a node whose damage records cannot be listed).
+    FailLists(Status),
     /// Every get returns the object with one byte flipped.
     FlipOnGet,
     /// Every request fails: the node is down.
@@ -132,6 +134,12 @@ impl Target for FaultyTarget {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
         self.down()?;
+        let faults = self.faults.lock().unwrap().clone();
+        if let Some(Fault::FailLists(status)) =
+            faults.iter().find(|f| matches!(f, Fault::FailLists(_)))
+        {
+            return Err(self.injected(*status, &format!("list {prefix} failed")));
+        }
         self.inner.list(prefix)
     }
 

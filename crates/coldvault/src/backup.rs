@@ -4,6 +4,11 @@
 //! The snapshot is committed only when every task has a receipt; a run with any failed task
 //! commits nothing and its report lists each failed task with its error. The staging directory is
 //! removed at the end of the run, whatever happened.
+//!
+//! Recorded damage is healed from the source: the run lists `damaged/` on every node once, at its
+//! start ([`crate::store::DamageBook`]); a task of the parent snapshot or of an interrupted run
+//! whose data file is recorded damaged on any node is not taken as it is but read again, and the
+//! replicator writes its bytes over the damaged copies (see [`crate::store::Replicator`]).
 
 use std::borrow::Cow;
 
@@ -57,6 +62,9 @@ pub struct BackupReport {
     /// File-tree tasks whose entries are unchanged since the parent snapshot (same size,
     /// modification and change time, inode): taken from it without reading a byte.
     pub unchanged_tasks: u64,
+    /// Unchanged tasks of the parent snapshot read again all the same, because their data file is
+    /// recorded damaged on a node: their good bytes are written over the damaged copies.
+    pub damaged_tasks: u64,
     /// When the interrupted run that this one resumed started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_run: Option<String>,
@@ -203,6 +211,7 @@ pub fn backup_to(
         reused_tasks: reuse.resumed as u64,
         resumed_run: reuse.resumed_run,
         unchanged_tasks: reuse.unchanged as u64,
+        damaged_tasks: reuse.damaged as u64,
         files: totals.read.files,
         rows: totals.read.rows,
         bytes_read: totals.read.bytes_read,
@@ -290,6 +299,13 @@ fn prepare(job: &Job, repo: &Repository) -> Result<(Repository, Lock, Vec<String
     // ignores `If-None-Match`), where create-if-absent alone would race.
     repo.ensure_marker(false)?;
     warnings.extend(lock.broken.iter().cloned());
+    // One LIST of `damaged/` per node: what this run must not reuse or trust as stored.
+    for e in repo.replicator().damage().load(repo.nodes()) {
+        warnings.push(format!(
+            "cannot list the damage records ({e}): data files recorded damaged there may be taken \
+             as unchanged by this run, and copies there are written again rather than trusted"
+        ));
+    }
     for node in repo.nodes() {
         match node.remove_temporaries() {
             Ok(0) => {}
@@ -310,6 +326,8 @@ struct Reuse {
     entries: BTreeMap<TaskId, TaskEntry>,
     resumed_run: Option<String>,
     unchanged: usize,
+    /// Tasks of the parent read again because their data file is recorded damaged.
+    damaged: usize,
     resumed: usize,
     /// Why nothing could be taken from earlier snapshots, when they could not be read.
     warning: Option<String>,
@@ -332,12 +350,13 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
     });
     let parent = listing.snapshots.pop().map(|(m, _)| m);
     let receipts = repo.unfinished_run(parent.as_ref().map_or("", |m| m.time.as_str()));
-    let parent = parent_tasks(repo, plan, parent);
+    let (parent, damaged) = parent_tasks(repo, plan, parent);
     let mut r = Reuse {
         todo: Vec::with_capacity(plan.tasks.len()),
         entries: BTreeMap::new(),
         resumed_run: None,
         unchanged: 0,
+        damaged,
         resumed: 0,
         warning,
     };
@@ -366,15 +385,17 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
 }
 
 /// The entries of the newest snapshot that `plan`'s tasks may take as they are: same task, same
-/// metadata fingerprint, data file still on every node it names.
+/// metadata fingerprint, data file still on every node it names and recorded damaged on none;
+/// and how many were left out only for recorded damage.
 fn parent_tasks(
     repo: &Repository,
     plan: &Plan,
     parent: Option<Manifest>,
-) -> BTreeMap<TaskId, TaskEntry> {
+) -> (BTreeMap<TaskId, TaskEntry>, usize) {
     let mut out = BTreeMap::new();
+    let mut damaged = 0;
     let Some(parent) = parent else {
-        return out;
+        return (out, damaged);
     };
     let wanted: BTreeMap<_, _> = plan.tasks.iter().map(|t| (&t.id, t)).collect();
     for e in parent.tasks {
@@ -387,9 +408,11 @@ fn parent_tasks(
         {
             continue;
         }
-        if repo.holds(&e.data) {
+        if repo.replicator().damage().recorded_anywhere(&e.data.key) {
+            damaged += 1;
+        } else if repo.holds(&e.data) {
             out.insert(e.id.clone(), e);
         }
     }
-    out
+    (out, damaged)
 }

@@ -6,7 +6,9 @@
 //! names. It is safe against a backup running at the same time without blocking it: prune takes
 //! the prune lock, reads the manifests only after that, and deletes in batches, checking before
 //! each batch that no backup has started; when one has (or was running already), prune stops and
-//! says the rest is left for the next prune (see [`crate::lock`]).
+//! says the rest is left for the next prune (see [`crate::lock`]). Damage records of data files no
+//! snapshot names (`damaged/`, see [`crate::store::DamageRecord`]) go with them, after the data
+//! files, and only when prune deleted every data file it meant to.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -15,7 +17,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::repo::Repository;
-use crate::store::{manifest_key, ObjectKey, DATA_PREFIX};
+use crate::store::{damaged_data_key, manifest_key, ObjectKey, DAMAGED_PREFIX, DATA_PREFIX};
 
 /// Which snapshots to keep; each rule that is set keeps what it selects.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +68,8 @@ pub struct PruneReport {
     pub deleted: usize,
     /// Bytes freed.
     pub bytes_freed: u64,
+    /// Damage records of data files no snapshot needs, deleted (or that would be, dry).
+    pub damage_records: usize,
     /// Why some were left for the next prune (a backup was running), if they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred: Option<String>,
@@ -229,7 +233,9 @@ fn run_prune(repo: &Repository, dry_run: bool, forgotten: &[String]) -> Result<P
         );
     }
     report.unreferenced = doomed.len();
+    let records = stale_records(repo, &referenced);
     let Some(lock) = lock.as_mut() else {
+        report.damage_records = records.len();
         return Ok(report);
     };
     for batch in doomed.chunks(BATCH) {
@@ -249,7 +255,32 @@ fn run_prune(repo: &Repository, dry_run: bool, forgotten: &[String]) -> Result<P
             report.bytes_freed += size;
         }
     }
+    if report.deferred.is_none() && !lock.backup_started()? {
+        for (i, key) in &records {
+            // A record left behind names a file no snapshot needs: harmless, the next prune retries.
+            if repo.nodes()[*i].delete(key).is_ok() {
+                report.damage_records += 1;
+            }
+        }
+    }
     Ok(report)
+}
+
+/// The damage records, by node index, of data files no snapshot in `referenced` names. A node
+/// whose records cannot be listed is passed over: its records wait for the next prune.
+fn stale_records(repo: &Repository, referenced: &HashSet<String>) -> Vec<(usize, ObjectKey)> {
+    let mut out = Vec::new();
+    for (i, node) in repo.nodes().iter().enumerate() {
+        let Ok(keys) = node.list(DAMAGED_PREFIX) else {
+            continue;
+        };
+        out.extend(
+            keys.into_iter()
+                .filter(|k| damaged_data_key(k).is_some_and(|d| !referenced.contains(d.as_str())))
+                .map(|k| (i, k)),
+        );
+    }
+    out
 }
 
 #[cfg(test)]

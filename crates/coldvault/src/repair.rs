@@ -4,6 +4,11 @@
 //! replica (copied through staging, checked on the way): in place when its node takes it, else on
 //! the next node in rendezvous order. The manifest then lists the nodes that really hold each file
 //! and is written again to every node.
+//!
+//! Damage records ([`crate::store::DamageRecord`]): a damaged replica replaced in place has its
+//! record removed (after the new copy is checked); one that stays damaged (no healthy replica,
+//! a put that failed, or enough copies elsewhere) is recorded, so that the next backup heals it
+//! from the source. Repair never deletes a copy.
 
 use serde::Serialize;
 
@@ -11,9 +16,9 @@ use crate::catalog::{Manifest, TaskEntry};
 use crate::error::Result;
 use crate::repo::Repository;
 use crate::stage::Staging;
-use crate::store::Payload;
+use crate::store::{FoundBy, Payload, Receipt};
 use crate::util::map_parallel;
-use crate::verify::inspect_replica;
+use crate::verify::{inspect_replica, record_damage, Problem};
 
 /// One copy made.
 #[derive(Debug, Clone, Serialize)]
@@ -43,12 +48,15 @@ pub struct RepairReport {
     pub key_copies_rewritten: Vec<String>,
     /// What could not be repaired.
     pub unrepairable: Vec<String>,
+    /// Damage records that could not be written or removed.
+    pub warnings: Vec<String>,
 }
 
 struct Outcome {
     entry: TaskEntry,
     copied: Vec<Copied>,
     unrepairable: Option<String>,
+    warnings: Vec<String>,
 }
 
 /// Repairs `manifest`, whose manifest file is on `manifest_nodes`.
@@ -70,6 +78,7 @@ pub fn repair(
         markers_rewritten: Vec::new(),
         key_copies_rewritten: Vec::new(),
         unrepairable: Vec::new(),
+        warnings: Vec::new(),
     };
     let mut changed = false;
     for (slot, o) in manifest.tasks.iter_mut().zip(outcomes) {
@@ -77,6 +86,7 @@ pub fn repair(
         *slot = o.entry;
         report.copied.extend(o.copied);
         report.unrepairable.extend(o.unrepairable);
+        report.warnings.extend(o.warnings);
     }
     report.markers_rewritten = repo.repair_markers()?;
     if let Some(crypt) = repo.crypt()? {
@@ -102,17 +112,64 @@ pub fn repair(
 fn repair_one(repo: &Repository, t: &TaskEntry, replicas: usize, staging: &Staging) -> Outcome {
     let data = &t.data;
     let mut good: Vec<String> = Vec::new();
-    let mut bad: Vec<String> = Vec::new();
+    let mut found: Vec<Problem> = Vec::new();
     for n in &data.nodes {
         match inspect_replica(repo, n, data, true).1 {
             None => good.push(n.clone()),
-            Some(_) => bad.push(n.clone()),
+            Some(p) => found.push(p),
         }
     }
+    let bad: Vec<String> = found.iter().map(|p| p.node.clone()).collect();
+    let mut out = copy_from_healthy(repo, t, replicas, staging, good, &bad);
+    out.warnings = settle_records(repo, data, &found, &out.copied);
+    out
+}
+
+/// Removes the records of the damaged replicas that were replaced, and records those that were
+/// not; returns what could not be done.
+fn settle_records(
+    repo: &Repository,
+    data: &Receipt,
+    found: &[Problem],
+    copied: &[Copied],
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for p in found.iter().filter(|p| p.is_damage()) {
+        let result = if copied.iter().any(|c| c.to == p.node) {
+            repo.replicator().node(&p.node).map_or(Ok(()), |n| {
+                repo.replicator()
+                    .damage()
+                    .clear(n.as_ref(), &data.key, true)
+            })
+        } else {
+            record_damage(repo, data, p, FoundBy::Repair)
+        };
+        if let Err(e) = result {
+            warnings.push(format!(
+                "damage record of {} on node {}: {e}",
+                data.key, p.node
+            ));
+        }
+    }
+    warnings
+}
+
+/// Copies a healthy replica (one of `good`) to the `bad` nodes first, then to the next nodes in
+/// rank, until `replicas` nodes hold it.
+fn copy_from_healthy(
+    repo: &Repository,
+    t: &TaskEntry,
+    replicas: usize,
+    staging: &Staging,
+    mut good: Vec<String>,
+    bad: &[String],
+) -> Outcome {
+    let data = &t.data;
     let mut out = Outcome {
         entry: t.clone(),
         copied: Vec::new(),
         unrepairable: None,
+        warnings: Vec::new(),
     };
     if good.is_empty() {
         out.unrepairable = Some(format!("{}: no healthy replica left", data.key));

@@ -596,18 +596,21 @@ impl Repository {
             .map_err(|e| e.with_context("receipt", key))
     }
 
-    /// True when every node `data` names holds it with its size (what may be reused as is).
+    /// True when every node `data` names holds it with its size and no node whose damage records
+    /// were listed ([`crate::store::DamageBook::load`]) records it damaged: what may be reused as
+    /// is.
     pub fn holds(&self, data: &crate::store::Receipt) -> bool {
-        data.nodes.iter().all(|n| {
-            self.replicator
-                .node(n)
-                .is_some_and(|t| matches!(t.stat(&data.key), Ok(Some(s)) if s == data.size))
-        })
+        !self.replicator.damage().recorded_anywhere(&data.key)
+            && data.nodes.iter().all(|n| {
+                self.replicator
+                    .node(n)
+                    .is_some_and(|t| matches!(t.stat(&data.key), Ok(Some(s)) if s == data.size))
+            })
     }
 
     /// The receipts of the unfinished run, by task id: those stored after `newest` (the start of
     /// the newest committed snapshot, empty when there is none), whose data files are still on
-    /// every node they name.
+    /// every node they name and recorded damaged on none ([`Repository::holds`]).
     pub fn unfinished_run(&self, newest: &str) -> BTreeMap<String, RunReceipt> {
         let mut out: BTreeMap<String, RunReceipt> = BTreeMap::new();
         for node in self.nodes() {

@@ -1,5 +1,10 @@
 //! `verify`: checks every data file of a snapshot on every node its manifest names — presence and
 //! size, and with `read_data` the BLAKE3 of every replica — and that every node holds the manifest.
+//!
+//! A replica found damaged (a wrong size, or a wrong checksum) is recorded as such on its node
+//! ([`crate::store::DamageRecord`]), so that the next backup reads its task again from the source
+//! and writes good copies over it. That is the only write verify makes; a record that cannot be
+//! written is a warning, not a problem.
 
 use serde::Serialize;
 
@@ -7,7 +12,7 @@ use crate::catalog::Manifest;
 use crate::error::ErrorKind;
 use crate::repo::Repository;
 use crate::stage::hash_stream;
-use crate::store::{manifest_key, Receipt};
+use crate::store::{manifest_key, DamageRecord, FoundBy, Receipt};
 use crate::util::map_parallel;
 
 /// One damaged or missing replica.
@@ -43,6 +48,16 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// What is odd but puts no data at risk (a node that holds no listed replica is unreachable).
     pub warnings: Vec<String>,
+    /// Damaged replicas (`size`, `corrupt`) recorded as such on their nodes: the next backup
+    /// reads their tasks again from the source and replaces them.
+    pub damage_recorded: u64,
+}
+
+impl Problem {
+    /// True when the replica is there but its bytes are wrong: what a damage record is for.
+    pub fn is_damage(&self) -> bool {
+        matches!(self.problem, "size" | "corrupt")
+    }
 }
 
 /// Checks one replica; returns the bytes read and the problem, if any.
@@ -98,6 +113,21 @@ pub(crate) fn inspect_replica(
     }
 }
 
+/// Writes the record of `problem` (a damaged replica of `data`) on its node.
+pub(crate) fn record_damage(
+    repo: &Repository,
+    data: &Receipt,
+    problem: &Problem,
+    found_by: FoundBy,
+) -> crate::Result<()> {
+    let node = repo.replicator().node(&problem.node).ok_or_else(|| {
+        crate::Error::internal(format!("node {} is not in the job", problem.node))
+    })?;
+    let detail = format!("{}: {}", problem.problem, problem.detail);
+    let record = DamageRecord::new(data, &problem.node, found_by, &detail);
+    repo.replicator().damage().record(node.as_ref(), &record)
+}
+
 /// Verifies `manifest`, whose manifest file is on `manifest_nodes`.
 pub fn verify(
     repo: &Repository,
@@ -112,7 +142,12 @@ pub fn verify(
         .flat_map(|r| r.nodes.iter().map(move |n| (*r, n.as_str())))
         .collect();
     let results = map_parallel(&replicas, parallel, |(data, node)| {
-        inspect_replica(repo, node, data, read_data)
+        let (n, p) = inspect_replica(repo, node, data, read_data);
+        let recorded = p
+            .as_ref()
+            .filter(|p| p.is_damage())
+            .map(|p| record_damage(repo, data, p, FoundBy::Verify));
+        (n, p, recorded)
     });
     let mut report = VerifyReport {
         snapshot: manifest.id.to_string(),
@@ -123,10 +158,18 @@ pub fn verify(
         read_data,
         problems: Vec::new(),
         warnings: Vec::new(),
+        damage_recorded: 0,
     };
-    for (n, p) in results {
+    for (n, p, recorded) in results {
         report.bytes_read += n;
         report.problems.extend(p);
+        match recorded {
+            Some(Ok(())) => report.damage_recorded += 1,
+            Some(Err(e)) => report.warnings.push(format!(
+                "cannot record the damage, so the next backup will not heal it: {e}"
+            )),
+            None => {}
+        }
     }
     for r in &receipts {
         if r.nodes.len() < manifest.replicas {

@@ -6,6 +6,7 @@
 //! <node>/<directory>/snapshots/<id>.json          snapshot manifests, written last
 //! <node>/<directory>/runs/<task id>.json          receipts of the unfinished run's stored tasks
 //! <node>/<directory>/locks/<kind>-<id>.json       who is backing up or pruning
+//! <node>/<directory>/damaged/<data key>.json      damage found on this node's copy of a data file
 //! ```
 //!
 //! Data files are content-addressed, so a task run twice (a retry, a Spark speculation) stores the

@@ -12,7 +12,10 @@
 //!
 //! Invariants: an object is never visible under its final key before it is complete; putting an
 //! object that is already present is harmless (keys are content-addressed, so it is the same bytes).
+//! A copy already present counts as stored only as far as a cheap check allows: its size, and no
+//! damage record on its node ([`DamageBook`]); a copy recorded damaged is written again over it.
 
+mod damage;
 mod fs;
 mod layout;
 pub(crate) mod node;
@@ -27,6 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 
 pub use self::opendal::{OpenDalTarget, S3Options};
+pub use damage::{damage_key, damaged_data_key, DamageBook, DamageRecord, FoundBy, DAMAGED_PREFIX};
 pub use fs::FsTarget;
 pub use layout::{
     data_key, manifest_key, receipt_key, CONFIG_KEY, DATA_PREFIX, RUNS_PREFIX, SNAPSHOTS_PREFIX,

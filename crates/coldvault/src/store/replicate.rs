@@ -1,18 +1,26 @@
 //! `Replicator`: places each data file on `replicas` of the job's nodes.
 //!
 //! Nodes are ranked per key by rendezvous hashing (highest BLAKE3 of node name and key first), so
-//! the same key prefers the same nodes on every run and adding a node moves only its share. Copies
-//! already present (same key, same size) count and are not written again. The top-ranked missing
-//! nodes are written concurrently; a node that fails (after its own retries) is replaced by the next
-//! in rank, and is not tried again for the rest of the run (one node that stays down costs its
-//! retries once, not once per data file). The answer is a [`Receipt`] naming the nodes that hold the file, or an error naming every
-//! node that failed and why.
+//! the same key prefers the same nodes on every run and adding a node moves only its share.
+//!
+//! A copy already present counts as stored, and is not written again, when it passes the cheap
+//! check: the same size, and no damage record for the key on its node ([`DamageBook`], one LIST of
+//! `damaged/` per node per process). Its bytes are not read: hashing every copy a run finds
+//! present would read back as much as the run would write. A copy recorded damaged is written
+//! again first, even when enough good copies are elsewhere (older snapshots name it), over the
+//! damaged one (a put is atomic and replaces), and its record is removed once that put succeeded.
+//!
+//! The top-ranked missing nodes are written concurrently; a node that fails (after its own
+//! retries) is replaced by the next in rank, and is not tried again for the rest of the run (one
+//! node that stays down costs its retries once, not once per data file). The answer is a
+//! [`Receipt`] naming the nodes that hold the file, or an error naming every node that failed and
+//! why.
 
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ObjectKey, Payload, SharedTarget};
+use super::{DamageBook, ObjectKey, Payload, SharedTarget};
 use crate::error::{Error, Result, Status};
 
 /// The storage layer's answer to a store request.
@@ -36,6 +44,19 @@ pub struct Replicator {
     /// Nodes that kept failing earlier in this run, with the last cause: later data files go
     /// elsewhere at once instead of waiting through the same retries again.
     down: Arc<Mutex<Vec<(usize, String)>>>,
+    /// The nodes' damage records, as far as listed in this process.
+    damage: Arc<DamageBook>,
+}
+
+/// The failures of the nodes given up earlier in the run, as a put's failures.
+fn gave_up_earlier(down: &[(usize, String)]) -> Vec<(usize, Error)> {
+    down.iter()
+        .map(|(i, cause)| {
+            let e = Error::target(format!("gave up on this node earlier in this run: {cause}"))
+                .with_status(Status::Persistent);
+            (*i, e)
+        })
+        .collect()
 }
 
 /// Node indexes ranked for `key`, best first.
@@ -62,6 +83,7 @@ impl Replicator {
             nodes,
             replicas,
             down: Arc::default(),
+            damage: Arc::default(),
         }
     }
 
@@ -75,6 +97,11 @@ impl Replicator {
         self.nodes.iter().find(|n| n.name() == name)
     }
 
+    /// The nodes' damage records known to this process.
+    pub fn damage(&self) -> &DamageBook {
+        &self.damage
+    }
+
     /// The number of copies each data file needs.
     pub fn replicas(&self) -> usize {
         self.replicas
@@ -86,7 +113,8 @@ impl Replicator {
         rendezvous_order(&names, key.as_str())
     }
 
-    /// Stores `payload` (of `size` bytes, BLAKE3 `checksum`) under `key` on `replicas` nodes.
+    /// Stores `payload` (of `size` bytes, BLAKE3 `checksum`) under `key` on `replicas` nodes, and
+    /// over every copy of it recorded damaged.
     pub fn put(
         &self,
         key: &ObjectKey,
@@ -97,30 +125,21 @@ impl Replicator {
         let order = self.order(key);
         let down: Vec<(usize, String)> = self.down.lock().map(|d| d.clone()).unwrap_or_default();
         let is_down = |i: usize| down.iter().any(|(d, _)| *d == i);
-        let mut stored: Vec<usize> = order
+        let up: Vec<usize> = order.iter().copied().filter(|&i| !is_down(i)).collect();
+        let (mut stored, mut suspect) = self.present(&up, key, size);
+        let mut failures = gave_up_earlier(&down);
+        let rest: Vec<usize> = up
             .iter()
             .copied()
-            .filter(|&i| !is_down(i))
-            .filter(|&i| matches!(self.nodes[i].stat(key), Ok(Some(s)) if s == size))
-            .collect();
-        let mut failures: Vec<(usize, Error)> = down
-            .iter()
-            .map(|(i, cause)| {
-                let e = Error::target(format!("gave up on this node earlier in this run: {cause}"))
-                    .with_status(Status::Persistent);
-                (*i, e)
-            })
-            .collect();
-        let rest: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| !stored.contains(&i) && !is_down(i))
+            .filter(|i| !stored.contains(i) && !suspect.contains(i))
             .collect();
         let mut candidates = rest.into_iter();
-        while stored.len() < self.replicas {
-            let batch: Vec<usize> = candidates
-                .by_ref()
-                .take(self.replicas - stored.len())
+        while stored.len() < self.replicas || !suspect.is_empty() {
+            // Copies recorded damaged first, all of them; then as many as still needed.
+            let need = self.replicas.saturating_sub(stored.len() + suspect.len());
+            let batch: Vec<usize> = suspect
+                .drain(..)
+                .chain(candidates.by_ref().take(need))
                 .collect();
             if batch.is_empty() {
                 break;
@@ -128,13 +147,9 @@ impl Replicator {
             let results = self.put_many(&batch, key, payload);
             for (i, r) in batch.into_iter().zip(results) {
                 match r {
-                    Ok(()) => stored.push(i),
+                    Ok(()) => stored.push(self.stored_on(i, key)),
                     Err(e) => {
-                        if let Ok(mut d) = self.down.lock() {
-                            if !d.iter().any(|(x, _)| *x == i) {
-                                d.push((i, e.to_string()));
-                            }
-                        }
+                        self.give_up(i, &e);
                         failures.push((i, e))
                     }
                 }
@@ -153,6 +168,44 @@ impl Replicator {
             });
         }
         Err(self.shortfall(key, stored.len(), failures))
+    }
+
+    /// Of the nodes `up`: those holding a trusted copy of `key` of `size` bytes, and those to heal
+    /// first — a copy of that size that is recorded damaged or could not be checked, or any
+    /// recorded copy (one of the wrong size). Only a node holding a copy of the right size is
+    /// listed for its records if this process has not listed it yet.
+    fn present(&self, up: &[usize], key: &ObjectKey, size: u64) -> (Vec<usize>, Vec<usize>) {
+        let mut trusted = Vec::new();
+        let mut heal = Vec::new();
+        for &i in up {
+            let node = self.nodes[i].as_ref();
+            if matches!(node.stat(key), Ok(Some(s)) if s == size) {
+                if self.damage.trusted_on(node, key) {
+                    trusted.push(i)
+                } else {
+                    heal.push(i)
+                }
+            } else if self.damage.recorded_on(node.name(), key) {
+                heal.push(i);
+            }
+        }
+        (trusted, heal)
+    }
+
+    /// Node `i` now holds a good copy of `key`: its damage record, if any, goes. A record left
+    /// behind (the delete failed) costs the next run a task read, never data.
+    fn stored_on(&self, i: usize, key: &ObjectKey) -> usize {
+        let _ = self.damage.clear(self.nodes[i].as_ref(), key, false);
+        i
+    }
+
+    /// Remembers node `i` as down for the rest of the run.
+    fn give_up(&self, i: usize, e: &Error) {
+        if let Ok(mut d) = self.down.lock() {
+            if !d.iter().any(|(x, _)| *x == i) {
+                d.push((i, e.to_string()));
+            }
+        }
     }
 
     fn put_many(&self, batch: &[usize], key: &ObjectKey, payload: Payload<'_>) -> Vec<Result<()>> {
