@@ -223,7 +223,7 @@ fn a_resumed_run_does_not_reuse_a_receipt_whose_data_file_is_recorded_damaged() 
     let mut receipts = Vec::new();
     walk(&env.node_dir("a").join("runs"), &mut receipts);
     assert_eq!(receipts.len(), 1);
-    let r: Value = serde_json::from_slice(&std::fs::read(&receipts[0]).unwrap()).unwrap();
+    let r: Value = common::read_doc(&receipts[0]);
     let data = &r["entry"]["data"];
     let key = data["key"].as_str().unwrap();
     // Damaged on every node, and recorded so (as a verify of a snapshot naming the same bytes
