@@ -156,6 +156,27 @@ fn a_tampered_manifest_path_is_refused_before_anything_is_written() {
 }
 
 #[test]
+fn a_resealed_manifest_with_a_checksum_that_is_a_path_is_refused_before_anything_is_written() {
+    let env = setup();
+    env.json(&["backup"], 0);
+    let mut files = Vec::new();
+    for n in ["a", "b", "c"] {
+        common::walk(&env.node_dir(n).join("snapshots"), &mut files);
+    }
+    for f in files {
+        let mut m = common::read_doc(&f);
+        m["tasks"][0]["data"]["checksum"] = "../../../escaped".into();
+        common::write_doc(&f, &m);
+    }
+    let to = env.path("target/inner");
+    let (code, out, err) = env.run(&["restore", "latest", "--to", to.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("not 64 hex digits"), "{err}");
+    assert!(!to.exists());
+    assert!(!env.path("escaped").exists());
+}
+
+#[test]
 fn a_tampered_sqlite_data_file_cannot_run_anything_but_inserts() {
     let env = Env::new("type = \"sqlite\"\npath = \"src.db\"", "max_rows = 100", 2);
     let conn = rusqlite::Connection::open(env.path("src.db")).unwrap();

@@ -220,6 +220,17 @@ impl Manifest {
         let m: Manifest = serde_json::from_slice(opened.body)
             .map_err(|e| Error::integrity("malformed manifest").with_source(e))?;
         SnapshotId::parse(m.id.as_str())?;
+        // A checksum names spool files and data keys: 64 hex digits, nothing else.
+        if let Some(bad) = m
+            .receipts()
+            .into_iter()
+            .find(|r| r.checksum.len() != 64 || !r.checksum.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(Error::integrity(format!(
+                "malformed manifest: the checksum of data file {} is not 64 hex digits",
+                bad.key
+            )));
+        }
         Ok((m, opened.digest))
     }
 
