@@ -8,14 +8,6 @@ use std::process::Command as Proc;
 use coldvault_testing::fixtures;
 use common::Env;
 
-const SPLIT: &str = "target_bytes = \"64KiB\"";
-
-fn tree_env(replicas: usize) -> Env {
-    let env = Env::new("type = \"fs\"\npath = \"src\"", SPLIT, replicas);
-    fixtures::odd_tree(&env.path("src"), 300_000);
-    env
-}
-
 fn backup(env: &Env) -> serde_json::Value {
     let r = env.json(&["backup"], 0);
     assert!(r["snapshot"].is_string(), "{r}");
@@ -33,7 +25,7 @@ fn restore_exact(env: &Env, to: &str) {
 
 #[test]
 fn backup_then_restore_is_exact() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     let r = backup(&env);
     assert_eq!(r["failed_tasks"].as_array().unwrap().len(), 0);
     assert!(r["tasks"].as_u64().unwrap() >= 4, "{r}");
@@ -51,7 +43,7 @@ fn backup_then_restore_is_exact() {
 
 #[test]
 fn the_same_job_plans_the_same_tasks() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     let p1 = env.json(&["plan"], 0);
     let p2 = env.json(&["plan"], 0);
     assert_eq!(p1, p2);
@@ -68,7 +60,7 @@ fn the_same_job_plans_the_same_tasks() {
 
 #[test]
 fn a_second_backup_of_an_unchanged_tree_stores_nothing_new() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     let before = env.data_files("a").len() + env.data_files("b").len() + env.data_files("c").len();
     backup(&env);
@@ -80,7 +72,7 @@ fn a_second_backup_of_an_unchanged_tree_stores_nothing_new() {
 
 #[test]
 fn data_files_restore_by_hand_with_tar_and_zstd() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     let m = env.manifest("a");
     let out = env.path("byhand");
@@ -137,7 +129,7 @@ fn data_files_restore_by_hand_with_tar_and_zstd() {
 
 #[test]
 fn a_deleted_node_directory_is_found_repaired_and_verified_clean() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     std::fs::remove_dir_all(env.node_dir("a")).unwrap();
     let v = env.json(&["verify", "latest"], 1);
@@ -160,7 +152,7 @@ fn a_deleted_node_directory_is_found_repaired_and_verified_clean() {
 
 #[test]
 fn a_flipped_byte_is_found_by_read_data_and_repaired() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     let victim = env.data_files("b").into_iter().next().unwrap();
     let mut bytes = std::fs::read(&victim).unwrap();
@@ -187,7 +179,7 @@ fn a_flipped_byte_is_found_by_read_data_and_repaired() {
 
 #[test]
 fn a_node_gone_for_good_is_replaced_by_repair() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     std::fs::remove_dir_all(env.path("nodes/b")).unwrap();
     env.json(&["verify", "latest"], 1);
@@ -208,7 +200,7 @@ fn a_node_gone_for_good_is_replaced_by_repair() {
 
 #[test]
 fn too_few_reachable_nodes_is_refused_up_front_naming_them() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     std::fs::remove_dir_all(env.path("nodes/b")).unwrap();
     std::fs::remove_dir_all(env.path("nodes/c")).unwrap();
@@ -225,7 +217,7 @@ fn too_few_reachable_nodes_is_refused_up_front_naming_them() {
 
 #[test]
 fn one_unreachable_node_is_left_out_when_the_others_suffice() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     std::fs::remove_dir_all(env.path("nodes/c")).unwrap();
     let (code, out, err) = env.run(&["backup"]);
@@ -247,7 +239,7 @@ fn one_unreachable_node_is_left_out_when_the_others_suffice() {
 
 #[test]
 fn include_restores_only_matching_paths() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     let to = env.path("some");
     let (code, _, err) = env.run(&[
@@ -281,7 +273,7 @@ fn include_restores_only_matching_paths() {
 
 #[test]
 fn restore_refuses_a_non_empty_target_unless_forced() {
-    let env = tree_env(1);
+    let env = Env::odd_tree(1);
     backup(&env);
     let to = env.path("busy");
     std::fs::create_dir_all(&to).unwrap();
@@ -300,7 +292,7 @@ fn restore_refuses_a_non_empty_target_unless_forced() {
 
 #[test]
 fn bad_job_files_name_the_line_or_key_and_exit_2() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     let good = std::fs::read_to_string(&env.job).unwrap();
     let cases = [
         (good.replace("[split]", "[split"), "line 7"),
@@ -335,7 +327,7 @@ fn bad_job_files_name_the_line_or_key_and_exit_2() {
 
 #[test]
 fn snapshots_exits_1_naming_a_manifest_no_node_can_read_and_0_while_one_copy_reads() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     let id = backup(&env)["snapshot"].as_str().unwrap().to_owned();
     let manifest = |n: &str| env.node_dir(n).join(format!("snapshots/{id}.json"));
     let garble = |n: &str| std::fs::write(manifest(n), b"{ not a manifest").unwrap();
@@ -369,7 +361,7 @@ fn edit_manifest(env: &Env, id: &str, edit: impl Fn(&mut serde_json::Value)) {
 
 #[test]
 fn a_manifest_missing_a_part_of_a_file_is_damage_for_verify_and_restore_writes_nothing() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     let id = backup(&env)["snapshot"].as_str().unwrap().to_owned();
     let is_part = |t: &serde_json::Value| t["kind"] == "file_part";
     let part_of = env.manifest("a")["tasks"]
@@ -398,7 +390,7 @@ fn a_manifest_missing_a_part_of_a_file_is_damage_for_verify_and_restore_writes_n
 
 #[test]
 fn a_forced_restore_never_writes_through_a_hard_link_planted_in_the_target() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     let split: String = env.manifest("a")["tasks"]
         .as_array()
@@ -433,7 +425,7 @@ fn a_forced_restore_never_writes_through_a_hard_link_planted_in_the_target() {
 
 #[test]
 fn repair_never_writes_through_a_data_directory_replaced_by_a_symlink() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     let files = env.data_files("a");
     let victim = &files[0];
@@ -463,7 +455,7 @@ fn repair_never_writes_through_a_data_directory_replaced_by_a_symlink() {
 
 #[test]
 fn backup_snapshots_and_restore_count_the_files_the_tree_holds() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     fn regular_files(dir: &std::path::Path) -> u64 {
         std::fs::read_dir(dir)
             .unwrap()
@@ -498,7 +490,7 @@ fn backup_snapshots_and_restore_count_the_files_the_tree_holds() {
 
 #[test]
 fn an_error_names_its_cause_once() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     let missing = env.path("no-such-job.toml");
     let out = assert_cmd::Command::cargo_bin("coldvault")
         .unwrap()
@@ -513,7 +505,7 @@ fn an_error_names_its_cause_once() {
 
 #[test]
 fn an_unknown_snapshot_is_a_clear_error() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     backup(&env);
     let (code, _, err) = env.run(&[
         "restore",
@@ -527,7 +519,7 @@ fn an_unknown_snapshot_is_a_clear_error() {
 
 #[test]
 fn init_is_idempotent_and_refuses_a_foreign_repository() {
-    let env = tree_env(2);
+    let env = Env::odd_tree(2);
     let first = env.json(&["init"], 0);
     assert_eq!(first["created"].as_array().unwrap().len(), 3);
     let again = env.json(&["init"], 0);

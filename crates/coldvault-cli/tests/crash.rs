@@ -150,28 +150,16 @@ fn a_full_staging_disk_is_a_clear_error_and_commits_nothing() {
     }
     let staging = env.path("staging");
     std::fs::create_dir_all(&staging).unwrap();
-    let script = format!(
-        "mount -t tmpfs -o size=256k tmpfs '{st}' || exit 90; \
-         '{bin}' backup '{job}' --json > '{out}'; echo $? > '{rc}'; ls -A '{st}' > '{left}'",
-        st = staging.display(),
-        bin = assert_cmd::cargo::cargo_bin("coldvault").display(),
-        job = env.job.display(),
-        out = env.path("out.json").display(),
-        rc = env.path("rc").display(),
-        left = env.path("left").display(),
+    let (rc, out) = env.backup_in_mount_namespace(
+        &format!("mount -t tmpfs -o size=256k tmpfs '{}'", staging.display()),
+        &format!(
+            "ls -A '{}' > '{}'",
+            staging.display(),
+            env.path("left").display()
+        ),
     );
-    let status = std::process::Command::new("unshare")
-        .args(["-rm", "sh", "-c", &script])
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "unshare -rm (a private mount namespace) must work here"
-    );
-    let rc = std::fs::read_to_string(env.path("rc")).unwrap();
     assert_eq!(rc.trim(), "1", "some tasks failed");
-    let out: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.path("out.json")).unwrap()).unwrap();
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(out["snapshot"].is_null(), "{out}");
     let errors = out["failed_tasks"].to_string();
     assert!(errors.contains("No space left on device"), "{errors}");

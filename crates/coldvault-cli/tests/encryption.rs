@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use coldvault_testing::fixtures;
@@ -13,24 +12,6 @@ use common::{walk, Env};
 
 const MARKER: &[u8] = b"PLAINTEXT-MARKER-7f3a";
 const NAME: &str = "secret-name-of-a-file";
-
-/// A fresh age key pair: (identity file, public key).
-fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
-    let key = dir.join(name);
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "age-keygen: {out:?}");
-    let text = std::fs::read_to_string(&key).unwrap();
-    let public = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .to_owned();
-    (key, public)
-}
 
 fn env_with(encryption: &str) -> Env {
     let env = Env::new(
@@ -76,7 +57,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn no_plaintext_reaches_a_node_and_the_age_cli_reads_everything() {
     let keys = tempfile::tempdir().unwrap();
-    let (identity, public) = keygen(keys.path(), "key.txt");
+    let (identity, public) = common::keygen(keys.path(), "key.txt");
     let env = env_with(&format!(
         "recipients = [\"{public}\"]\nidentity_file = \"{}\"",
         identity.display()
@@ -161,8 +142,8 @@ fn no_plaintext_reaches_a_node_and_the_age_cli_reads_everything() {
 #[test]
 fn a_wrong_or_missing_identity_is_a_clear_error() {
     let keys = tempfile::tempdir().unwrap();
-    let (_, public) = keygen(keys.path(), "key.txt");
-    let (other, _) = keygen(keys.path(), "other.txt");
+    let (_, public) = common::keygen(keys.path(), "key.txt");
+    let (other, _) = common::keygen(keys.path(), "other.txt");
     let env = env_with(&format!(
         "recipients = [\"{public}\"]\nidentity_env = \"CV_IDENTITY\""
     ));

@@ -6,22 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use coldvault_testing::fixtures;
 use common::{walk, Env};
 use serde_json::Value;
-
-fn tree_env() -> Env {
-    let env = Env::new(
-        "type = \"fs\"\npath = \"src\"",
-        "target_bytes = \"64KiB\"",
-        2,
-    );
-    fixtures::odd_tree(&env.path("src"), 300_000);
-    env
-}
 
 /// The first task's data file of the latest snapshot: (key, nodes naming it).
 fn a_data_file(env: &Env) -> (String, Vec<String>) {
@@ -85,7 +74,7 @@ fn healing_backup(env: &Env) -> Value {
 
 #[test]
 fn a_data_file_damaged_on_every_replica_found_by_verify_is_healed_by_the_next_backup() {
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     env.json(&["backup"], 0);
     let old = snapshot_ids(&env).remove(0);
     let (key, nodes) = a_data_file(&env);
@@ -121,7 +110,7 @@ fn a_data_file_damaged_on_every_replica_found_by_verify_is_healed_by_the_next_ba
 
 #[test]
 fn a_data_file_damaged_on_every_replica_found_by_a_restore_is_healed_by_the_next_backup() {
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     env.json(&["backup"], 0);
     let (key, nodes) = a_data_file(&env);
     for n in &nodes {
@@ -153,7 +142,7 @@ fn a_data_file_damaged_on_every_replica_found_by_a_restore_is_healed_by_the_next
 fn a_backup_without_recorded_damage_trusts_a_copy_of_the_right_size() {
     // The cost side of the choice: damage nobody has found yet is not looked for by a backup
     // (that would mean reading every stored byte); the next verify --read-data finds it.
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     env.json(&["backup"], 0);
     let (key, nodes) = a_data_file(&env);
     for n in &nodes {
@@ -168,7 +157,7 @@ fn a_backup_without_recorded_damage_trusts_a_copy_of_the_right_size() {
 
 #[test]
 fn one_damaged_replica_is_healed_by_the_next_backup_and_its_record_removed() {
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     env.json(&["backup"], 0);
     let (key, nodes) = a_data_file(&env);
     flip(&env, &nodes[1], &key);
@@ -187,7 +176,7 @@ fn one_damaged_replica_is_healed_by_the_next_backup_and_its_record_removed() {
 
 #[test]
 fn repair_removes_the_record_of_a_copy_it_replaces() {
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     env.json(&["backup"], 0);
     let (key, nodes) = a_data_file(&env);
     flip(&env, &nodes[0], &key);
@@ -207,7 +196,7 @@ fn repair_removes_the_record_of_a_copy_it_replaces() {
 
 #[test]
 fn a_resumed_run_does_not_reuse_a_receipt_whose_data_file_is_recorded_damaged() {
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     env.json(&["backup"], 0);
     std::fs::write(env.path("src/dir/a.txt"), b"changed").unwrap();
     let out = env
@@ -250,7 +239,7 @@ fn a_resumed_run_does_not_reuse_a_receipt_whose_data_file_is_recorded_damaged() 
 
 #[test]
 fn a_damage_record_is_a_small_json_object_naming_the_key() {
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     env.json(&["backup"], 0);
     let (key, nodes) = a_data_file(&env);
     flip(&env, &nodes[0], &key);
@@ -272,29 +261,11 @@ fn a_damage_record_is_a_small_json_object_naming_the_key() {
     assert!(v["detail"].as_str().unwrap().contains("checksum"), "{v}");
 }
 
-/// A fresh age key pair: (identity file, public key).
-fn keygen(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("key.txt");
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "age-keygen: {out:?}");
-    let text = std::fs::read_to_string(&key).unwrap();
-    let public = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .to_owned();
-    (key, public)
-}
-
 #[test]
 fn in_an_encrypted_repository_the_damaged_task_is_stored_again_under_a_new_key() {
     let keys = tempfile::tempdir().unwrap();
-    let (identity, public) = keygen(keys.path());
-    let env = tree_env();
+    let (identity, public) = common::keygen(keys.path(), "key.txt");
+    let env = Env::odd_tree(2);
     let text = std::fs::read_to_string(&env.job).unwrap().replace(
         "\n[run]",
         &format!(

@@ -8,16 +8,6 @@ use coldvault_testing::fixtures;
 use common::Env;
 use serde_json::Value;
 
-fn tree_env() -> Env {
-    let env = Env::new(
-        "type = \"fs\"\npath = \"src\"",
-        "target_bytes = \"64KiB\"",
-        2,
-    );
-    fixtures::odd_tree(&env.path("src"), 300_000);
-    env
-}
-
 fn manifest_path(env: &Env, node: &str, id: &str) -> std::path::PathBuf {
     env.node_dir(node).join(format!("snapshots/{id}.json"))
 }
@@ -59,7 +49,7 @@ fn drop_a_part(m: &mut Value) {
 
 #[test]
 fn a_manifest_edited_on_one_node_is_damage_there_and_the_other_copies_are_used() {
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     let id = env.json(&["backup"], 0)["snapshot"]
         .as_str()
         .unwrap()
@@ -90,7 +80,7 @@ fn a_manifest_edited_on_one_node_is_damage_there_and_the_other_copies_are_used()
 
 #[test]
 fn a_manifest_that_checks_out_but_differs_on_one_node_is_outvoted_by_the_others() {
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     let id = env.json(&["backup"], 0)["snapshot"]
         .as_str()
         .unwrap()
@@ -123,7 +113,7 @@ fn a_manifest_that_checks_out_but_differs_on_one_node_is_outvoted_by_the_others(
 
 #[test]
 fn a_damaged_repository_marker_on_one_node_blocks_nothing_and_repair_rewrites_it() {
-    let env = tree_env();
+    let env = Env::odd_tree(2);
     env.json(&["backup"], 0);
     let marker = env.node_dir("b").join("config.json");
     let mut bytes = std::fs::read(&marker).unwrap();

@@ -445,25 +445,10 @@ fn one_file_system_stores_a_mount_point_but_nothing_below_it() {
     );
     fs::create_dir_all(env.path("src/mnt")).unwrap();
     fs::write(env.path("src/here"), b"ON THE ROOT'S FILE SYSTEM").unwrap();
-    let script = format!(
-        "mount -t tmpfs tmpfs '{mnt}' || exit 90; echo 'ON ANOTHER FILE SYSTEM' > '{mnt}/inside'; \
-         '{bin}' backup '{job}' --json > '{out}'; echo $? > '{rc}'",
-        mnt = env.path("src/mnt").display(),
-        bin = assert_cmd::cargo::cargo_bin("coldvault").display(),
-        job = env.job.display(),
-        out = env.path("out.json").display(),
-        rc = env.path("rc").display(),
-    );
-    let status = std::process::Command::new("unshare")
-        .args(["-rm", "sh", "-c", &script])
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "unshare -rm (a private mount namespace) must work here"
-    );
-    let rc = fs::read_to_string(env.path("rc")).unwrap();
-    let out = fs::read_to_string(env.path("out.json")).unwrap();
+    let mnt = env.path("src/mnt").display().to_string();
+    let setup =
+        format!("mount -t tmpfs tmpfs '{mnt}' && echo 'ON ANOTHER FILE SYSTEM' > '{mnt}/inside'");
+    let (rc, out) = env.backup_in_mount_namespace(&setup, "");
     assert_eq!(rc.trim(), "0", "{out}");
     let to = restore_latest(&env, "restored");
     assert!(to.join("mnt").is_dir(), "the mount point is stored");

@@ -196,13 +196,9 @@ pub fn backup_to(
         .filter_map(|t| reuse.entries.remove(&t.id))
         .collect();
     let totals = Manifest::totals_of(&entries);
-    // Once per entry and problem: every part of a vanished file says so.
-    let mut seen = std::collections::BTreeSet::new();
     warnings.extend(
-        entries
-            .iter()
-            .flat_map(|e| &e.warnings)
-            .filter(|w| seen.insert((&w.path, w.problem)))
+        crate::catalog::once_each(entries.iter().flat_map(|e| &e.warnings))
+            .into_iter()
             .cloned(),
     );
     let mut report = BackupReport {

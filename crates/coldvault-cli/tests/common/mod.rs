@@ -13,6 +13,43 @@ pub struct Env {
 }
 
 impl Env {
+    /// A job over `fixtures::odd_tree` (300 kB files, empty ones, odd names, symlinks) in `src`,
+    /// split at 64 KiB so that it has ranges and a file in parts.
+    pub fn odd_tree(replicas: usize) -> Env {
+        let env = Env::new(
+            "type = \"fs\"\npath = \"src\"",
+            "target_bytes = \"64KiB\"",
+            replicas,
+        );
+        coldvault_testing::fixtures::odd_tree(&env.path("src"), 300_000);
+        env
+    }
+
+    /// Runs `setup` (shell: mounting a tmpfs), then `coldvault backup --json` into `out.json` and
+    /// its exit code into `rc`, then `after`, in a private mount namespace (`unshare -rm`, which
+    /// needs no privileges); returns the exit code and the report's text.
+    pub fn backup_in_mount_namespace(&self, setup: &str, after: &str) -> (String, String) {
+        let script = format!(
+            "{setup} || exit 90; '{bin}' backup '{job}' --json > '{out}'; echo $? > '{rc}'; {after}",
+            bin = assert_cmd::cargo::cargo_bin("coldvault").display(),
+            job = self.job.display(),
+            out = self.path("out.json").display(),
+            rc = self.path("rc").display(),
+        );
+        let status = std::process::Command::new("unshare")
+            .args(["-rm", "sh", "-c", &script])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "unshare -rm (a private mount namespace) must work here"
+        );
+        (
+            std::fs::read_to_string(self.path("rc")).unwrap(),
+            std::fs::read_to_string(self.path("out.json")).unwrap(),
+        )
+    }
+
     /// A job over `source` (type and path lines) with three file nodes a, b, c.
     pub fn new(source: &str, split: &str, replicas: usize) -> Env {
         let dir = tempfile::tempdir().unwrap();
@@ -145,6 +182,24 @@ pub fn write_doc(path: &Path, body: &Value) {
     out.extend_from_slice(&bytes);
     out.extend_from_slice(b"}\n");
     std::fs::write(path, out).unwrap();
+}
+
+/// A fresh age key pair in `dir/name`: (identity file, public key).
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let out = std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "age-keygen: {out:?}");
+    let text = std::fs::read_to_string(&key).unwrap();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_owned();
+    (key, public)
 }
 
 pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -22,21 +22,16 @@ pub(crate) struct Opened<'a> {
     pub digest: String,
 }
 
+/// The envelope's fields, each absent in a format-1 document (which has neither `blake3` nor
+/// `body`): one parse tells the two apart and finds the body.
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    format: u32,
-    blake3: String,
-    #[serde(borrow)]
-    body: &'a RawValue,
-}
-
-/// Which keys a document has: an envelope has `blake3` and `body`, a format-1 document neither.
-#[derive(Deserialize)]
-struct Probe {
     #[serde(default)]
-    blake3: Option<serde::de::IgnoredAny>,
+    format: Option<u32>,
     #[serde(default)]
-    body: Option<serde::de::IgnoredAny>,
+    blake3: Option<String>,
+    #[serde(default, borrow)]
+    body: Option<&'a RawValue>,
 }
 
 /// Wraps `body` (a JSON document) with its checksum, as stored.
@@ -56,25 +51,26 @@ pub(crate) fn wrap(format: u32, body: &[u8]) -> Vec<u8> {
 /// checksum does not match or the document is not JSON, and when its format is newer than
 /// `newest`.
 pub(crate) fn open<'a>(bytes: &'a [u8], what: &str, newest: u32) -> Result<Opened<'a>> {
-    let probe: Probe = serde_json::from_slice(bytes)
-        .map_err(|e| Error::integrity(format!("{what} is not JSON")).with_source(e))?;
-    if probe.blake3.is_none() && probe.body.is_none() {
-        return Ok(Opened {
-            body: bytes,
-            digest: blake3::hash(bytes).to_hex().to_string(),
-        });
-    }
     let env: Envelope<'_> = serde_json::from_slice(bytes)
-        .map_err(|e| Error::integrity(format!("malformed {what}")).with_source(e))?;
-    if env.format > newest {
+        .map_err(|e| Error::integrity(format!("{what} is not JSON")).with_source(e))?;
+    let (format, blake3, body) = match (env.format, env.blake3, env.body) {
+        (_, None, None) => {
+            return Ok(Opened {
+                body: bytes,
+                digest: blake3::hash(bytes).to_hex().to_string(),
+            })
+        }
+        (Some(format), Some(blake3), Some(body)) => (format, blake3, body),
+        _ => return Err(Error::integrity(format!("malformed {what}"))),
+    };
+    if format > newest {
         return Err(Error::integrity(format!(
-            "{what} format {} is newer than this coldvault reads ({newest}); upgrade coldvault",
-            env.format
+            "{what} format {format} is newer than this coldvault reads ({newest}); upgrade coldvault"
         )));
     }
-    let body = env.body.get().as_bytes();
+    let body = body.get().as_bytes();
     let digest = blake3::hash(body).to_hex().to_string();
-    if digest != env.blake3 {
+    if digest != blake3 {
         return Err(Error::integrity(format!(
             "{what} is damaged: its checksum does not match its contents"
         )));

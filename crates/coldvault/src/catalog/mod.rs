@@ -20,7 +20,7 @@ pub use task::{
     ColumnKind, FileMeta, FileVersion, FilesTask, MyColumn, MyRangeTask, MySplit, PartTask,
     PgRangeTask, PgSplit, ReadStats, TableTask, TaskKind,
 };
-pub use warning::{Problem, Warning};
+pub use warning::{once_each, Problem, Warning};
 
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -246,12 +246,7 @@ impl Manifest {
     /// What the snapshot's tasks left out or found changing, once per entry and problem (every
     /// part of a vanished file says so).
     pub fn warnings(&self) -> Vec<&Warning> {
-        let mut seen = std::collections::BTreeSet::new();
-        self.tasks
-            .iter()
-            .flat_map(|t| &t.warnings)
-            .filter(|w| seen.insert((&w.path, w.problem)))
-            .collect()
+        warning::once_each(self.tasks.iter().flat_map(|t| &t.warnings))
     }
 
     /// How many entries the snapshot should hold but does not (unreadable, kept changing): a

@@ -73,6 +73,16 @@ impl Warning {
     }
 }
 
+/// `warnings` once per entry and problem, in order: every part of a vanished file says so, a
+/// snapshot and a report say it once.
+pub fn once_each<'a>(warnings: impl IntoIterator<Item = &'a Warning>) -> Vec<&'a Warning> {
+    let mut seen = std::collections::BTreeSet::new();
+    warnings
+        .into_iter()
+        .filter(|w| seen.insert((&w.path, w.problem)))
+        .collect()
+}
+
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.path.is_empty() {

@@ -11,26 +11,23 @@ use crate::path::RelPath;
 pub(crate) struct Notes(Vec<Warning>);
 
 impl Notes {
-    /// Notes that `problem` (a few words: "socket not stored") happened to `path` (the tree's
-    /// root is `.`).
-    pub(crate) fn note(&mut self, path: &RelPath, problem: &str, detail: impl Into<String>) {
+    /// Notes that `what` (a few words: "socket not stored"), a problem of `kind`, happened to
+    /// `path` (the tree's root is `.`).
+    pub(crate) fn note(
+        &mut self,
+        path: &RelPath,
+        kind: Problem,
+        what: &str,
+        detail: impl Into<String>,
+    ) {
         let path = match path.is_root() {
             true => ".".to_owned(),
             false => String::from_utf8_lossy(path.as_bytes()).into_owned(),
         };
-        // What kind of problem, from its words: metadata of an entry, or the entry itself.
-        let kind = if ["attribute", "ACL", "mode"]
-            .iter()
-            .any(|w| problem.contains(w))
-        {
-            Problem::Metadata
-        } else {
-            Problem::NotStored
-        };
         self.0.push(Warning::new(
             path,
             kind,
-            format!("{problem}: {}", detail.into()),
+            format!("{what}: {}", detail.into()),
         ));
     }
 

@@ -184,9 +184,7 @@ impl Reading<'_> {
             .map_err(|e| read_err("cannot seek in", &path, e))?;
         let last = p.part + 1 == p.parts;
         let limit = if last { u64::MAX } else { p.len };
-        let mut counted = Counted { out, n: 0 };
-        let copied = io::copy(&mut (&mut file).take(limit), &mut counted);
-        let n = counted.n;
+        let copied = io::copy(&mut (&mut file).take(limit), out);
         let after = file.metadata();
         let settled = match (&copied, &after) {
             (Ok(_), Ok(a)) => FileVersion::of(a) == FileVersion::of(&before),
@@ -199,12 +197,15 @@ impl Reading<'_> {
                 p.part + 1
             )));
         }
-        if let Err(e) = copied {
-            // Bytes of this part are already out: the file is left out as a whole (restore
-            // skips a file any part of which was not read).
-            self.walk.left_out(&p.path, &path, "cannot read", e)?;
-            return Ok((ReadStats::default(), None));
-        }
+        let n = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                // Bytes of this part are already out: the file is left out as a whole (restore
+                // skips a file any part of which was not read).
+                self.walk.left_out(&p.path, &path, "cannot read", e)?;
+                return Ok((ReadStats::default(), None));
+            }
+        };
         let mut meta = FileMeta::of(&before);
         if settled {
             meta.version = Some(FileVersion::of(&before));
@@ -221,23 +222,6 @@ impl Reading<'_> {
             ..ReadStats::default()
         };
         Ok((stats, Some(meta)))
-    }
-}
-
-/// Counts what passes through.
-struct Counted<'a> {
-    out: &'a mut dyn Write,
-    n: u64,
-}
-
-impl Write for Counted<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
     }
 }
 

@@ -28,7 +28,7 @@ use super::sparse::{self, HoleWriter};
 use super::special::{self, Created};
 use super::untar::{Head, Untar};
 use super::xattr::{self, On};
-use crate::catalog::{FileMeta, ReadStats, TaskEntry, TaskKind};
+use crate::catalog::{FileMeta, Problem, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::path::RelPath;
@@ -321,7 +321,8 @@ impl<'a> Restorer<'a> {
                     "tar entry type {:?} is not one coldvault restores",
                     head.kind as char
                 );
-                x.notes.note(rel, "entry not restored", detail);
+                x.notes
+                    .note(rel, Problem::NotStored, "entry not restored", detail);
             }
         }
         Ok(())

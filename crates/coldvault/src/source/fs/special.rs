@@ -24,7 +24,7 @@ use std::path::Path;
 use rustix::fs::{FileType, Mode, OFlags, CWD};
 
 use super::notes::{cause, Notes};
-use crate::catalog::{FileMeta, ReadStats};
+use crate::catalog::{FileMeta, Problem, ReadStats};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 
@@ -57,7 +57,7 @@ pub(super) fn leave_out(rel: &RelPath, meta: &Metadata, stats: &mut ReadStats, n
     } else {
         ("entry not stored", "a file of a type tar cannot hold")
     };
-    notes.note(rel, problem, detail);
+    notes.note(rel, Problem::NotStored, problem, detail);
 }
 
 /// The files of one task that have other links, by device and inode: their first path.
@@ -107,7 +107,7 @@ pub(super) fn link(
 ) -> Result<bool> {
     let Some(&(dev, ino)) = created.0.get(target) else {
         let detail = format!("its first path {target} is not restored (see --include)");
-        notes.note(rel, "hard link not restored", detail);
+        notes.note(rel, Problem::NotStored, "hard link not restored", detail);
         return Ok(false);
     };
     let from = target.to_path(root);
@@ -161,7 +161,7 @@ pub(super) fn make_node(
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied && ft != FileType::Fifo => {
             let detail = format!("making a {what} {}:{}: {}", dev.0, dev.1, cause(&e));
-            notes.note(rel, "device not restored", detail);
+            notes.note(rel, Problem::NotStored, "device not restored", detail);
             return Ok(false);
         }
         Err(e) => {
@@ -205,7 +205,7 @@ fn set_node_meta(
     let mode = Mode::from_raw_mode(meta.mode & 0o7777);
     if let Err(e) = rustix::fs::chmodat(CWD, by_fd.as_str(), mode, rustix::fs::AtFlags::empty()) {
         let detail = format!("{:o} through {by_fd}: {}", meta.mode, io::Error::from(e));
-        notes.note(rel, "mode not restored", detail);
+        notes.note(rel, Problem::Metadata, "mode not restored", detail);
     }
     let t = filetime::FileTime::from_unix_time(meta.mtime, meta.mtime_nsec);
     filetime::set_symlink_file_times(path, t, t).map_err(|e| err("set the times of", e))

@@ -28,7 +28,7 @@ use rustix::io::Errno;
 
 use super::acl;
 use super::notes::{cause, Notes};
-use crate::catalog::{FileAttrs, XattrValue};
+use crate::catalog::{FileAttrs, Problem, XattrValue};
 use crate::path::RelPath;
 
 const ACL_ACCESS: &str = "system.posix_acl_access";
@@ -44,7 +44,12 @@ pub(super) fn read(path: &Path, rel: &RelPath, notes: &mut Notes) -> FileAttrs {
         Ok(names) => names,
         Err(e) if unsupported(&e) || e.kind() == io::ErrorKind::NotFound => return attrs,
         Err(e) => {
-            notes.note(rel, "extended attributes not stored", e.to_string());
+            notes.note(
+                rel,
+                Problem::Metadata,
+                "extended attributes not stored",
+                e.to_string(),
+            );
             return attrs;
         }
     };
@@ -54,7 +59,12 @@ pub(super) fn read(path: &Path, rel: &RelPath, notes: &mut Notes) -> FileAttrs {
             Ok(None) => continue,
             Err(e) => {
                 let name = String::from_utf8_lossy(name);
-                notes.note(rel, "extended attribute not stored", format!("{name}: {e}"));
+                notes.note(
+                    rel,
+                    Problem::Metadata,
+                    "extended attribute not stored",
+                    format!("{name}: {e}"),
+                );
                 continue;
             }
         };
@@ -63,7 +73,12 @@ pub(super) fn read(path: &Path, rel: &RelPath, notes: &mut Notes) -> FileAttrs {
                 "{:?}: the name is not UTF-8, which a pax record cannot hold",
                 String::from_utf8_lossy(name)
             );
-            notes.note(rel, "extended attribute not stored", detail);
+            notes.note(
+                rel,
+                Problem::Metadata,
+                "extended attribute not stored",
+                detail,
+            );
             continue;
         };
         keep(&mut attrs, name, value);
@@ -207,7 +222,12 @@ pub(super) fn apply(on: On<'_>, rel: &RelPath, attrs: &FileAttrs, notes: &mut No
     for (name, value) in &attrs.xattrs {
         if let Err(e) = set(on, name, &value.0) {
             let detail = format!("{name}: {}", cause(&e));
-            notes.note(rel, "extended attribute not restored", detail);
+            notes.note(
+                rel,
+                Problem::Metadata,
+                "extended attribute not restored",
+                detail,
+            );
         }
     }
     for (name, which, text) in [
@@ -218,7 +238,12 @@ pub(super) fn apply(on: On<'_>, rel: &RelPath, attrs: &FileAttrs, notes: &mut No
         let done = acl::from_text(text, &acl::system_id)
             .and_then(|bin| set(on, name, &bin).map_err(|e| cause(&e)));
         if let Err(why) = done {
-            notes.note(rel, "ACL not restored", format!("{which} ACL: {why}"));
+            notes.note(
+                rel,
+                Problem::Metadata,
+                "ACL not restored",
+                format!("{which} ACL: {why}"),
+            );
         }
     }
 }
