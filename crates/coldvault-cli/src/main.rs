@@ -1,9 +1,11 @@
 //! The `coldvault` command: a thin shell over the coldvault library.
 //!
 //! Exit codes: 0 when the command did what it says; 1 when it ran but found damage (verify,
-//! repair) or some tasks failed (backup, restore: then no snapshot is committed); 2 when it could
-//! not run at all (bad arguments, a bad job file, an unreachable source or node); 3 when a backup
-//! saved its snapshot but left out entries it could not read (named in its warnings).
+//! repair) or some tasks failed (backup, restore: then no snapshot is committed), or a restore
+//! stopped part way; 2 when it could not run at all (bad arguments, a bad job file, an
+//! unreachable source or node); 3 when a backup saved its snapshot but left out entries it could
+//! not read (named in its warnings). With `--json`, a command that fails prints one document
+//! `{"error": …, "exit_code": …}` on stdout too.
 
 #![warn(clippy::unwrap_used)]
 
@@ -197,11 +199,34 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.command.json();
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("coldvault: error: {}", describe(&f.error));
+            let message = describe(&f.error);
+            eprintln!("coldvault: error: {message}");
+            if json {
+                // A script reading stdout gets one document whatever happened.
+                print_json(&serde_json::json!({ "error": message, "exit_code": f.code }));
+            }
             ExitCode::from(f.code)
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for one JSON document on stdout.
+    fn json(&self) -> bool {
+        match self {
+            Command::Worker => false,
+            Command::Init { json, .. }
+            | Command::Plan { json, .. }
+            | Command::Backup { json, .. }
+            | Command::Snapshots { json, .. }
+            | Command::Verify { json, .. }
+            | Command::Repair { json, .. }
+            | Command::Restore { json, .. }
+            | Command::Forget { json, .. } => *json,
         }
     }
 }
@@ -424,10 +449,10 @@ fn run(command: Command) -> Result<u8, Failure> {
                 restore::restore(&job, &snapshot, &RestoreTarget::parse(&to), &opts, p)
             })
             .map_err(|e| Failure {
-                code: if e.kind() == ErrorKind::Integrity {
-                    1
-                } else {
-                    2
+                // 1: it ran and found damage, or stopped part way; 2: it could not run.
+                code: match e.kind() {
+                    ErrorKind::Integrity | ErrorKind::Incomplete => 1,
+                    _ => 2,
                 },
                 error: e.into(),
             })?;

@@ -20,16 +20,7 @@ fn pg_env(pg: &Postgres, db: &str, extra: &str, max_rows: u64) -> Env {
 }
 
 fn run(pg: &Postgres, env: &Env, args: &[&str]) -> (i32, String, String) {
-    let out = env
-        .cmd(args)
-        .env("PGPASSWORD", pg.password())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    env.run_with(args, "PGPASSWORD", &pg.password())
 }
 
 fn backup(pg: &Postgres, env: &Env) -> serde_json::Value {

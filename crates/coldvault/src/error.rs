@@ -35,6 +35,9 @@ pub enum ErrorKind {
     /// The source changed while it was read: what was read is no version of it, so the read is
     /// made again.
     Changed,
+    /// A command ran and stopped part way: what it had changed is named in the message (a
+    /// restore that created a database's schema and some of its rows before a step failed).
+    Incomplete,
     /// A bug: an invariant of coldvault's own does not hold (never the user's or the data's fault).
     /// A kind this build does not know (from a newer worker) reads as this one.
     #[serde(other)]
@@ -111,6 +114,11 @@ impl Error {
     /// The source changed under a read; reading again may give one version of it.
     pub fn changed(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Changed, message).with_status(Status::Temporary)
+    }
+
+    /// A command that stopped part way, having changed what `message` names.
+    pub fn incomplete(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Incomplete, message)
     }
 
     /// A local I/O error, with what was being done in `message`.

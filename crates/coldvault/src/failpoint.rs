@@ -3,7 +3,8 @@
 //! Names, in pipeline order: `planned` (the backup planned, no task read yet), `read` (a task's
 //! source read, before its staged file is finished), `staged`, `stored-some` (one copy written,
 //! the others maybe not), `stored` (all copies), `receipt` (the task's receipt written),
-//! `manifest` (the manifest written, run receipts not yet cleared). Unset, a failpoint costs one
+//! `manifest` (the manifest written, run receipts not yet cleared); in a PostgreSQL restore,
+//! `pg-rows-loaded` (the rows loaded, post-data not yet built). Unset, a failpoint costs one
 //! atomic load.
 //!
 //! `COLDVAULT_PAUSE=NAME[:N]` with `COLDVAULT_PAUSE_FILE=PATH` pauses instead: at that hit the

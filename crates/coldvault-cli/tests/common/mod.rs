@@ -107,12 +107,13 @@ retry_delay = "1ms"
 
     /// Runs and returns (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.cmd(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(self.cmd(args).output().unwrap())
+    }
+
+    /// Runs with one more environment variable (a database's password) and returns (exit
+    /// code, stdout, stderr).
+    pub fn run_with(&self, args: &[&str], var: &str, value: &str) -> (i32, String, String) {
+        outcome(self.cmd(args).env(var, value).output().unwrap())
     }
 
     /// Runs with `--json`, expecting `code`, and parses stdout.
@@ -157,6 +158,15 @@ retry_delay = "1ms"
             .unwrap();
         newest
     }
+}
+
+/// (exit code, stdout, stderr) of a finished command.
+fn outcome(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A stored document (manifest, marker, receipt) as JSON: the body of its self-checking envelope

@@ -182,7 +182,7 @@ impl Manifest {
     pub(crate) fn set_schema(&mut self, schema: Schema) {
         match schema {
             Schema::Sqlite(s) => self.sqlite = Some(s),
-            Schema::Postgres(s) => self.postgres = Some(s),
+            Schema::Postgres(s) => self.postgres = Some(*s),
             Schema::Mysql(s) => self.mysql = Some(s),
         }
     }
@@ -239,6 +239,7 @@ impl Manifest {
         let mut all: Vec<&Receipt> = self.tasks.iter().map(|t| &t.data).collect();
         if let Some(pg) = &self.postgres {
             all.extend([&pg.pre_data, &pg.post_data]);
+            all.extend(pg.drops.iter().chain(&pg.large_objects));
         }
         all
     }

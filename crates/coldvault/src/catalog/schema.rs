@@ -35,12 +35,23 @@ pub struct SqliteSchema {
 /// What a snapshot keeps of a PostgreSQL database besides its rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostgresSchema {
-    /// `pg_dump --section=pre-data --clean --if-exists` (SQL, zstd).
+    /// `pg_dump --section=pre-data` (SQL, zstd): types, functions, tables, sequences, views. A
+    /// snapshot with [`drops`](Self::drops) has no `DROP` in it; older ones were dumped with
+    /// `--clean --if-exists`.
     pub pre_data: Receipt,
-    /// `pg_dump --section=post-data` (SQL, zstd).
+    /// `pg_dump --section=post-data` (SQL, zstd): indexes, constraints, triggers, rules,
+    /// policies, publications, statistics; then `REFRESH MATERIALIZED VIEW` of every view
+    /// that was populated, in dependency order.
     pub post_data: Receipt,
     /// `schema.sequence` and its last value.
     pub sequences: Vec<(String, i64)>,
+    /// `DROP … IF EXISTS` of every object the schema creates, dependents first (what
+    /// `pg_dump --clean --if-exists` runs before its `CREATE`s): run by `restore --force` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drops: Option<Receipt>,
+    /// The large objects with their OIDs and comments, as SQL (`lo_create`, `lo_put`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_objects: Option<Receipt>,
 }
 
 /// A table or view as `SHOW CREATE` prints it.
@@ -70,7 +81,7 @@ pub enum Schema {
     /// SQLite's.
     Sqlite(SqliteSchema),
     /// PostgreSQL's.
-    Postgres(PostgresSchema),
+    Postgres(Box<PostgresSchema>),
     /// MySQL / MariaDB's.
     Mysql(MysqlSchema),
 }

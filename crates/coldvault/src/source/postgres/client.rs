@@ -2,7 +2,7 @@
 //! environment (never on a command line), never prompting, their output streamed in chunks, and a
 //! failure reported with what they printed on standard error.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Stdio};
 
 use super::PgServer;
@@ -52,29 +52,23 @@ impl<'a> PgTool<'a> {
         self
     }
 
-    /// Runs it: `input` on its standard input, each chunk of its standard output to `output`
-    /// (discarded when `None`). A non-zero exit is an error saying `failed` and what the program
-    /// printed on standard error.
+    /// Runs it: `input` streamed to its standard input, each chunk of its standard output to
+    /// `output` (discarded when `None`). A non-zero exit is an error saying `failed` and what the
+    /// program printed on standard error, which is drained beside, so a chatty program never
+    /// blocks on a full pipe.
     pub(super) fn run(
         mut self,
-        input: Option<&[u8]>,
+        input: Option<&mut dyn Read>,
         output: Option<Chunks<'_>>,
         failed: &str,
     ) -> Result<()> {
         if self.program == "pg_dump" {
             self.cmd.arg("--dbname").arg(self.server.url);
         }
+        let piped = |yes: bool| if yes { Stdio::piped() } else { Stdio::null() };
         self.cmd
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(if output.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(piped(input.is_some()))
+            .stdout(piped(output.is_some()))
             .stderr(Stdio::piped());
         if let Some(pw) = crate::secrets::db_password(self.server.password, "PGPASSWORD")? {
             self.cmd.env("PGPASSWORD", pw);
@@ -86,38 +80,53 @@ impl<'a> PgTool<'a> {
             ))
             .with_source(e)
         })?;
-        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin
-                .write_all(bytes)
-                .map_err(|e| Error::source_err(format!("cannot feed {program}")).with_source(e))?;
-        }
-        if let (Some(each), Some(mut stdout)) = (output, child.stdout.take()) {
-            let mut buf = vec![0u8; 256 << 10];
-            loop {
-                let n = match stdout.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(Error::source_err(format!(
-                            "cannot read the output of {program}"
-                        ))
-                        .with_source(e))
-                    }
-                };
-                each(&buf[..n])?;
+        let mut stderr = child.stderr.take();
+        let errors = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = e.read_to_end(&mut text);
             }
-        }
-        let done = child
-            .wait_with_output()
+            text
+        });
+        let fed = match (input, child.stdin.take()) {
+            (Some(bytes), Some(mut stdin)) => std::io::copy(bytes, &mut stdin).map(drop),
+            _ => Ok(()),
+        };
+        let read = match (output, child.stdout.take()) {
+            (Some(each), Some(stdout)) => pass_chunks(program, stdout, each),
+            _ => Ok(()),
+        };
+        let status = child
+            .wait()
             .map_err(|e| Error::source_err(format!("{program} failed")).with_source(e))?;
-        if !done.status.success() {
+        let errors = errors.join().unwrap_or_default();
+        if !status.success() {
             return Err(Error::source_err(format!(
                 "{failed} on {}: {}",
                 super::where_of(self.server.url),
-                String::from_utf8_lossy(&done.stderr).trim()
+                String::from_utf8_lossy(&errors).trim()
             )));
         }
-        Ok(())
+        fed.map_err(|e| Error::source_err(format!("cannot feed {program}")).with_source(e))?;
+        read
+    }
+}
+
+/// Hands each chunk the program writes on `stdout` to `each`.
+fn pass_chunks(program: &str, mut stdout: impl Read, each: Chunks<'_>) -> Result<()> {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(
+                    Error::source_err(format!("cannot read the output of {program}"))
+                        .with_source(e),
+                )
+            }
+        };
+        each(&buf[..n])?;
     }
 }

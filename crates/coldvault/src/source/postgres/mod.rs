@@ -33,6 +33,7 @@ use crate::job::{Database, Job, PasswordSource};
 use crate::repo::Repository;
 use crate::stage::Staging;
 use plan::plan;
+use schema::Cover;
 
 /// A PostgreSQL database.
 pub(crate) struct PostgresSource;
@@ -49,17 +50,32 @@ impl SourceKind for PostgresSource {
     fn open_run<'a>(
         &self,
         job: &'a Job,
-        _kinds: &[&TaskKind],
+        kinds: &[&TaskKind],
         _parallel: usize,
     ) -> Result<Box<dyn RunSource + 'a>> {
-        let server = PgServer::of(database(job)?);
+        let db = database(job)?;
+        let server = PgServer::of(db);
         let mut guard = SnapshotGuard::open(&server)?;
-        let sequences = guard.sequences()?;
+        let cover = if db.tables.is_empty() {
+            Cover::Whole
+        } else {
+            let mut tables: Vec<String> = kinds
+                .iter()
+                .filter_map(|k| match k {
+                    TaskKind::PgRange(r) => Some(r.table.clone()),
+                    _ => None,
+                })
+                .collect();
+            tables.dedup();
+            Cover::Tables(guard.with_ancestors(tables)?)
+        };
+        let sequences = guard.sequences(&cover)?;
         Ok(Box::new(Held {
             job,
             server,
             guard: Some(Mutex::new(guard.client)),
             snapshot: Some(guard.id),
+            cover,
             sequences,
             schema: Mutex::new(None),
         }))
@@ -71,6 +87,7 @@ impl SourceKind for PostgresSource {
             server: PgServer::of(database(job)?),
             guard: None,
             snapshot: None,
+            cover: Cover::Whole,
             sequences: Vec::new(),
             schema: Mutex::new(None),
         }))
@@ -96,12 +113,14 @@ impl SourceKind for PostgresSource {
 }
 
 /// The database held for a run: the exporting transaction (coordinator only), its snapshot id,
-/// the sequences' values read in it, and the schema dumped beside the tasks.
+/// what the schema covers, the sequences' values read in it, and the schema dumped beside the
+/// tasks.
 struct Held<'a> {
     job: &'a Job,
     server: PgServer<'a>,
     guard: Option<Mutex<Client>>,
     snapshot: Option<String>,
+    cover: Cover,
     sequences: Vec<(String, i64)>,
     schema: Mutex<Option<crate::catalog::PostgresSchema>>,
 }
@@ -150,6 +169,7 @@ impl RunSource for Held<'_> {
             self.job,
             &self.server,
             id,
+            &self.cover,
             self.sequences.clone(),
             repo,
             staging,
@@ -165,7 +185,7 @@ impl RunSource for Held<'_> {
                 .schema
                 .into_inner()
                 .unwrap_or_else(|p| p.into_inner())
-                .map(Schema::Postgres),
+                .map(|s| Schema::Postgres(Box::new(s))),
         })
     }
 }
@@ -243,17 +263,50 @@ impl SnapshotGuard {
         Ok(SnapshotGuard { client, id })
     }
 
-    /// Sequences and their values in the snapshot.
-    fn sequences(&mut self) -> Result<Vec<(String, i64)>> {
+    /// The sequences of `cover` and their values in the snapshot: every one of the database,
+    /// or those the selected tables own (serial and identity columns).
+    fn sequences(&mut self, cover: &Cover) -> Result<Vec<(String, i64)>> {
         let rows = self
             .client
             .query(
-                "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences \
-                 WHERE last_value IS NOT NULL ORDER BY 1",
+                "SELECT s.schemaname || '.' || s.sequencename, s.last_value, \
+                   (SELECT tn.nspname || '.' || t.relname FROM pg_depend d \
+                      JOIN pg_class t ON t.oid = d.refobjid \
+                      JOIN pg_namespace tn ON tn.oid = t.relnamespace \
+                    WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+                      AND d.deptype IN ('a', 'i') AND d.objid = format('%I.%I', s.schemaname, \
+                      s.sequencename)::regclass LIMIT 1) \
+                 FROM pg_sequences s WHERE s.last_value IS NOT NULL ORDER BY 1",
                 &[],
             )
             .map_err(sql_err("cannot read sequences".into()))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .filter(|r| match cover {
+                Cover::Whole => true,
+                Cover::Tables(t) => r
+                    .get::<_, Option<String>>(2)
+                    .is_some_and(|o| t.contains(&o)),
+            })
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// `tables` and the partitioned tables their partitions hang from, which their schema needs.
+    fn with_ancestors(&mut self, mut tables: Vec<String>) -> Result<Vec<String>> {
+        let quoted: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+        let rows = self
+            .client
+            .query(
+                "SELECT DISTINCT n.nspname || '.' || c.relname \
+                 FROM unnest($1::text[]) t, pg_partition_ancestors(t::regclass) a \
+                 JOIN pg_class c ON c.oid = a.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind = 'p' ORDER BY 1",
+                &[&quoted],
+            )
+            .map_err(sql_err("cannot read the partitioned tables".into()))?;
+        tables.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        Ok(tables)
     }
 }
 
@@ -284,7 +337,8 @@ pub(crate) fn range_query(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    super::range::select(&cols, &qualified(table), cond, filter)
+    // ONLY: an inheritance parent's own rows; each child is a table of its own.
+    super::range::select(&cols, &format!("ONLY {}", qualified(table)), cond, filter)
 }
 
 /// Streams one range with `COPY … TO STDOUT` (text format) into `out`, inside the shared snapshot.

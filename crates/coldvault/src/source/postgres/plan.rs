@@ -14,6 +14,11 @@ struct TableInfo {
     rows: f64,
     pages: i64,
     key: Option<String>,
+    /// The columns COPY reads and writes back, in order: generated columns are left out (the
+    /// server computes them again), dropped ones are gone.
+    columns: Vec<String>,
+    /// The generated columns.
+    generated: Vec<String>,
 }
 
 fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<TableInfo>> {
@@ -23,7 +28,13 @@ fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<Tab
                (SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
                 WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1 \
-                  AND a.atttypid IN (20, 21, 23)) \
+                  AND a.atttypid IN (20, 21, 23)), \
+               (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a \
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                  AND a.attgenerated = ''), \
+               (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a \
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                  AND a.attgenerated <> '') \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
@@ -41,6 +52,8 @@ fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<Tab
             rows: r.get(1),
             pages: r.get(2),
             key: r.get(3),
+            columns: r.get::<_, Option<Vec<String>>>(4).unwrap_or_default(),
+            generated: r.get::<_, Option<Vec<String>>>(5).unwrap_or_default(),
         })
         .collect();
     crate::source::select_tables(all, patterns, &where_of(url), |g, t: &TableInfo| {
@@ -62,14 +75,28 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
             )));
         }
     }
+    // Every COPY names its columns, so a table whose column order differs after the schema is
+    // restored (inheritance, dropped columns) still gets each value under its own name.
     let what = |tb: &TableInfo| {
         let s = settings.get(&tb.name).cloned().unwrap_or_default();
-        (s.filter.or_else(|| filter.map(str::to_owned)), s.columns)
+        let columns = if s.columns.is_empty() {
+            tb.columns.clone()
+        } else {
+            s.columns
+        };
+        (s.filter.or_else(|| filter.map(str::to_owned)), columns)
     };
     // A condition or a column that does not work fails here, before anything runs.
     for tb in &tables {
         let (f, columns) = what(tb);
-        if f.is_none() && columns.is_empty() {
+        if let Some(g) = columns.iter().find(|c| tb.generated.contains(c)) {
+            return Err(Error::config(format!(
+                "[source.table.{:?}] columns: {g:?} is a generated column, which the server \
+                 computes again on restore; leave it out",
+                tb.name
+            )));
+        }
+        if f.is_none() && columns == tb.columns {
             continue;
         }
         let q = range_query(&tb.name, &PgSplit::Ctid, None, None, f.as_deref(), &columns);

@@ -1,13 +1,26 @@
-//! Restoring a PostgreSQL snapshot into a database: the schema's pre-data section (tables, types,
-//! sequences), then every range's rows with `COPY … FROM STDIN` in parallel, then the post-data
-//! section (indexes, constraints, triggers, built once over the loaded rows), then the sequences'
-//! values. The target must not hold the snapshot's tables yet, unless `force` is given: then they
-//! are dropped (with what depends on them) and replaced.
+//! Restoring a PostgreSQL snapshot into a database, in three steps:
+//!
+//! 1. the schema's pre-data section (types, functions, tables, views) and the large objects,
+//!    in one transaction: into a database that already holds any of them it fails having
+//!    changed nothing, unless `force` is given; then the snapshot's `DROP … IF EXISTS` block
+//!    runs first, in the same transaction, and replaces exactly the snapshot's objects (nothing
+//!    cascades: an object of the target that depends on one of them stops the restore);
+//! 2. every range's rows with `COPY … FROM STDIN` naming their columns, in parallel;
+//! 3. the post-data section (indexes, constraints, triggers, rules, policies, built once over
+//!    the loaded rows), the materialized views' refresh and the sequences' values, in one
+//!    transaction.
+//!
+//! A failure in step 2 or 3 leaves the snapshot's schema and some of its rows in the target,
+//! and nothing else in it touched: the error says so ([`ErrorKind::Incomplete`]) and names the
+//! way out (`--force`, or dropping the database). Objects of the target that are not the
+//! snapshot's are never dropped, emptied or altered.
+//!
+//! [`ErrorKind::Incomplete`]: crate::ErrorKind::Incomplete
 
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, Read};
 
 use super::{client, connect, ident, qualified, where_of, PgServer};
-use crate::catalog::{ReadStats, TaskEntry, TaskKind};
+use crate::catalog::{PostgresSchema, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::job::Job;
@@ -51,37 +64,159 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
         }
     }
     if !present.is_empty() && !opts.force {
-        return Err(Error::config(format!(
-            "the target database {} already has table {}; restore into a new database, or pass --force to replace them",
+        return Err(refused(url, &format!("table {}", tables_named(&present))));
+    }
+    let mut problems = create_schema(ctx, &t, schema, opts.force)?;
+    let partial = |step: &str, e: Error| {
+        Error::incomplete(format!(
+            "{step} failed; the database {} now holds the schema of snapshot {} and some of its \
+             rows, and nothing else in it was touched: restore again with --force to replace \
+             them, or drop the database",
             where_of(url),
-            tables_named(&present)
-        )));
-    }
-    if !present.is_empty() {
-        // CASCADE: foreign keys and views of other tables that point at them go too.
-        client
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {} CASCADE",
-                present.join(", ")
-            ))
-            .map_err(|e| Error::source_err("cannot drop the tables to replace").with_source(e))?;
-    }
-    let mut problems = Vec::new();
-    problems.extend(psql(ctx, &t, &schema.pre_data, "pre-data")?);
+            &manifest.id.as_str()[..8]
+        ))
+        .with_source(e)
+    };
     let entries: Vec<&TaskEntry> = manifest.tasks.iter().collect();
-    let loaded = r.each_entry(&entries, r.to)?;
+    let loaded = r
+        .each_entry(&entries, r.to)
+        .map_err(|e| partial("loading the rows", e))?;
     problems.extend(loaded.problems);
-    let stats = loaded.stats;
-    problems.extend(psql(ctx, &t, &schema.post_data, "post-data")?);
+    crate::failpoint::hit("pg-rows-loaded");
+    let mut finish = Vec::new();
     for (seq, value) in &schema.sequences {
-        client
-            .execute(
-                "SELECT setval($1::text::regclass, $2, true)",
-                &[&qualified(seq), value],
+        finish.extend(
+            format!(
+                "SELECT pg_catalog.setval({}, {value}, true);\n",
+                literal(&qualified(seq))
             )
-            .map_err(|e| Error::source_err(format!("cannot set sequence {seq}")).with_source(e))?;
+            .into_bytes(),
+        );
     }
-    Ok((stats, problems))
+    let (post, post_problems) = ctx
+        .fetch(&schema.post_data)
+        .map_err(|e| partial("reading the post-data schema", e))?;
+    problems.extend(post_problems);
+    let script = post
+        .open()
+        .map_err(|e| partial("reading the post-data schema", e))?;
+    in_one_transaction(&t, vec![script, Box::new(std::io::Cursor::new(finish))])
+        .map_err(|e| partial("building indexes, constraints and triggers", e))?;
+    Ok((loaded.stats, problems))
+}
+
+/// Step 1: the snapshot's `DROP`s (with `force`), its pre-data section and its large objects,
+/// in one transaction.
+fn create_schema(
+    ctx: &Fetcher<'_>,
+    t: &PgServer<'_>,
+    schema: &PostgresSchema,
+    force: bool,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut open = |data: &Receipt| -> Result<Box<dyn Read + Send>> {
+        let (verified, p) = ctx.fetch(data)?;
+        problems.extend(p);
+        verified.open()
+    };
+    let mut scripts = Vec::new();
+    if force {
+        if let Some(drops) = &schema.drops {
+            scripts.push(open(drops)?);
+        }
+    }
+    scripts.push(open(&schema.pre_data)?);
+    if let Some(los) = &schema.large_objects {
+        let los = open(los)?;
+        scripts.push(if force {
+            Box::new(ReplacingLargeObjects::new(los))
+        } else {
+            los
+        });
+    }
+    in_one_transaction(t, scripts).map_err(|e| {
+        if !force && e.to_string().contains("already exists") {
+            refused(t.url, "objects of the snapshot").with_source(e)
+        } else {
+            e.with_context("step", "creating the schema (nothing was changed)")
+        }
+    })?;
+    Ok(problems)
+}
+
+/// Runs `scripts` one after another with `psql` inside `BEGIN` … `COMMIT`, stopping at the first
+/// error, which rolls everything back.
+fn in_one_transaction(t: &PgServer<'_>, scripts: Vec<Box<dyn Read + Send>>) -> Result<()> {
+    let mut all: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(b"BEGIN;\n".to_vec()));
+    for s in scripts {
+        all = Box::new(all.chain(s).chain(std::io::Cursor::new(b"\n".to_vec())));
+    }
+    let mut all = all.chain(std::io::Cursor::new(b"COMMIT;\n".to_vec()));
+    client::PgTool::psql(t).run(Some(&mut all), None, "the restore's SQL failed")
+}
+
+/// The error of a restore into a database that holds `what` already.
+fn refused(url: &str, what: &str) -> Error {
+    Error::config(format!(
+        "the target database {} already has {what}; nothing was changed: restore into a new \
+         database, or pass --force to replace them",
+        where_of(url)
+    ))
+}
+
+/// A large-object script that first unlinks each object's OID where the target has it.
+struct ReplacingLargeObjects<R> {
+    lines: BufReader<R>,
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read> ReplacingLargeObjects<R> {
+    fn new(inner: R) -> Self {
+        ReplacingLargeObjects {
+            lines: BufReader::new(inner),
+            pending: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for ReplacingLargeObjects<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.pending.len() {
+            self.pending.clear();
+            self.at = 0;
+            let mut line = Vec::new();
+            if self.lines.read_until(b'\n', &mut line)? == 0 {
+                return Ok(0);
+            }
+            const CREATE: &[u8] = b"SELECT pg_catalog.lo_create('";
+            if let Some(rest) = line.strip_prefix(CREATE) {
+                let oid: String = rest
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .map(|&b| b as char)
+                    .collect();
+                self.pending.extend(
+                    format!(
+                        "SELECT pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata \
+                         WHERE oid = '{oid}';\n"
+                    )
+                    .into_bytes(),
+                );
+            }
+            self.pending.extend(line);
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Loads one range's rows into the database of `work` with `COPY … FROM STDIN`.
@@ -135,21 +270,6 @@ pub(super) fn load_range(
         },
         problems,
     ))
-}
-
-/// Runs one schema section with `psql` (pg_dump's output may hold psql meta-commands).
-fn psql(ctx: &Fetcher<'_>, t: &PgServer<'_>, data: &Receipt, section: &str) -> Result<Vec<String>> {
-    let (verified, problems) = ctx.fetch(data)?;
-    let mut sql = Vec::new();
-    std::io::copy(&mut verified.open()?, &mut sql).map_err(|e| {
-        Error::integrity(format!("cannot decode the {section} schema")).with_source(e)
-    })?;
-    client::PgTool::psql(t).run(
-        Some(&sql),
-        None,
-        &format!("creating the {section} schema failed"),
-    )?;
-    Ok(problems)
 }
 
 /// `"public"."x", "s"."y"` as `public.x, s.y`.
