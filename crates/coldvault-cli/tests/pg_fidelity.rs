@@ -290,3 +290,33 @@ fn a_restore_that_fails_part_way_says_what_it_left_and_force_replaces_it() {
     assert_eq!(content(&pg, &to, "t"), content(&pg, &db, "t"));
     assert_eq!(schema_dump(&pg, &to), schema_dump(&pg, &db));
 }
+
+#[test]
+fn rows_a_security_policy_would_hide_from_the_backup_role_fail_the_backup() {
+    let pg = Postgres::from_env();
+    let db = pg.create_db("rls");
+    let role = format!("reader_{}", std::process::id());
+    pg.client(&db)
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw';
+             CREATE TABLE secret (id int PRIMARY KEY, owner text);
+             INSERT INTO secret VALUES (1, 'them'), (2, '{role}');
+             ALTER TABLE secret ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY mine ON secret USING (owner = current_user);
+             GRANT SELECT ON secret TO {role};"
+        ))
+        .unwrap();
+    let url = pg.url(&db).replace("postgres@", &format!("{role}@"));
+    let env = Env::new(
+        &format!("type = \"postgres\"\nurl = \"{url}\""),
+        "max_rows = 40",
+        2,
+    );
+    let (c, out, err) = env.run_with(&["backup"], "PGPASSWORD", "pw");
+    assert_eq!(c, 1, "{out}{err}");
+    assert!(err.contains("row-level security"), "{err}");
+    assert!(
+        env.run(&["snapshots", "--json"]).1.contains("[]"),
+        "no snapshot"
+    );
+}

@@ -359,6 +359,9 @@ pub(crate) fn read_range(
             format!("SET TRANSACTION SNAPSHOT '{}'", id.replace('\'', "")),
         ]);
     }
+    // As pg_dump does: a row-level security policy that would hide rows from the backup's role
+    // makes the read fail instead of storing a silently partial table.
+    psql.args(["-c", "SET row_security = off"]);
     psql.args(["-c".to_owned(), format!("COPY ({query}) TO STDOUT")])
         .args(["-c", "COMMIT"]);
     let mut stats = ReadStats::default();
