@@ -166,10 +166,15 @@ fn a_restore_of_some_tables_leaves_the_other_tables_of_the_target_alone() {
     pg.client(&db)
         .batch_execute(&format!(
             "{both} INSERT INTO a (v) SELECT 'a' || i FROM generate_series(1, 90) i;
-             INSERT INTO b SELECT i, 'source' FROM generate_series(1, 3) i;"
+             INSERT INTO b SELECT i, 'source' FROM generate_series(1, 3) i;
+             CREATE TABLE m (k int, v text) PARTITION BY RANGE (k);
+             CREATE TABLE m1 PARTITION OF m FOR VALUES FROM (0) TO (100);
+             CREATE TABLE m2 PARTITION OF m FOR VALUES FROM (100) TO (200);
+             INSERT INTO m SELECT i, 'm' || i FROM generate_series(0, 199) i;"
         ))
         .unwrap();
-    let env = pg_env(&pg, &db, "\ntables = [\"public.a\"]");
+    // A partition brings the partitioned table it belongs to, and nothing else.
+    let env = pg_env(&pg, &db, "\ntables = [\"public.a\", \"public.m1\"]");
     ok(&pg, &env, &["backup"]);
     let to = pg.create_db("part_back");
     pg.client(&to)
@@ -181,6 +186,10 @@ fn a_restore_of_some_tables_leaves_the_other_tables_of_the_target_alone() {
 
     ok(&pg, &env, &["restore", "latest", "--to", &pg.url(&to)]);
     assert_eq!(content(&pg, &to, "a"), content(&pg, &db, "a"));
+    assert_eq!(content(&pg, &to, "m1"), content(&pg, &db, "m1"));
+    assert_eq!(one::<i64>(&pg, &to, "SELECT count(*) FROM m"), 100);
+    let m2 = "SELECT to_regclass('m2') IS NULL";
+    assert!(one::<bool>(&pg, &to, m2), "m2 was not selected");
     assert_eq!(one::<i64>(&pg, &to, theirs), 7, "b is not the snapshot's");
     let next = "SELECT nextval('a_id_seq')";
     assert_eq!(one::<i64>(&pg, &to, next), one::<i64>(&pg, &db, next));
