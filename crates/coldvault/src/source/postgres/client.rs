@@ -3,7 +3,9 @@
 //! failure reported with what they printed on standard error.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use super::PgServer;
 use crate::error::{Error, Result};
@@ -38,7 +40,7 @@ impl<'a> PgTool<'a> {
         PgTool {
             program,
             server,
-            cmd: Command::new(program),
+            cmd: Command::new(resolved(program)),
         }
     }
 
@@ -110,6 +112,46 @@ impl<'a> PgTool<'a> {
         fed.map_err(|e| Error::source_err(format!("cannot feed {program}")).with_source(e))?;
         read
     }
+}
+
+/// Where `program` is: the one on `PATH`, except when that is Debian's `pg_wrapper` (a Perl
+/// script that picks a version, costing tens of milliseconds per start, once per task): then the
+/// newest version's own binary under `/usr/lib/postgresql/*/bin`, which is what the wrapper
+/// would pick for a remote server. Resolved once per process.
+fn resolved(program: &'static str) -> PathBuf {
+    static PSQL: OnceLock<PathBuf> = OnceLock::new();
+    static PG_DUMP: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if program == "psql" { &PSQL } else { &PG_DUMP };
+    cell.get_or_init(|| {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_else(Vec::new)
+            .into_iter()
+            .find(|p| p.is_file());
+        let wrapped = on_path
+            .as_ref()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .is_some_and(|p| p.ends_with("pg_wrapper"));
+        if !wrapped {
+            return on_path.unwrap_or_else(|| PathBuf::from(program));
+        }
+        newest_installed(program).unwrap_or_else(|| PathBuf::from(program))
+    })
+    .clone()
+}
+
+/// `/usr/lib/postgresql/<newest major>/bin/<program>`, if there is one.
+fn newest_installed(program: &str) -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let major: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin").join(program);
+            bin.is_file().then_some((major, bin))
+        })
+        .max()
+        .map(|(_, bin)| bin)
 }
 
 /// Hands each chunk the program writes on `stdout` to `each`.
