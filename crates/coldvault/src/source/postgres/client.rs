@@ -125,7 +125,7 @@ fn resolved(program: &'static str) -> PathBuf {
     cell.get_or_init(|| {
         let on_path = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
-            .unwrap_or_else(Vec::new)
+            .unwrap_or_default()
             .into_iter()
             .find(|p| p.is_file());
         let wrapped = on_path
