@@ -124,7 +124,11 @@ fn resolved(program: &'static str) -> PathBuf {
     let cell = if program == "psql" { &PSQL } else { &PG_DUMP };
     cell.get_or_init(|| {
         let on_path = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(program))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default()
             .into_iter()
             .find(|p| p.is_file());
