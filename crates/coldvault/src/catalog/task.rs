@@ -81,6 +81,10 @@ pub struct PgRangeTask {
     /// The condition every row must meet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// A table small enough to be read whole on a connection kept between tasks (one COPY,
+    /// not a new client and a new backend per table).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub small: bool,
 }
 
 /// How a table's rows are split.

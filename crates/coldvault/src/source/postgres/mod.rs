@@ -78,6 +78,7 @@ impl SourceKind for PostgresSource {
             cover,
             sequences,
             schema: Mutex::new(None),
+            kept: Kept::default(),
         }))
     }
 
@@ -90,6 +91,7 @@ impl SourceKind for PostgresSource {
             cover: Cover::Whole,
             sequences: Vec::new(),
             schema: Mutex::new(None),
+            kept: Kept::default(),
         }))
     }
 
@@ -123,6 +125,7 @@ struct Held<'a> {
     cover: Cover,
     sequences: Vec<(String, i64)>,
     schema: Mutex<Option<crate::catalog::PostgresSchema>>,
+    kept: Kept,
 }
 
 impl RunSource for Held<'_> {
@@ -147,6 +150,9 @@ impl RunSource for Held<'_> {
             t.filter.as_deref(),
             &t.columns,
         );
+        if t.small {
+            return Ok(self.kept.read(&self.server, snapshot, &query, out)?.into());
+        }
         Ok(read_range(&self.server, snapshot, &query, out)?.into())
     }
 
@@ -339,6 +345,87 @@ pub(crate) fn range_query(
     };
     // ONLY: an inheritance parent's own rows; each child is a table of its own.
     super::range::select(&cols, &format!("ONLY {}", qualified(table)), cond, filter)
+}
+
+/// Connections reading in a snapshot, kept between the tasks of small tables: such a task costs
+/// one COPY on an open connection, not a new `psql` and a new backend. At most one per task
+/// running at once; closed (their transactions ending) when the run ends.
+#[derive(Default)]
+struct Kept {
+    idle: Mutex<Vec<(Option<String>, Client)>>,
+}
+
+impl Kept {
+    /// Streams `query` with `COPY … TO STDOUT` into `out` on a kept connection in `snapshot`.
+    fn read(
+        &self,
+        server: &PgServer<'_>,
+        snapshot: Option<&str>,
+        query: &str,
+        out: &mut dyn Write,
+    ) -> Result<ReadStats> {
+        let taken = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let at = idle.iter().position(|(s, _)| s.as_deref() == snapshot);
+            at.map(|i| idle.swap_remove(i).1)
+        };
+        let mut client = match taken {
+            Some(c) => c,
+            None => {
+                let mut c = connect(server)?;
+                let mut setup = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;".to_owned();
+                if let Some(id) = snapshot {
+                    setup.push_str(&format!(
+                        "SET TRANSACTION SNAPSHOT '{}';",
+                        id.replace('\'', "")
+                    ));
+                }
+                // See `read_range`.
+                setup.push_str("SET row_security = off;");
+                c.batch_execute(&setup)
+                    .map_err(sql_err("cannot import the snapshot".into()))?;
+                c
+            }
+        };
+        let mut stats = ReadStats::default();
+        let mut counted = Counted {
+            out,
+            stats: &mut stats,
+        };
+        let mut rows = client
+            .copy_out(&format!("COPY ({query}) TO STDOUT"))
+            .map_err(sql_err("reading a range failed".into()))?;
+        std::io::copy(&mut rows, &mut counted).map_err(|e| {
+            Error::source_err(format!(
+                "reading a range failed on {}",
+                where_of(server.url)
+            ))
+            .with_source(e)
+        })?;
+        drop(rows);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push((snapshot.map(str::to_owned), client));
+        Ok(stats)
+    }
+}
+
+/// Counts the rows and bytes of COPY text on their way to `out`.
+struct Counted<'a> {
+    out: &'a mut dyn Write,
+    stats: &'a mut ReadStats,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.stats.rows += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        self.stats.bytes_read += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Streams one range with `COPY … TO STDOUT` (text format) into `out`, inside the shared snapshot.

@@ -9,6 +9,9 @@ use crate::catalog::{PgRangeTask, PgSplit, TaskKind};
 use crate::error::{Error, Result};
 use crate::job::Database;
 
+/// A table of at most this many bytes on disk, read in one task, is read on a kept connection.
+const SMALL_TABLE: u64 = 16 << 20;
+
 struct TableInfo {
     name: String,
     rows: f64,
@@ -123,6 +126,7 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
                     end: None,
                     columns: what(&tb).1,
                     filter: what(&tb).0,
+                    small: false,
                 }),
                 0,
                 0,
@@ -137,6 +141,7 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
             None => (PgSplit::Ctid, block_bounds(&tb, max_rows)),
         };
         let n = bounds.len() as u64 + 1;
+        let small = n == 1 && bytes <= SMALL_TABLE;
         let mut start = None;
         for end in bounds.into_iter().map(Some).chain([None]) {
             tasks.push((
@@ -147,6 +152,7 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
                     end,
                     columns: what(&tb).1,
                     filter: what(&tb).0,
+                    small,
                 }),
                 bytes / n,
                 rows / n,
