@@ -140,6 +140,15 @@ fn inheritance_generated_columns_matviews_large_objects_and_post_data_round_trip
         schema_dump(&pg, &db),
         "every object, post-data included"
     );
+    // --force replaces every object of the snapshot, large objects included, in place.
+    ok(
+        &pg,
+        &env,
+        &["restore", "latest", "--to", &pg.url(&to), "--force"],
+    );
+    assert_eq!(one::<String>(&pg, &to, lo), one::<String>(&pg, &db, lo));
+    assert_eq!(content(&pg, &to, "child"), content(&pg, &db, "child"));
+    assert_eq!(schema_dump(&pg, &to), schema_dump(&pg, &db));
     let next = "INSERT INTO g (x) VALUES (1) RETURNING id";
     assert_eq!(one::<i32>(&pg, &to, next), one::<i32>(&pg, &db, next));
     pg.client(&to)
