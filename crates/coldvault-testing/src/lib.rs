@@ -1,5 +1,6 @@
 //! Test helpers for coldvault: an in-memory target, a fault-injecting target, fixture builders and
-//! a tree comparison that checks what a user would check after a restore.
+//! a tree comparison that checks what a user would check after a restore, and a comparison of two
+//! PostgreSQL databases (`pg_compare`).
 
 mod faulty;
 pub mod fixtures;
@@ -7,6 +8,7 @@ mod garage;
 mod mariadb;
 mod memory;
 mod pg;
+pub mod pg_compare;
 mod spark;
 
 pub use faulty::{Fault, FaultyTarget};

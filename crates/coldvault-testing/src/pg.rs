@@ -35,6 +35,40 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port())
     }
 
+    /// The path of one of the server's programs (`psql`, `pg_dump`, `pg_restore`): the server's
+    /// own version, from `PG_BIN`.
+    pub fn bin(&self, program: &str) -> std::path::PathBuf {
+        std::path::Path::new(&self.vars["PG_BIN"]).join(program)
+    }
+
+    /// A command running the server's `program` with the password in its environment.
+    pub fn command(&self, program: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(self.bin(program));
+        c.env("PGPASSWORD", self.password());
+        c
+    }
+
+    /// `pg_dump --schema-only --no-owner --no-acl` of `db`, as text; panics when pg_dump fails.
+    pub fn schema_dump(&self, db: &str) -> String {
+        let out = self
+            .command("pg_dump")
+            .args([
+                "--schema-only",
+                "--no-owner",
+                "--no-acl",
+                "-d",
+                &self.url(db),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run pg_dump: {e}"));
+        assert!(
+            out.status.success(),
+            "pg_dump --schema-only of {db} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("pg_dump writes UTF-8 for a UTF-8 database")
+    }
+
     /// A client connected to `db`.
     pub fn client(&self, db: &str) -> postgres::Client {
         let mut c: postgres::Config = self.url(db).parse().unwrap();
