@@ -48,24 +48,7 @@ fn content(pg: &Postgres, db: &str, table: &str) -> (i64, i64) {
 
 /// `pg_dump --schema-only` without its header (the per-run `\restrict` key, versions).
 fn schema_dump(pg: &Postgres, db: &str) -> String {
-    let out = std::process::Command::new("pg_dump")
-        .args([
-            "--schema-only",
-            "--no-owner",
-            "--no-acl",
-            "--dbname",
-            &pg.url(db),
-        ])
-        .env("PGPASSWORD", pg.password())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    pg.schema_dump(db)
         .lines()
         .filter(|l| !l.starts_with('\\') && !l.starts_with("-- Dumped "))
         .collect::<Vec<_>>()
