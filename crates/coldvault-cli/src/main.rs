@@ -1,7 +1,8 @@
 //! The `coldvault` command: a thin shell over the coldvault library.
 //!
 //! Exit codes: 0 when the command did what it says; 1 when it ran but found damage (verify,
-//! repair) or some tasks failed (backup, restore: then no snapshot is committed); 2 when it could
+//! repair), some tasks failed (backup, restore: then no snapshot is committed) or some database
+//! objects could not be restored (restore, naming each); 2 when it could
 //! not run at all (bad arguments, a bad job file, an unreachable source or node); 3 when a backup
 //! saved its snapshot but left out entries it could not read (named in its warnings).
 
@@ -116,6 +117,10 @@ enum Command {
         /// Restore into a non-empty directory, or replace an existing database file
         #[arg(long)]
         force: bool,
+        /// MySQL / MariaDB: create views, routines, triggers and events without their DEFINER,
+        /// so they belong to the restoring account
+        #[arg(long)]
+        skip_definer: bool,
         #[command(flatten)]
         engine: EngineArgs,
         /// Print one JSON document
@@ -408,6 +413,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             include,
             parallel,
             force,
+            skip_definer,
             engine,
             json,
         } => {
@@ -417,6 +423,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                 include,
                 parallel: parallel.unwrap_or(job.run.parallel).max(1),
                 force,
+                skip_definer,
             };
             let started = std::time::Instant::now();
             let show = !json && std::io::stdout().is_terminal();
@@ -437,6 +444,9 @@ fn run(command: Command) -> Result<u8, Failure> {
             for w in &report.warnings {
                 eprintln!("coldvault: warning: {w}");
             }
+            for n in &report.not_restored {
+                eprintln!("coldvault: error: not restored: {n}");
+            }
             if json {
                 print_json(&report);
             } else {
@@ -451,8 +461,14 @@ fn run(command: Command) -> Result<u8, Failure> {
                     report.stats.rows,
                     bytes(report.stats.bytes_read)
                 );
+                if !report.not_restored.is_empty() {
+                    println!(
+                        "{} object(s) could not be restored (named above)",
+                        report.not_restored.len()
+                    );
+                }
             }
-            Ok(0)
+            Ok(if report.not_restored.is_empty() { 0 } else { 1 })
         }
     }
 }

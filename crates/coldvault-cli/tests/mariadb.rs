@@ -403,7 +403,7 @@ INSERT INTO x VALUES (1, 'one'), (2, 'two')",
     let (c, _, err) = run(&my, &env, &["restore", "latest", "--to", &my.url(&db)]);
     assert_eq!(c, 2, "{err}");
     assert!(
-        err.contains("already has x") && err.contains("--force"),
+        err.contains("already has table `x`") && err.contains("--force"),
         "{err}"
     );
     assert_eq!(my.rows(&db, "x", "id").len(), 2, "nothing was touched");

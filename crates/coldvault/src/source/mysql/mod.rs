@@ -14,7 +14,8 @@
 //! BIT columns as integers.
 //!
 //! Besides the rows, a snapshot keeps the tables' definitions and the database's other objects
-//! (views, routines, triggers, events, sequences: [`objects`]).
+//! (views, routines, triggers, events, sequences: [`objects`]), which a restore creates again in
+//! dependency order ([`restore`], [`recreate`]).
 
 use std::io::Write;
 use std::time::Duration;
@@ -22,8 +23,10 @@ use std::time::Duration;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Value};
 
+mod definer;
 mod objects;
 mod plan;
+mod recreate;
 mod restore;
 mod snapshot;
 
@@ -87,7 +90,7 @@ impl SourceKind for MysqlSource {
     }
 
     fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored> {
-        restore::restore(r).map(Into::into)
+        restore::restore(r)
     }
 }
 
