@@ -1,11 +1,11 @@
 //! The `coldvault` command: a thin shell over the coldvault library.
 //!
 //! Exit codes: 0 when the command did what it says; 1 when it ran but found damage (verify,
-//! repair) or some tasks failed (backup, restore: then no snapshot is committed), or a restore
-//! stopped part way; 2 when it could not run at all (bad arguments, a bad job file, an
-//! unreachable source or node); 3 when a backup saved its snapshot but left out entries it could
-//! not read (named in its warnings). With `--json`, a command that fails prints one document
-//! `{"error": …, "exit_code": …}` on stdout too.
+//! repair), some tasks failed (backup, restore: then no snapshot is committed), some database
+//! objects could not be restored (restore, naming each), or a restore stopped part way; 2 when it
+//! could not run at all (bad arguments, a bad job file, an unreachable source or node); 3 when a
+//! backup saved its snapshot but left out entries it could not read (named in its warnings). With
+//! `--json`, a command that fails prints one document `{"error": …, "exit_code": …}` on stdout too.
 
 #![warn(clippy::unwrap_used)]
 
@@ -118,6 +118,10 @@ enum Command {
         /// Restore into a non-empty directory, or replace an existing database file
         #[arg(long)]
         force: bool,
+        /// MySQL / MariaDB: create views, routines, triggers and events without their DEFINER,
+        /// so they belong to the restoring account
+        #[arg(long)]
+        skip_definer: bool,
         #[command(flatten)]
         engine: EngineArgs,
         /// Print one JSON document
@@ -433,6 +437,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             include,
             parallel,
             force,
+            skip_definer,
             engine,
             json,
         } => {
@@ -442,6 +447,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                 include,
                 parallel: parallel.unwrap_or(job.run.parallel).max(1),
                 force,
+                skip_definer,
             };
             let started = std::time::Instant::now();
             let show = !json && std::io::stdout().is_terminal();
@@ -462,6 +468,9 @@ fn run(command: Command) -> Result<u8, Failure> {
             for w in &report.warnings {
                 eprintln!("coldvault: warning: {w}");
             }
+            for n in &report.not_restored {
+                eprintln!("coldvault: error: not restored: {n}");
+            }
             if json {
                 print_json(&report);
             } else {
@@ -476,8 +485,14 @@ fn run(command: Command) -> Result<u8, Failure> {
                     report.stats.rows,
                     bytes(report.stats.bytes_read)
                 );
+                if !report.not_restored.is_empty() {
+                    println!(
+                        "{} object(s) could not be restored (named above)",
+                        report.not_restored.len()
+                    );
+                }
             }
-            Ok(0)
+            Ok(if report.not_restored.is_empty() { 0 } else { 1 })
         }
     }
 }

@@ -2,8 +2,11 @@
 //! common type round-trips exactly, a concurrent write workload keeps its invariant in the
 //! restored data (one consistent snapshot for every task), skewed and sparse keys, NULL split
 //! keys and key-less tables are covered once, and bad input is a clear error that commits nothing.
+//! The schema's other objects are in [`objects`].
 
 mod common;
+#[path = "mariadb/objects.rs"]
+mod objects;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -304,7 +307,10 @@ fn bad_input_is_a_clear_error_and_commits_nothing() {
             "CREATE TABLE x (id INT PRIMARY KEY);
 INSERT INTO x VALUES (1);
 CREATE USER IF NOT EXISTS 'weak'@'127.0.0.1' IDENTIFIED BY 'weakpw';
-GRANT SELECT ON {db}.* TO 'weak'@'127.0.0.1'"
+GRANT SELECT ON {db}.* TO 'weak'@'127.0.0.1';
+CREATE USER IF NOT EXISTS 'noevent'@'127.0.0.1' IDENTIFIED BY 'weakpw';
+GRANT SELECT ON {db}.* TO 'noevent'@'127.0.0.1';
+GRANT RELOAD ON *.* TO 'noevent'@'127.0.0.1'"
         ),
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -351,6 +357,15 @@ GRANT SELECT ON {db}.* TO 'weak'@'127.0.0.1'"
             format!("url = \"{weak}\"\npassword_env = \"WEAK_PW\""),
             vec![],
             "RELOAD privilege",
+            vec![("WEAK_PW", "weakpw")],
+        ),
+        (
+            format!(
+                "url = \"{}\"\npassword_env = \"WEAK_PW\"",
+                url.replace("root@", "noevent@")
+            ),
+            vec![],
+            "grant the backup user EVENT",
             vec![("WEAK_PW", "weakpw")],
         ),
         (
@@ -403,7 +418,7 @@ INSERT INTO x VALUES (1, 'one'), (2, 'two')",
     let (c, _, err) = run(&my, &env, &["restore", "latest", "--to", &my.url(&db)]);
     assert_eq!(c, 2, "{err}");
     assert!(
-        err.contains("already has x") && err.contains("--force"),
+        err.contains("already has table `x`") && err.contains("--force"),
         "{err}"
     );
     assert_eq!(my.rows(&db, "x", "id").len(), 2, "nothing was touched");

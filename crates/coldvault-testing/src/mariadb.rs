@@ -1,7 +1,9 @@
 //! The MariaDB server that `scripts/test` starts. A test that needs it fails (never skips) when
 //! it is not running.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use mysql::prelude::Queryable;
 
@@ -94,5 +96,91 @@ impl Mariadb {
             .into_iter()
             .map(|r| format!("{:?}", r.unwrap_raw()))
             .collect()
+    }
+
+    /// Runs the `mariadb` client on `db` with `sql` as its input, bytes as they are (a script in
+    /// another character set than UTF-8); `args` go before the database.
+    pub fn client(&self, db: &str, args: &[&str], sql: &[u8]) {
+        let mut child = self
+            .command("mariadb")
+            .args(args)
+            .arg(db)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run mariadb");
+        child.stdin.take().unwrap().write_all(sql).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "mariadb {args:?} {db}: {out:?}");
+    }
+
+    /// `mysqldump --routines --triggers --events from | mariadb to`: what mysqldump gives back,
+    /// to hold a restore against.
+    pub fn dump_and_reload(&self, from: &str, to: &str) {
+        let out = self
+            .command("mysqldump")
+            .args(["--routines", "--triggers", "--events", from])
+            .output()
+            .expect("run mysqldump");
+        assert!(out.status.success(), "mysqldump {from}: {out:?}");
+        self.client(to, &[], &out.stdout);
+    }
+
+    /// A command of the MariaDB client tools, connected as root to the server.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.args(["-h127.0.0.1", &format!("-P{}", self.port()), "-uroot"])
+            .env("MYSQL_PWD", self.password())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Every table, view, sequence, routine, trigger and event of `db` as `SHOW CREATE` prints
+    /// it (all its columns but `Created`, with `db`'s name replaced by `DB`), and the order the
+    /// triggers fire in: what must be equal after a restore.
+    pub fn definitions(&self, db: &str) -> BTreeMap<String, String> {
+        let mut c = self.conn(db);
+        let objects: Vec<(String, String)> = c
+            .query(
+                "SELECT IF(TABLE_TYPE = 'BASE TABLE', 'TABLE', TABLE_TYPE), TABLE_NAME \
+                   FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
+                 UNION ALL SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES \
+                   WHERE ROUTINE_SCHEMA = DATABASE() \
+                 UNION ALL SELECT 'TRIGGER', TRIGGER_NAME FROM information_schema.TRIGGERS \
+                   WHERE TRIGGER_SCHEMA = DATABASE() \
+                 UNION ALL SELECT 'EVENT', EVENT_NAME FROM information_schema.EVENTS \
+                   WHERE EVENT_SCHEMA = DATABASE()",
+            )
+            .unwrap();
+        let mut out = BTreeMap::new();
+        for (kind, name) in objects {
+            let row: mysql::Row = c
+                .query_first(format!("SHOW CREATE {kind} `{name}`"))
+                .unwrap()
+                .unwrap();
+            let shown: Vec<String> = row
+                .columns_ref()
+                .iter()
+                .enumerate()
+                .filter(|(_, col)| col.name_str() != "Created")
+                .map(|(i, col)| {
+                    let v = match row.as_ref(i) {
+                        Some(mysql::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                        other => format!("{other:?}"),
+                    };
+                    format!("{}: {}", col.name_str(), v.replace(db, "DB"))
+                })
+                .collect();
+            out.insert(format!("{kind} {name}"), shown.join("\n"));
+        }
+        let order: Vec<(String, String, String, String, u64)> = c
+            .query(
+                "SELECT EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, TRIGGER_NAME, \
+                   ACTION_ORDER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() \
+                 ORDER BY 1, 2, 3, 5",
+            )
+            .unwrap();
+        out.insert("trigger order".into(), format!("{order:?}"));
+        out
     }
 }

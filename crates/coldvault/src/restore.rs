@@ -39,6 +39,9 @@ pub struct RestoreReport {
     /// What could not be restored as it was (an attribute or a device node that a restore
     /// without root's privileges cannot make), naming each entry.
     pub warnings: Vec<String>,
+    /// What could not be restored at all (a database object the target refused), naming each:
+    /// the restore ran but is incomplete, and the command ends with exit code 1.
+    pub not_restored: Vec<String>,
 }
 
 /// Restores snapshot `spec` of `job` into `to`.
@@ -85,6 +88,7 @@ pub fn restore_from(
         stats: restored.stats,
         replica_problems: restored.problems,
         warnings: restored.warnings,
+        not_restored: restored.not_restored,
     })
 }
 

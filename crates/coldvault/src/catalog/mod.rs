@@ -14,6 +14,7 @@ mod task;
 mod warning;
 
 pub use attrs::{FileAttrs, XattrValue};
+pub use schema::{MyRoutine, MySequence, MySession};
 
 pub use schema::{MyObject, MysqlSchema, PostgresSchema, Schema, SchemaObject, SqliteSchema};
 pub use task::{

@@ -59,8 +59,11 @@ pub struct PostgresSchema {
 pub struct MyObject {
     /// Its name.
     pub name: String,
-    /// The `CREATE` statement (views without their `DEFINER`).
+    /// The `CREATE` statement, with its `DEFINER` (which older snapshots left out of views).
     pub create: String,
+    /// The session it was created in (views, triggers, routines, events); none for tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<MySession>,
 }
 
 /// What a snapshot keeps of a MySQL / MariaDB database besides its rows.
@@ -71,8 +74,67 @@ pub struct MysqlSchema {
     /// The views.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub views: Vec<MyObject>,
+    /// Stored procedures, functions and packages (whole-database backups only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routines: Vec<MyRoutine>,
+    /// The triggers of the tables kept, in the order they fire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<MyObject>,
+    /// The events (whole-database backups only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<MyObject>,
+    /// MariaDB sequences, with the value each hands out next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<MySequence>,
+    /// The database's default collation (so character set), given to a database restore creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
     /// How long the global read lock was held, in milliseconds.
     pub lock_ms: u64,
+}
+
+/// The session settings a MySQL view, trigger, routine or event was created under (its text is
+/// read as they say), set again to create it, as mysqldump's `/*!50003 SET … */` lines do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MySession {
+    /// `sql_mode` (not kept for views, which the server stores in a canonical form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_mode: Option<String>,
+    /// `character_set_client`.
+    pub character_set_client: String,
+    /// `collation_connection`.
+    pub collation_connection: String,
+    /// `time_zone` (events: their schedule is in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// A stored routine as `SHOW CREATE PROCEDURE` (or `FUNCTION`, `PACKAGE`, `PACKAGE BODY`) prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MyRoutine {
+    /// `PROCEDURE`, `FUNCTION`, `PACKAGE` or `PACKAGE BODY`.
+    pub kind: String,
+    /// Its name, text and session.
+    #[serde(flatten)]
+    pub object: MyObject,
+}
+
+/// A MariaDB sequence: `SHOW CREATE SEQUENCE`, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MySequence {
+    /// Its name.
+    pub name: String,
+    /// The `CREATE SEQUENCE` statement.
+    pub create: String,
+    /// Its `next_not_cached_value`: what it hands out next once restored (as mysqldump keeps it).
+    pub next: i64,
+    /// Its `cycle_count`: how many times it has cycled.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The schema of any kind of database, as a source hands it to the manifest.

@@ -285,6 +285,9 @@ pub struct RestoreOptions {
     pub parallel: usize,
     /// Restore into a non-empty directory (replacing files) or over an existing database.
     pub force: bool,
+    /// MySQL / MariaDB: create views, routines, triggers and events without their `DEFINER`, so
+    /// they belong to the restoring account (for a target without the source's accounts).
+    pub skip_definer: bool,
 }
 
 /// One data file to restore in a worker, with what the coordinator decided for all of them.
@@ -315,6 +318,9 @@ pub(crate) struct Restored {
     /// What could not be restored as it was (an attribute or a device node a restore without
     /// privileges cannot make), naming each entry.
     pub warnings: Vec<String>,
+    /// What could not be restored at all (a database object the target refused), naming each:
+    /// the restore ran, but is incomplete.
+    pub not_restored: Vec<String>,
 }
 
 impl From<(ReadStats, Vec<String>)> for Restored {
@@ -322,7 +328,7 @@ impl From<(ReadStats, Vec<String>)> for Restored {
         Restored {
             stats,
             problems,
-            warnings: Vec::new(),
+            ..Restored::default()
         }
     }
 }

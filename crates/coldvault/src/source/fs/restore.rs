@@ -66,6 +66,7 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<Restored> {
         stats: all.stats,
         problems: all.problems,
         warnings,
+        ..Restored::default()
     })
 }
 

@@ -12,6 +12,10 @@
 //! `\N` for NULL, and backslash escapes for backslash, tab, newline and NUL. Values travel as the
 //! server's own text (`SET NAMES binary`: no character-set conversion; `time_zone = '+00:00'`),
 //! BIT columns as integers.
+//!
+//! Besides the rows, a snapshot keeps the tables' definitions and the database's other objects
+//! (views, routines, triggers, events, sequences: [`objects`]), which a restore creates again in
+//! dependency order ([`restore`], [`recreate`]).
 
 use std::io::Write;
 use std::time::Duration;
@@ -19,7 +23,10 @@ use std::time::Duration;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Value};
 
+mod definer;
+mod objects;
 mod plan;
+mod recreate;
 mod restore;
 mod snapshot;
 
@@ -70,8 +77,8 @@ impl SourceKind for MysqlSource {
                 }
             }
         }
-        let views = (!db.tables.is_empty()).then_some(&db.tables[..]);
-        let schema = set.schema(&tables, views)?;
+        let patterns = (!db.tables.is_empty()).then_some(&db.tables[..]);
+        let schema = set.schema(&tables, patterns)?;
         Ok(Box::new(Held {
             set: Some(set),
             schema,
@@ -83,7 +90,7 @@ impl SourceKind for MysqlSource {
     }
 
     fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored> {
-        restore::restore(r).map(Into::into)
+        restore::restore(r)
     }
 }
 

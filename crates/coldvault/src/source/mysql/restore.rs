@@ -1,11 +1,16 @@
-//! Restoring a MySQL / MariaDB snapshot into a database: the tables (primary key only), every
-//! range's rows with `LOAD DATA LOCAL INFILE` in parallel, then the secondary indexes (built once
-//! over the loaded rows, as `myloader --innodb-optimize-keys` does), the foreign keys, and the
-//! views. The database is created when missing. Tables of the snapshot that already exist there
-//! are refused unless `force` is given, which replaces them.
+//! Restoring a MySQL / MariaDB snapshot into a database, in dependency order: the sequences (a
+//! column's default may draw from one), the tables (primary key only), every range's rows with
+//! `LOAD DATA LOCAL INFILE` in parallel, then the secondary indexes (built once over the loaded
+//! rows, as `myloader --innodb-optimize-keys` does) and the foreign keys, the sequences' values,
+//! then the routines, the views, the triggers (after the rows, so the load fires none, as
+//! mysqldump places them after each table's data) and the events (last, so none runs on a
+//! database half restored), each as [`recreate`] creates it. The database is created when
+//! missing. Objects of the snapshot that already exist there are refused unless `force` is
+//! given, which replaces them.
 //!
 //! A load that produces any warning (a value the column would not take as it is) fails with the
-//! server's warning, and the number of rows loaded must equal the number read.
+//! server's warning, and the number of rows loaded must equal the number read. An object that
+//! cannot be created is named in [`Restored::not_restored`], never left out silently.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,15 +19,16 @@ use std::sync::{Arc, Mutex};
 use mysql::prelude::Queryable;
 use mysql::{Conn, LocalInfileHandler};
 
+use super::recreate::{self, Creator};
 use super::{ident, literal, options, sql_err, where_of, MyServer};
 use crate::catalog::{ColumnKind, MyRangeTask, MysqlSchema, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
-use crate::source::RestoreRun;
+use crate::source::{RestoreRun, Restored};
 use crate::util::map_parallel;
 
-pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
-    let (ctx, job, manifest, opts) = (r.fetch, r.job, r.manifest, r.opts);
+pub(super) fn restore(r: &RestoreRun<'_>) -> Result<Restored> {
+    let (job, manifest, opts) = (r.job, r.manifest, r.opts);
     let schema = manifest
         .mysql
         .as_ref()
@@ -40,30 +46,12 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
         url,
         password: &password,
     };
-    let mut conn = create_database(&t)?;
-    clear_target(&mut conn, schema, url, opts.force)?;
-    let mut deferred = Vec::new();
-    for table in &schema.tables {
-        let (create, keys, fks) = split_create(&table.create);
-        conn.query_drop(&create)
-            .map_err(sql_err(format!("cannot create table {}", table.name)))?;
-        deferred.push((table.name.as_str(), keys, fks));
-    }
-    let mut stats = ReadStats::default();
-    let mut problems = Vec::new();
-    // Parallel loads into one table can deadlock on InnoDB's locks; the server rolls the load
-    // back, and it is sent again.
-    let backoff = crate::store::Backoff::new(job.run.retries, job.run.retry_delay);
-    let loaded = map_parallel(&manifest.tasks, parallel, |task| {
-        backoff
-            .run(&format!("load {}", task.id), || load_range(ctx, &t, task))
-            .map_err(|e| e.with_context("task", &task.id))
-    });
-    for l in loaded {
-        let (s, p) = l?;
-        stats.add(&s);
-        problems.extend(p);
-    }
+    let mut conn = create_database(&t, schema.collation.as_deref())?;
+    recreate::clear_target(&mut conn, schema, url, opts.force)?;
+    let mut objects = Creator::new(&mut conn, opts.skip_definer);
+    objects.create_sequences(&schema.sequences);
+    let deferred = create_tables(objects.conn(), schema)?;
+    let (stats, problems) = load_all(r, &t, parallel)?;
     let built = map_parallel(&deferred, parallel, |(table, keys, _)| {
         alter(&t, table, keys)
     });
@@ -71,13 +59,65 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
     for (table, _, fks) in &deferred {
         alter(&t, table, fks)?;
     }
-    problems.extend(create_views(&mut conn, schema));
+    objects.set_sequence_values(&schema.sequences);
+    for kind in recreate::items(schema) {
+        objects.create_all(&kind);
+    }
+    objects.check_all_there(schema)?;
+    Ok(Restored {
+        stats,
+        problems,
+        not_restored: objects.not_restored,
+        ..Restored::default()
+    })
+}
+
+/// Creates the tables with their primary keys; returns per table the `ADD` clauses of its
+/// secondary indexes and of its foreign keys, added after the load.
+fn create_tables<'s>(conn: &mut Conn, schema: &'s MysqlSchema) -> Result<Vec<Deferred<'s>>> {
+    let mut deferred = Vec::new();
+    for table in &schema.tables {
+        let (create, keys, fks) = split_create(&table.create);
+        conn.query_drop(&create)
+            .map_err(sql_err(format!("cannot create table {}", table.name)))?;
+        deferred.push((table.name.as_str(), keys, fks));
+    }
+    Ok(deferred)
+}
+
+/// A table's name, its secondary indexes and its foreign keys.
+type Deferred<'s> = (&'s str, Vec<String>, Vec<String>);
+
+/// Loads every range in parallel; what was loaded, and the replicas skipped.
+fn load_all(
+    r: &RestoreRun<'_>,
+    t: &MyServer<'_>,
+    parallel: usize,
+) -> Result<(ReadStats, Vec<String>)> {
+    let mut stats = ReadStats::default();
+    let mut problems = Vec::new();
+    // Parallel loads into one table can deadlock on InnoDB's locks; the server rolls the load
+    // back, and it is sent again.
+    let backoff = crate::store::Backoff::new(r.job.run.retries, r.job.run.retry_delay);
+    let loaded = map_parallel(&r.manifest.tasks, parallel, |task| {
+        backoff
+            .run(&format!("load {}", task.id), || {
+                load_range(r.fetch, t, task)
+            })
+            .map_err(|e| e.with_context("task", &task.id))
+    });
+    for l in loaded {
+        let (s, p) = l?;
+        stats.add(&s);
+        problems.extend(p);
+    }
     Ok((stats, problems))
 }
 
-/// Connects to the target's server, creates the database when missing and selects it (once per
-/// restore; the loading connections then use [`restoring_session`]).
-fn create_database(t: &MyServer<'_>) -> Result<Conn> {
+/// Connects to the target's server, creates the database when missing (with the source's default
+/// collation) and selects it (once per restore; the loading connections then use
+/// [`restoring_session`]).
+fn create_database(t: &MyServer<'_>, collation: Option<&str>) -> Result<Conn> {
     let opts = options(t)?;
     let db = mysql::Opts::from(opts.clone())
         .get_db_name()
@@ -91,65 +131,32 @@ fn create_database(t: &MyServer<'_>) -> Result<Conn> {
         })?;
     let mut conn = Conn::new(opts.db_name(None::<String>))
         .map_err(sql_err(format!("cannot connect to {}", where_of(t.url))))?;
-    conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", ident(&db)))
-        .map_err(sql_err(format!("cannot create database {db}")))?;
+    let collate = collation.map_or(String::new(), |c| format!(" COLLATE {}", literal(c)));
+    conn.query_drop(format!(
+        "CREATE DATABASE IF NOT EXISTS {}{collate}",
+        ident(&db)
+    ))
+    .map_err(sql_err(format!("cannot create database {db}")))?;
     conn.select_db(&db)
         .map_err(sql_err(format!("cannot use database {db}")))?;
-    session(&mut conn)?;
+    conn.query_drop(recreate::DDL_SESSION)
+        .map_err(sql_err("cannot set up the session".into()))?;
     Ok(conn)
 }
 
-/// A connection to the (existing) target database, set up for restoring.
-fn restoring_session(t: &MyServer<'_>) -> Result<Conn> {
+/// A connection to the (existing) target database, set up for restoring: no checks that the
+/// snapshot already passed, a zero in an `AUTO_INCREMENT` column stays zero, and (`ddl`) the
+/// statements' text is UTF-8, as `SHOW CREATE TABLE` prints it.
+fn restoring_session(t: &MyServer<'_>, ddl: bool) -> Result<Conn> {
     let mut conn = crate::source::mysql::connect(t)?;
-    session(&mut conn)?;
+    let set = if ddl {
+        recreate::DDL_SESSION
+    } else {
+        "SET SESSION foreign_key_checks = 0, unique_checks = 0, sql_mode = 'NO_AUTO_VALUE_ON_ZERO'"
+    };
+    conn.query_drop(set)
+        .map_err(sql_err("cannot set up the session".into()))?;
     Ok(conn)
-}
-
-/// Settings of every restoring session: no checks that the snapshot already passed, and a zero
-/// in an `AUTO_INCREMENT` column stays zero.
-fn session(conn: &mut Conn) -> Result<()> {
-    conn.query_drop(
-        "SET SESSION foreign_key_checks = 0, unique_checks = 0, sql_mode = 'NO_AUTO_VALUE_ON_ZERO'",
-    )
-    .map_err(sql_err("cannot set up the session".into()))
-}
-
-/// Refuses (or, with `force`, drops) the snapshot's tables and views already in the target.
-fn clear_target(conn: &mut Conn, schema: &MysqlSchema, url: &str, force: bool) -> Result<()> {
-    let names: Vec<String> = schema
-        .tables
-        .iter()
-        .chain(&schema.views)
-        .map(|o| literal(&o.name))
-        .collect();
-    if names.is_empty() {
-        return Ok(());
-    }
-    let present: Vec<(String, String)> = conn
-        .query(format!(
-            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({}) ORDER BY TABLE_NAME",
-            names.join(", ")
-        ))
-        .map_err(sql_err("cannot inspect the target".into()))?;
-    if present.is_empty() {
-        return Ok(());
-    }
-    if !force {
-        let list: Vec<&str> = present.iter().map(|(n, _)| n.as_str()).collect();
-        return Err(Error::config(format!(
-            "the target database {} already has {}; restore into a new database, or pass --force to replace them",
-            where_of(url),
-            list.join(", ")
-        )));
-    }
-    for (name, kind) in &present {
-        let what = if kind == "VIEW" { "VIEW" } else { "TABLE" };
-        conn.query_drop(format!("DROP {what} IF EXISTS {}", ident(name)))
-            .map_err(sql_err(format!("cannot drop {name}")))?;
-    }
-    Ok(())
 }
 
 /// Splits a `CREATE TABLE` into the statement without secondary indexes and foreign keys, the
@@ -196,34 +203,13 @@ fn alter(t: &MyServer<'_>, table: &str, clauses: &[String]) -> Result<()> {
     if clauses.is_empty() {
         return Ok(());
     }
-    let mut conn = restoring_session(t)?;
+    let mut conn = restoring_session(t, true)?;
     conn.query_drop(format!(
         "ALTER TABLE {} {}",
         ident(table),
         clauses.join(", ")
     ))
     .map_err(sql_err(format!("cannot build the indexes of {table}")))
-}
-
-/// Creates the views, retrying those that name a view not created yet.
-fn create_views(conn: &mut Conn, schema: &MysqlSchema) -> Vec<String> {
-    let mut pending: Vec<_> = schema.views.iter().collect();
-    loop {
-        let before = pending.len();
-        let mut failed = Vec::new();
-        for v in pending {
-            if let Err(e) = conn.query_drop(&v.create) {
-                failed.push((v, e.to_string()));
-            }
-        }
-        if failed.is_empty() || failed.len() == before {
-            return failed
-                .into_iter()
-                .map(|(v, e)| format!("view {} was not created: {e}", v.name))
-                .collect();
-        }
-        pending = failed.into_iter().map(|(v, _)| v).collect();
-    }
 }
 
 /// Loads one range's rows with `LOAD DATA LOCAL INFILE`, the data file streamed as the file.
@@ -239,7 +225,7 @@ pub(crate) fn load_range(
     let reader: Box<dyn Read + Send> = Box::new(data.open()?);
     let slot = Arc::new(Mutex::new(Some(reader)));
     let sent = Arc::new(AtomicU64::new(0));
-    let mut conn = restoring_session(t)?;
+    let mut conn = restoring_session(t, false)?;
     let (slot2, sent2) = (slot.clone(), sent.clone());
     conn.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, out| {
         let taken = slot2.lock().map(|mut s| s.take()).unwrap_or(None);

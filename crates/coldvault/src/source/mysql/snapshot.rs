@@ -5,8 +5,10 @@
 //! READ LOCK`), starts `START TRANSACTION WITH CONSISTENT SNAPSHOT` on each connection, and
 //! unlocks. While the lock is held no transaction can commit, so all those transactions see the
 //! same committed state. The connections wait in a [`SnapshotSet`]; a task borrows one, reads its
-//! range inside that transaction and gives it back. The schema (`SHOW CREATE TABLE` / `VIEW`) is
-//! read on a connection of the same set.
+//! range inside that transaction and gives it back. The schema (`SHOW CREATE TABLE` and the
+//! objects of [`objects`](super::objects)) is read on a connection of the same set, right after
+//! the lock: the server's data dictionary is not versioned, so, as with `mysqldump
+//! --single-transaction`, no DDL should run while the backup starts.
 //!
 //! What the lock costs the server: taking it waits for running statements to finish and blocks
 //! every write (and the start of new statements on tables being flushed) until it is released;
@@ -83,47 +85,49 @@ impl SnapshotSet {
         })
     }
 
-    /// The schema of `tables` and of the views named by `views` (every view when `None`).
+    /// The schema of `tables` and of the other objects a backup of them keeps (see [`objects`]);
+    /// `patterns` are the job's `tables` (`None`: the whole database).
+    ///
+    /// [`objects`]: super::objects
     pub(crate) fn schema(
         &mut self,
         tables: &[String],
-        views: Option<&[String]>,
+        patterns: Option<&[String]>,
     ) -> Result<MysqlSchema> {
+        let (db, collation): (String, String) = self
+            .schema
+            .query_first(
+                "SELECT SCHEMA_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA \
+                 WHERE SCHEMA_NAME = DATABASE()",
+            )
+            .map_err(sql_err("cannot read the database's collation".into()))?
+            .ok_or_else(|| Error::source_err("the database vanished during the backup"))?;
         let mut out = MysqlSchema {
             tables: Vec::new(),
             views: Vec::new(),
+            routines: Vec::new(),
+            triggers: Vec::new(),
+            events: Vec::new(),
+            sequences: Vec::new(),
+            collation: Some(collation),
             lock_ms: self.lock_ms,
         };
         for t in tables {
             out.tables.push(MyObject {
                 name: t.clone(),
-                create: self.show_create("TABLE", t)?,
+                create: own_sequences(&self.show_create_table(t)?, &db),
+                session: None,
             });
         }
-        let all_views: Vec<String> = self
-            .schema
-            .query(
-                "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() \
-                 ORDER BY TABLE_NAME",
-            )
-            .map_err(sql_err("cannot list the views".into()))?;
-        for v in all_views {
-            let wanted = views.is_none_or(|pats| {
-                pats.iter()
-                    .any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(&v)))
-            });
-            if wanted {
-                let create = strip_definer(&self.show_create("VIEW", &v)?);
-                out.views.push(MyObject { name: v, create });
-            }
-        }
+        super::objects::read_objects(&mut self.schema, &mut out, tables, patterns)?;
         Ok(out)
     }
 
-    fn show_create(&mut self, what: &str, name: &str) -> Result<String> {
+    /// `SHOW CREATE TABLE`, as the server's bytes (its text is UTF-8).
+    fn show_create_table(&mut self, name: &str) -> Result<String> {
         let row: Option<mysql::Row> = self
             .schema
-            .query_first(format!("SHOW CREATE {what} {}", super::ident(name)))
+            .query_first(format!("SHOW CREATE TABLE {}", super::ident(name)))
             .map_err(sql_err(format!("cannot read the definition of {name}")))?;
         let create = row.and_then(|r| match r.as_ref(1) {
             Some(mysql::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -166,17 +170,15 @@ impl SnapshotSet {
     }
 }
 
-/// `CREATE ALGORITHM=… DEFINER=`u`@`h` SQL SECURITY …` without the definer, so the view can be
-/// created by whoever restores it.
-fn strip_definer(create: &str) -> String {
-    let Some(at) = create.find(" DEFINER=") else {
-        return create.to_owned();
-    };
-    let rest = &create[at + 1..];
-    match rest.find(" SQL SECURITY ").or_else(|| rest.find(" VIEW ")) {
-        Some(end) => format!("{}{}", &create[..at], &rest[end..]),
-        None => create.to_owned(),
+/// `create` with the database left out of the sequences of its own that it names: the server
+/// prints a column's `DEFAULT NEXT VALUE FOR s` as ``nextval(`db`.`s`)``, which would tie a
+/// restored table to the source database's sequence instead of its own.
+fn own_sequences(create: &str, db: &str) -> String {
+    let mut out = create.to_owned();
+    for f in ["nextval(", "lastval("] {
+        out = out.replace(&format!("{f}{}.", super::ident(db)), f);
     }
+    out
 }
 
 #[cfg(test)]
@@ -184,15 +186,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn definer_is_left_out_of_views() {
-        let v = "CREATE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `v` AS select 1";
+    fn a_default_drawing_from_a_sequence_of_the_database_names_no_database() {
+        let create = "CREATE TABLE `a` (\n  `k` bigint(20) NOT NULL DEFAULT nextval(`shop`.`s`),\n  \
+            `p` bigint(20) DEFAULT lastval(`shop`.`s`),\n  `o` bigint(20) DEFAULT nextval(`other`.`s`)\n)";
         assert_eq!(
-            strip_definer(v),
-            "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v` AS select 1"
-        );
-        assert_eq!(
-            strip_definer("CREATE VIEW v AS select 1"),
-            "CREATE VIEW v AS select 1"
+            own_sequences(create, "shop"),
+            "CREATE TABLE `a` (\n  `k` bigint(20) NOT NULL DEFAULT nextval(`s`),\n  \
+            `p` bigint(20) DEFAULT lastval(`s`),\n  `o` bigint(20) DEFAULT nextval(`other`.`s`)\n)"
         );
     }
 }
