@@ -435,3 +435,42 @@ INSERT INTO x VALUES (1, 'one'), (2, 'two')",
         "--force replaced the table with the snapshot's"
     );
 }
+
+#[test]
+fn a_restore_that_fails_part_way_says_what_it_left_and_force_replaces_it() {
+    let my = Mariadb::from_env();
+    let db = my.create_db("halt");
+    exec(
+        &my,
+        &db,
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20), KEY t_v (v));
+INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+    );
+    let env = my_env(&my, &db, "", 10);
+    backup(&my, &env);
+    let to = my.create_db("halt_back");
+    let paused = env.paused_at(
+        &["restore", "latest", "--to", &my.url(&to), "--json"],
+        "my-rows-loaded",
+        "MYSQL_PWD",
+        &my.password(),
+    );
+    // Someone else takes the index's name while the rows load: it cannot be built.
+    exec(&my, &to, "CREATE INDEX t_v ON t (id)");
+    let (code, stdout, stderr) = paused.resume();
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("now holds part of snapshot") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(doc["exit_code"], 1);
+
+    let (c, out, err) = run(
+        &my,
+        &env,
+        &["restore", "latest", "--to", &my.url(&to), "--force"],
+    );
+    assert_eq!(c, 0, "{out}{err}");
+    assert_eq!(my.rows(&to, "t", "id"), my.rows(&db, "t", "id"));
+}

@@ -245,35 +245,18 @@ fn a_restore_that_fails_part_way_says_what_it_left_and_force_replaces_it() {
     let env = pg_env(&pg, &db, "");
     ok(&pg, &env, &["backup"]);
     let to = pg.create_db("halt_back");
-    let flag = env.path("paused");
-    let child = env
-        .spawnable(&["restore", "latest", "--to", &pg.url(&to), "--json"])
-        .env("PGPASSWORD", pg.password())
-        .env("COLDVAULT_PAUSE", "pg-rows-loaded")
-        .env("COLDVAULT_PAUSE_FILE", &flag)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !flag.exists() {
-        assert!(
-            std::time::Instant::now() < until,
-            "the restore never paused"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let paused = env.paused_at(
+        &["restore", "latest", "--to", &pg.url(&to), "--json"],
+        "pg-rows-loaded",
+        "PGPASSWORD",
+        &pg.password(),
+    );
     // Someone else takes the index's name while the rows load: post-data cannot build it.
     pg.client(&to)
         .batch_execute("CREATE INDEX t_v ON t (id)")
         .unwrap();
-    std::fs::remove_file(&flag).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let (code, stdout, stderr) = paused.resume();
+    assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
         stderr.contains("now holds the schema of snapshot") && stderr.contains("--force"),
         "{stderr}"

@@ -4,7 +4,8 @@
 //! source read, before its staged file is finished), `staged`, `stored-some` (one copy written,
 //! the others maybe not), `stored` (all copies), `receipt` (the task's receipt written),
 //! `manifest` (the manifest written, run receipts not yet cleared); in a PostgreSQL restore,
-//! `pg-rows-loaded` (the rows loaded, post-data not yet built). Unset, a failpoint costs one
+//! `pg-rows-loaded` (the rows loaded, post-data not yet built); in a MySQL restore,
+//! `my-rows-loaded` (the rows loaded, secondary indexes not yet built). Unset, a failpoint costs one
 //! atomic load.
 //!
 //! `COLDVAULT_PAUSE=NAME[:N]` with `COLDVAULT_PAUSE_FILE=PATH` pauses instead: at that hit the

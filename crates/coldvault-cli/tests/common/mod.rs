@@ -110,6 +110,27 @@ retry_delay = "1ms"
         outcome(self.cmd(args).output().unwrap())
     }
 
+    /// Starts `args` with `var=value` (a database's password) and returns once the command has
+    /// paused at failpoint `at` (`COLDVAULT_PAUSE`), so the test can act at that moment.
+    pub fn paused_at(&self, args: &[&str], at: &str, var: &str, value: &str) -> Paused {
+        let flag = self.path("paused");
+        let child = self
+            .spawnable(args)
+            .env(var, value)
+            .env("COLDVAULT_PAUSE", at)
+            .env("COLDVAULT_PAUSE_FILE", &flag)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !flag.exists() {
+            assert!(std::time::Instant::now() < until, "never paused at {at}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Paused { child, flag }
+    }
+
     /// Runs with one more environment variable (a database's password) and returns (exit
     /// code, stdout, stderr).
     pub fn run_with(&self, args: &[&str], var: &str, value: &str) -> (i32, String, String) {
@@ -157,6 +178,20 @@ retry_delay = "1ms"
             .max_by_key(|m| m["time"].as_str().unwrap().to_owned())
             .unwrap();
         newest
+    }
+}
+
+/// A command paused at a failpoint.
+pub struct Paused {
+    child: std::process::Child,
+    flag: PathBuf,
+}
+
+impl Paused {
+    /// Lets it go on; returns (exit code, stdout, stderr) once it ends.
+    pub fn resume(self) -> (i32, String, String) {
+        std::fs::remove_file(&self.flag).unwrap();
+        outcome(self.child.wait_with_output().unwrap())
     }
 }
 

@@ -48,16 +48,32 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<Restored> {
     };
     let mut conn = create_database(&t, schema.collation.as_deref())?;
     recreate::clear_target(&mut conn, schema, url, opts.force)?;
+    // From here on a failure leaves part of the snapshot in the target: the error says so.
+    let partial = |step: &str, e: Error| {
+        Error::incomplete(format!(
+            "{step} failed; the database {} now holds part of snapshot {} (its tables and some \
+             of their rows): restore again with --force to replace them, or drop the database",
+            super::where_of(url),
+            &manifest.id.as_str()[..8]
+        ))
+        .with_source(e)
+    };
     let mut objects = Creator::new(&mut conn, opts.skip_definer);
     objects.create_sequences(&schema.sequences);
-    let deferred = create_tables(objects.conn(), schema)?;
-    let (stats, problems) = load_all(r, &t, parallel)?;
+    let deferred =
+        create_tables(objects.conn(), schema).map_err(|e| partial("creating the tables", e))?;
+    let (stats, problems) =
+        load_all(r, &t, parallel).map_err(|e| partial("loading the rows", e))?;
+    crate::failpoint::hit("my-rows-loaded");
     let built = map_parallel(&deferred, parallel, |(table, keys, _)| {
         alter(&t, table, keys)
     });
-    built.into_iter().collect::<Result<Vec<()>>>()?;
+    built
+        .into_iter()
+        .collect::<Result<Vec<()>>>()
+        .map_err(|e| partial("building the indexes", e))?;
     for (table, _, fks) in &deferred {
-        alter(&t, table, fks)?;
+        alter(&t, table, fks).map_err(|e| partial("adding the foreign keys", e))?;
     }
     objects.set_sequence_values(&schema.sequences);
     for kind in recreate::items(schema) {
