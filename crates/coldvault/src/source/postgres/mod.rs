@@ -347,6 +347,21 @@ pub(crate) fn range_query(
     super::range::select(&cols, &format!("ONLY {}", qualified(table)), cond, filter)
 }
 
+/// The statements that open a read-only transaction in `snapshot` (the run's exported one).
+/// As pg_dump does, `row_security` is off: a policy that would hide rows from the backup's role
+/// makes the read fail instead of storing a silently partial table.
+pub(super) fn reading_in(snapshot: Option<&str>) -> Vec<String> {
+    let mut statements = vec!["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_owned()];
+    if let Some(id) = snapshot {
+        statements.push(format!(
+            "SET TRANSACTION SNAPSHOT '{}'",
+            id.replace('\'', "")
+        ));
+    }
+    statements.push("SET row_security = off".to_owned());
+    statements
+}
+
 /// Connections reading in a snapshot, kept between the tasks of small tables: such a task costs
 /// one COPY on an open connection, not a new `psql` and a new backend. At most one per task
 /// running at once; closed (their transactions ending) when the run ends.
@@ -373,16 +388,7 @@ impl Kept {
             Some(c) => c,
             None => {
                 let mut c = connect(server)?;
-                let mut setup = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;".to_owned();
-                if let Some(id) = snapshot {
-                    setup.push_str(&format!(
-                        "SET TRANSACTION SNAPSHOT '{}';",
-                        id.replace('\'', "")
-                    ));
-                }
-                // See `read_range`.
-                setup.push_str("SET row_security = off;");
-                c.batch_execute(&setup)
+                c.batch_execute(&reading_in(snapshot).join(";"))
                     .map_err(sql_err("cannot import the snapshot".into()))?;
                 c
             }
@@ -439,25 +445,21 @@ pub(crate) fn read_range(
     out: &mut dyn Write,
 ) -> Result<ReadStats> {
     let mut psql = client::PgTool::psql(t);
-    psql.args(["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]);
-    if let Some(id) = snapshot {
-        psql.args([
-            "-c".to_owned(),
-            format!("SET TRANSACTION SNAPSHOT '{}'", id.replace('\'', "")),
-        ]);
+    for statement in reading_in(snapshot) {
+        psql.args(["-c", &statement]);
     }
-    // As pg_dump does: a row-level security policy that would hide rows from the backup's role
-    // makes the read fail instead of storing a silently partial table.
-    psql.args(["-c", "SET row_security = off"]);
     psql.args(["-c".to_owned(), format!("COPY ({query}) TO STDOUT")])
         .args(["-c", "COMMIT"]);
     let mut stats = ReadStats::default();
+    let mut counted = Counted {
+        out,
+        stats: &mut stats,
+    };
     psql.run(
         None,
         Some(&mut |chunk: &[u8]| {
-            stats.rows += memchr::memchr_iter(b'\n', chunk).count() as u64;
-            stats.bytes_read += chunk.len() as u64;
-            out.write_all(chunk)
+            counted
+                .write_all(chunk)
                 .map_err(|e| Error::io("cannot write staged data", e))
         }),
         "reading a range failed",

@@ -114,11 +114,8 @@ pub(super) fn capture(
 /// A connection reading in `snapshot`.
 fn in_snapshot(server: &PgServer<'_>, snapshot: &str) -> Result<Client> {
     let mut c = connect(server)?;
-    c.batch_execute(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-        snapshot.replace('\'', "")
-    ))
-    .map_err(sql_err("cannot import the snapshot".into()))?;
+    c.batch_execute(&super::reading_in(Some(snapshot)).join(";"))
+        .map_err(sql_err("cannot import the snapshot".into()))?;
     Ok(c)
 }
 
@@ -180,37 +177,32 @@ fn drop_block(
     cover: &Cover,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut filter = DropBlock::default();
-    let mut write = |chunk: &[u8]| filter.feed(chunk, out);
-    let mut dump = client::PgTool::pg_dump(server);
-    dump.args([
-        "--schema-only",
-        "--no-owner",
-        "--no-acl",
-        "--clean",
-        "--if-exists",
-    ])
-    .args([format!("--snapshot={snapshot}")]);
-    if let Cover::Tables(tables) = cover {
-        for t in tables {
-            dump.args(["-t".to_owned(), qualified(t)]);
-        }
-    }
-    dump.run(None, Some(&mut write), "pg_dump --clean failed")
+    let mut filter = DropBlock {
+        out,
+        line: Vec::new(),
+        done: false,
+    };
+    pg_dump(
+        server,
+        snapshot,
+        cover,
+        &["--clean", "--if-exists"],
+        &mut filter,
+    )
 }
 
 /// Keeps the lines of a `--clean` dump up to its first object header (`-- Name: …`).
-#[derive(Default)]
-struct DropBlock {
+struct DropBlock<'a> {
+    out: &'a mut dyn Write,
     line: Vec<u8>,
     done: bool,
 }
 
-impl DropBlock {
-    fn feed(&mut self, chunk: &[u8], out: &mut dyn Write) -> Result<()> {
+impl Write for DropBlock<'_> {
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<usize> {
         for &b in chunk {
             if self.done {
-                return Ok(());
+                break;
             }
             self.line.push(b);
             if b != b'\n' {
@@ -219,12 +211,15 @@ impl DropBlock {
             if self.line.starts_with(b"-- Name: ") {
                 self.done = true;
             } else if !self.line.starts_with(b"\\") {
-                out.write_all(&self.line)
-                    .map_err(|e| Error::io("cannot write staged data", e))?;
+                self.out.write_all(&self.line)?;
             }
             self.line.clear();
         }
-        Ok(())
+        Ok(chunk.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -364,9 +359,13 @@ mod tests {
                     DROP VIEW IF EXISTS public.v;\nDROP TABLE IF EXISTS public.t;\n--\n\
                     -- Name: t; Type: TABLE; Schema: public; Owner: -\n--\nCREATE TABLE t ();\n";
         let mut out = Vec::new();
-        let mut f = DropBlock::default();
+        let mut f = DropBlock {
+            out: &mut out,
+            line: Vec::new(),
+            done: false,
+        };
         for chunk in dump.as_bytes().chunks(7) {
-            f.feed(chunk, &mut out).unwrap();
+            f.write_all(chunk).unwrap();
         }
         assert_eq!(
             String::from_utf8(out).unwrap(),
