@@ -356,15 +356,32 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
         resumed: 0,
         warning,
     };
+    // Only a receipt of the same entries: a task whose metadata moved is read again.
+    let stored = |t: &TaskSpec| {
+        receipts
+            .get(t.id.as_str())
+            .filter(|rc| rc.entry.kind == t.kind && rc.entry.fingerprint == t.fingerprint)
+    };
+    // A group read together is taken only when one run stored every task of it.
+    let mut groups: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    for t in &plan.tasks {
+        if let Some(g) = t.kind.read_together() {
+            let run = stored(t).map(|rc| rc.run_started.as_str());
+            let seen = groups.entry(g).or_insert(run);
+            if *seen != run {
+                *seen = None;
+            }
+        }
+    }
     for t in &plan.tasks {
         if let Some(e) = parent.get(&t.id) {
             r.unchanged += 1;
             r.entries.insert(t.id.clone(), e.clone());
             continue;
         }
-        match receipts.get(t.id.as_str()) {
-            // Only a receipt of the same entries: a task whose metadata moved is read again.
-            Some(rc) if rc.entry.kind == t.kind && rc.entry.fingerprint == t.fingerprint => {
+        let whole = t.kind.read_together().is_none_or(|g| groups[g].is_some());
+        match stored(t) {
+            Some(rc) if whole => {
                 if r.resumed_run.as_ref().is_none_or(|s| &rc.run_started < s) {
                     r.resumed_run = Some(rc.run_started.clone());
                 }

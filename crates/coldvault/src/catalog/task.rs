@@ -167,6 +167,16 @@ impl ColumnKind {
     }
 }
 impl TaskKind {
+    /// The group of tasks this one must be read with, in one run of the source: the block
+    /// ranges of one PostgreSQL table. A row updated between two runs moves to another block,
+    /// so ranges of one table read under two snapshots could hold it twice or not at all.
+    pub fn read_together(&self) -> Option<&str> {
+        match self {
+            TaskKind::PgRange(r) if r.split == PgSplit::Ctid => Some(&r.table),
+            _ => None,
+        }
+    }
+
     /// A short name of the kind.
     pub fn name(&self) -> &'static str {
         match self {

@@ -56,6 +56,7 @@ impl SourceKind for PostgresSource {
         let db = database(job)?;
         let server = PgServer::of(db);
         let mut guard = SnapshotGuard::open(&server)?;
+        guard.lock(&split_by_blocks(kinds))?;
         let cover = if db.tables.is_empty() {
             Cover::Whole
         } else {
@@ -233,7 +234,16 @@ pub(crate) fn connect(t: &PgServer<'_>) -> Result<Client> {
 pub use super::where_of;
 
 fn sql_err(what: String) -> impl FnOnce(postgres::Error) -> Error {
-    move |e| Error::source_err(what).with_source(e)
+    move |e| caused_by(Error::source_err(what), e)
+}
+
+/// `err` caused by `e`, in the server's own words (`ERROR: …`) when it said something: the
+/// client's error alone says only "db error".
+pub(crate) fn caused_by(err: Error, e: postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => err.with_source(db.clone()),
+        None => err.with_source(e),
+    }
 }
 
 /// Quotes an identifier.
@@ -267,6 +277,25 @@ impl SnapshotGuard {
             .map_err(sql_err("cannot export the snapshot".into()))?
             .get(0);
         Ok(SnapshotGuard { client, id })
+    }
+
+    /// Locks `tables` against being rewritten (`VACUUM FULL`, `CLUSTER`, `ALTER TABLE`,
+    /// `TRUNCATE`) until the run ends, as pg_dump does: a rewrite moves rows to other blocks, and
+    /// block ranges read before and after it would hold some rows twice and miss others.
+    fn lock(&mut self, tables: &[String]) -> Result<()> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+        self.client
+            .batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{LOCK_WAIT}'; LOCK TABLE {} IN ACCESS SHARE MODE",
+                list.join(", ")
+            ))
+            .map_err(sql_err(format!(
+                "cannot lock {} against rewrites for the backup (waited at most {LOCK_WAIT})",
+                list.join(", ")
+            )))
     }
 
     /// The sequences of `cover` and their values in the snapshot: every one of the database,
@@ -316,6 +345,22 @@ impl SnapshotGuard {
     }
 }
 
+/// How long a read waits for a lock before it fails: a session that wants to rewrite a table
+/// the run holds waits for the run, and a read queued behind it would wait for ever.
+const LOCK_WAIT: &str = "60s";
+
+/// The tables split into several block ranges.
+fn split_by_blocks(kinds: &[&TaskKind]) -> Vec<String> {
+    let tables: std::collections::BTreeSet<&str> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            TaskKind::PgRange(r) if r.split == PgSplit::Ctid && r.end.is_some() => Some(&*r.table),
+            _ => None,
+        })
+        .collect();
+    tables.into_iter().map(str::to_owned).collect()
+}
+
 /// The `SELECT` of one range.
 pub(crate) fn range_query(
     table: &str,
@@ -359,6 +404,7 @@ pub(super) fn reading_in(snapshot: Option<&str>) -> Vec<String> {
         ));
     }
     statements.push("SET row_security = off".to_owned());
+    statements.push(format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"));
     statements
 }
 

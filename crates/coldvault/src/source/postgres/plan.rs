@@ -1,6 +1,8 @@
-//! Planning a PostgreSQL backup: the selected tables, each split by its integer key (the
-//! histogram of `pg_stats`, else min/max and `reltuples`) or by blocks (`ctid`), never by
-//! scanning; a `where` or `split_by` that does not hold fails here, before anything is stored.
+//! Planning a PostgreSQL backup: the selected tables, each split by blocks (`ctid` ranges,
+//! read by a TID range scan: the server reads each block once, in physical order, as one
+//! sequential scan would) on PostgreSQL 14 and later; by a `split_by` column, or before 14 by
+//! an integer key (the histogram of `pg_stats`, else min/max and `reltuples`), never by
+//! scanning. A `where` or `split_by` that does not hold fails here, before anything is stored.
 
 use postgres::Client;
 
@@ -14,7 +16,9 @@ const SMALL_TABLE: u64 = 16 << 20;
 
 struct TableInfo {
     name: String,
+    /// `reltuples`: negative when never vacuumed nor analysed.
     rows: f64,
+    /// Blocks on disk now (not `relpages`, which only vacuum and analyse update).
     pages: i64,
     key: Option<String>,
     /// The columns COPY reads and writes back, in order: generated columns are left out (the
@@ -27,7 +31,8 @@ struct TableInfo {
 fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<TableInfo>> {
     let rows = client
         .query(
-            "SELECT n.nspname || '.' || c.relname, c.reltuples::float8, c.relpages::int8, \
+            "SELECT n.nspname || '.' || c.relname, c.reltuples::float8, \
+               pg_relation_size(c.oid) / current_setting('block_size')::int8, \
                (SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
                 WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1 \
@@ -70,6 +75,7 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
     let (patterns, filter, settings) = (&db.tables, db.filter.as_deref(), &db.table_settings);
     let mut client = connect(t)?;
     let tables = tables(&mut client, patterns, t.url)?;
+    let tid_range_scan = server_version(&mut client, t.url)? >= 140_000;
     for name in settings.keys() {
         if !tables.iter().any(|tb| &tb.name == name) {
             return Err(Error::config(format!(
@@ -104,12 +110,12 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
         }
         let q = range_query(&tb.name, &PgSplit::Ctid, None, None, f.as_deref(), &columns);
         client.execute(&format!("EXPLAIN {q}"), &[]).map_err(|e| {
-            Error::config(format!(
+            let err = Error::config(format!(
                 "[source] where = {:?} / columns = {columns:?} does not work on {}",
                 f.unwrap_or_default(),
                 tb.name
-            ))
-            .with_source(e)
+            ));
+            super::caused_by(err, e)
         })?;
     }
     let mut tasks = Vec::new();
@@ -132,12 +138,16 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
                 0,
             ));
             tb.key = Some(col);
+        } else if tid_range_scan {
+            tb.key = None;
         }
         let (split, bounds) = match &tb.key {
             Some(k) => (
                 PgSplit::Key(k.clone()),
                 key_bounds(&mut client, &tb, k, max_rows)?,
             ),
+            // Before 14 a ctid condition is a filter on a whole scan: one task reads it once.
+            None if !tid_range_scan => (PgSplit::Ctid, Vec::new()),
             None => (PgSplit::Ctid, block_bounds(&tb, max_rows)),
         };
         let n = bounds.len() as u64 + 1;
@@ -161,6 +171,20 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
         }
     }
     Ok(tasks)
+}
+
+/// `server_version_num`, e.g. 150004.
+fn server_version(client: &mut Client, url: &str) -> Result<u32> {
+    let v: String = client
+        .query_one("SHOW server_version_num", &[])
+        .map_err(sql_err(format!(
+            "cannot read the version of {}",
+            where_of(url)
+        )))?
+        .get(0);
+    v.trim()
+        .parse()
+        .map_err(|_| Error::source_err(format!("{} reports version {v:?}", where_of(url))))
 }
 
 /// A `split_by` column must exist and be an integer.

@@ -19,7 +19,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 
-use super::{client, connect, ident, qualified, where_of, PgServer};
+use super::{client, connect, ident, qualified, sql_err, where_of, PgServer};
 use crate::catalog::{PostgresSchema, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
@@ -57,7 +57,7 @@ pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
     for table in &tables {
         let exists: Option<String> = client
             .query_one("SELECT to_regclass($1)::text", &[&qualified(table)])
-            .map_err(|e| Error::source_err("cannot inspect the target").with_source(e))?
+            .map_err(sql_err("cannot inspect the target".into()))?
             .get(0);
         if exists.is_some() {
             present.push(qualified(table));
@@ -250,8 +250,7 @@ pub(super) fn load_range(
     let (data, problems) = ctx.fetch(&task.data)?;
     let mut reader = BufReader::with_capacity(256 << 10, data.open()?);
     let mut client = connect(&t)?;
-    let load_err =
-        |e: postgres::Error| Error::source_err(format!("cannot load {table}")).with_source(e);
+    let load_err = |e| sql_err(format!("cannot load {table}"))(e);
     let mut writer = client
         .copy_in(&format!(
             "COPY {}{column_list} FROM STDIN",
