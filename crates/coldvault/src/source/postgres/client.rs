@@ -36,6 +36,18 @@ impl<'a> PgTool<'a> {
         t
     }
 
+    /// `pg_restore` rendering an archive as SQL: it reads a file, never the server, which is
+    /// named only in its errors.
+    pub(super) fn pg_restore(server: &'a PgServer<'a>) -> Self {
+        Self::new("pg_restore", server)
+    }
+
+    /// Adds one argument.
+    pub(super) fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
     fn new(program: &'static str, server: &'a PgServer<'a>) -> Self {
         PgTool {
             program,
@@ -121,7 +133,12 @@ impl<'a> PgTool<'a> {
 fn resolved(program: &'static str) -> PathBuf {
     static PSQL: OnceLock<PathBuf> = OnceLock::new();
     static PG_DUMP: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if program == "psql" { &PSQL } else { &PG_DUMP };
+    static PG_RESTORE: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match program {
+        "psql" => &PSQL,
+        "pg_dump" => &PG_DUMP,
+        _ => &PG_RESTORE,
+    };
     cell.get_or_init(|| {
         let on_path = std::env::var_os("PATH")
             .map(|p| {

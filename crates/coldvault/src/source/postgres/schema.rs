@@ -16,6 +16,7 @@
 //! (`--no-owner --no-acl`), so a restore works into a server whose roles differ.
 
 use std::io::Write;
+use std::path::Path;
 
 use postgres::Client;
 
@@ -73,23 +74,34 @@ pub(super) fn capture(
         ),
         Cover::Tables(_) => (Vec::new(), 0),
     };
-    let dump = |section: &'static str, out: &mut dyn Write| {
-        pg_dump(server, snapshot, cover, &[section], out)
-    };
+    // One pg_dump reads the catalogs once, into an archive; the sections are rendered from it
+    // without the server.
+    let archive = tempfile::Builder::new()
+        .prefix("schema-")
+        .suffix(".dump")
+        .tempfile_in(staging.dir())
+        .map_err(|e| Error::io("cannot create the schema archive in staging", e))?;
+    pg_dump(server, snapshot, cover, archive.path())?;
+    let dump = |extra: &[&str], out: &mut dyn Write| pg_restore(server, archive.path(), extra, out);
     let (pre, post, drops, los) = std::thread::scope(|s| {
         let pre = s.spawn(|| {
             store("pre-data", &mut |out| {
                 create_schemas(cover, out)?;
-                dump("--section=pre-data", out)
+                dump(&["--section=pre-data"], out)
             })
         });
         let post = s.spawn(|| {
             store("post-data", &mut |out| {
-                dump("--section=post-data", out)?;
+                dump(&["--section=post-data"], out)?;
                 refresh(&matviews, out)
             })
         });
-        let drops = s.spawn(|| store("drops", &mut |out| drop_block(server, snapshot, cover, out)));
+        let drops = s.spawn(|| {
+            store("drops", &mut |out| {
+                let mut block = DropBlock::new(out);
+                dump(&["--clean", "--if-exists"], &mut block)
+            })
+        });
         let los = (large_objects > 0)
             .then(|| {
                 store("large-objects", &mut |out| {
@@ -139,55 +151,42 @@ fn create_schemas(cover: &Cover, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// Runs `pg_dump --schema-only` of `snapshot` over `cover` with `extra` arguments.
-fn pg_dump(
-    server: &PgServer<'_>,
-    snapshot: &str,
-    cover: &Cover,
-    extra: &[&str],
-    out: &mut dyn Write,
-) -> Result<()> {
+/// Runs `pg_dump --schema-only` of `snapshot` over `cover` into the archive `to`.
+fn pg_dump(server: &PgServer<'_>, snapshot: &str, cover: &Cover, to: &Path) -> Result<()> {
     let mut dump = client::PgTool::pg_dump(server);
-    dump.args(["--schema-only", "--no-owner", "--no-acl"])
-        .args(extra)
-        .args([format!("--snapshot={snapshot}")]);
+    dump.args(["--schema-only", "--format=custom", "--compress=0"])
+        .args([format!("--snapshot={snapshot}")])
+        .arg("--file")
+        .arg(to);
     if let Cover::Tables(tables) = cover {
         // In double quotes a pattern is a name: no wildcard, no case folding.
         for t in tables {
             dump.args(["-t".to_owned(), qualified(t)]);
         }
     }
-    dump.run(
+    dump.run(None, None, "pg_dump --schema-only failed")
+}
+
+/// Renders the schema archive `from` as SQL (`pg_restore` with `extra`, no server) into `out`.
+/// Owners and privileges are left out.
+fn pg_restore(
+    server: &PgServer<'_>,
+    from: &Path,
+    extra: &[&str],
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut render = client::PgTool::pg_restore(server);
+    render
+        .args(["--no-owner", "--no-acl", "--file=-"])
+        .args(extra)
+        .arg(from);
+    render.run(
         None,
         Some(&mut |chunk: &[u8]| {
             out.write_all(chunk)
                 .map_err(|e| Error::io("cannot write staged data", e))
         }),
-        &format!("pg_dump {} failed", extra.join(" ")),
-    )
-}
-
-/// The `DROP` block `pg_dump --clean --if-exists` writes before its first object: its header
-/// settings and one `DROP … IF EXISTS` (or `ALTER TABLE … DROP CONSTRAINT IF EXISTS`) per
-/// object, dependents first. psql meta-commands are left out; the rest of the dump is read and
-/// discarded.
-fn drop_block(
-    server: &PgServer<'_>,
-    snapshot: &str,
-    cover: &Cover,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let mut filter = DropBlock {
-        out,
-        line: Vec::new(),
-        done: false,
-    };
-    pg_dump(
-        server,
-        snapshot,
-        cover,
-        &["--clean", "--if-exists"],
-        &mut filter,
+        &format!("pg_restore {} of the schema failed", extra.join(" ")),
     )
 }
 
@@ -196,6 +195,16 @@ struct DropBlock<'a> {
     out: &'a mut dyn Write,
     line: Vec<u8>,
     done: bool,
+}
+
+impl<'a> DropBlock<'a> {
+    fn new(out: &'a mut dyn Write) -> Self {
+        DropBlock {
+            out,
+            line: Vec::new(),
+            done: false,
+        }
+    }
 }
 
 impl Write for DropBlock<'_> {
@@ -359,11 +368,7 @@ mod tests {
                     DROP VIEW IF EXISTS public.v;\nDROP TABLE IF EXISTS public.t;\n--\n\
                     -- Name: t; Type: TABLE; Schema: public; Owner: -\n--\nCREATE TABLE t ();\n";
         let mut out = Vec::new();
-        let mut f = DropBlock {
-            out: &mut out,
-            line: Vec::new(),
-            done: false,
-        };
+        let mut f = DropBlock::new(&mut out);
         for chunk in dump.as_bytes().chunks(7) {
             f.write_all(chunk).unwrap();
         }
