@@ -141,6 +141,7 @@ pub fn backup_to(
             progress,
         },
         reader: Some(reader.as_ref()),
+        sessions: &crate::source::Sessions::default(),
     };
     let run = |tasks: &[TaskSpec]| -> Result<Vec<crate::worker::WorkReply>> {
         let requests: Vec<WorkRequest> = tasks

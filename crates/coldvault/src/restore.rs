@@ -113,10 +113,12 @@ impl RestoreRun<'_> {
                 },
             })
             .collect();
+        let sessions = crate::source::Sessions::default();
         let worker = Worker {
             job: self.job,
             fetch: *self.fetch,
             reader: None,
+            sessions: &sessions,
         };
         let replies = self
             .engine

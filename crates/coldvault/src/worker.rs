@@ -98,6 +98,8 @@ pub(crate) struct Worker<'a> {
     pub fetch: Fetcher<'a>,
     /// The source held for the run (backup requests only).
     pub reader: Option<&'a dyn RunSource>,
+    /// Sessions kept between restore requests.
+    pub sessions: &'a crate::source::Sessions,
 }
 
 impl WorkRequest<'_> {
@@ -117,7 +119,7 @@ impl WorkRequest<'_> {
             }
             WorkRequest::Restore { work, .. } => {
                 let result = crate::source::kind_named(&work.source)
-                    .and_then(|kind| kind.restore_entry(&w.fetch, w.job, work))
+                    .and_then(|kind| kind.restore_entry(&w.fetch, w.job, work, w.sessions))
                     .map_err(|e| e.with_context("task", &work.entry.id));
                 w.fetch.progress.task_done();
                 match result {
@@ -159,6 +161,7 @@ pub fn handle(request: WorkRequest<'_>) -> WorkReply {
         Ok::<_, Error>((repo, staging, reader))
     })();
     let progress = Progress::default();
+    let sessions = crate::source::Sessions::default();
     match opened {
         Ok((repo, staging, reader)) => request.run(&Worker {
             job,
@@ -168,6 +171,7 @@ pub fn handle(request: WorkRequest<'_>) -> WorkReply {
                 progress: &progress,
             },
             reader: reader.as_deref(),
+            sessions: &sessions,
         }),
         Err(e) => match &request {
             WorkRequest::Backup { task, .. } => WorkReply::Backup {

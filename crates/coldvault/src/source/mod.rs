@@ -150,6 +150,7 @@ pub(crate) trait SourceKind: Sync {
         _ctx: &Fetcher<'_>,
         _job: &Job,
         _work: &EntryWork,
+        _sessions: &Sessions,
     ) -> Result<EntryRestored> {
         Err(Error::internal(format!(
             "a {} snapshot is restored by the coordinator alone",
@@ -371,6 +372,32 @@ pub(crate) fn planned(tasks: Vec<(TaskKind, u64, u64)>) -> SourcePlan {
             })
             .collect(),
         notes: Vec::new(),
+    }
+}
+
+/// Connections a source keeps open between the requests one worker runs (a restore's database
+/// sessions, so that a thousand small tables do not cost a thousand logins), closed when the
+/// worker ends: at most one per request running at once. A session goes back only after a
+/// request that succeeded on it.
+#[derive(Default)]
+pub(crate) struct Sessions(std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>);
+
+impl Sessions {
+    /// An idle session of type `T` for which `fits` holds.
+    pub(crate) fn take<T: 'static>(&self, fits: impl Fn(&T) -> bool) -> Option<T> {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let at = idle
+            .iter()
+            .position(|s| s.downcast_ref::<T>().is_some_and(&fits))?;
+        idle.swap_remove(at).downcast::<T>().ok().map(|s| *s)
+    }
+
+    /// Keeps `session` for a later request.
+    pub(crate) fn put<T: Send + 'static>(&self, session: T) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(session));
     }
 }
 

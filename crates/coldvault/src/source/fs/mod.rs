@@ -117,6 +117,7 @@ impl SourceKind for FsSource {
         ctx: &Fetcher<'_>,
         _job: &Job,
         work: &EntryWork,
+        _sessions: &super::Sessions,
     ) -> Result<EntryRestored> {
         restore::restore_entry(ctx, work)
     }

@@ -23,8 +23,8 @@ mod schema;
 use std::sync::Mutex;
 
 use super::{
-    database, EntryRestored, EntryWork, RestoreRun, Restored, RunRecord, RunSource, SourceKind,
-    SourcePlan, TaskRead,
+    database, EntryRestored, EntryWork, RestoreRun, Restored, RunRecord, RunSource, Sessions,
+    SourceKind, SourcePlan, TaskRead,
 };
 use crate::catalog::{PgSplit, ReadStats, Schema, TaskKind};
 use crate::error::{Error, Result};
@@ -105,8 +105,9 @@ impl SourceKind for PostgresSource {
         ctx: &Fetcher<'_>,
         job: &Job,
         work: &EntryWork,
+        sessions: &Sessions,
     ) -> Result<EntryRestored> {
-        let (stats, problems) = restore::load_range(ctx, job, work)?;
+        let (stats, problems) = restore::load_range(ctx, job, work, sessions)?;
         Ok(EntryRestored {
             stats,
             problems,

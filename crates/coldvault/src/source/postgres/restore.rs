@@ -24,7 +24,7 @@ use crate::catalog::{PostgresSchema, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::job::Job;
-use crate::source::{EntryWork, RestoreRun};
+use crate::source::{EntryWork, RestoreRun, Sessions};
 use crate::store::Receipt;
 
 pub(super) fn restore(r: &RestoreRun<'_>) -> Result<(ReadStats, Vec<String>)> {
@@ -224,6 +224,7 @@ pub(super) fn load_range(
     ctx: &Fetcher<'_>,
     job: &Job,
     work: &EntryWork,
+    sessions: &Sessions,
 ) -> Result<(ReadStats, Vec<String>)> {
     let task = &work.entry;
     let TaskKind::PgRange(range) = &task.kind else {
@@ -249,7 +250,14 @@ pub(super) fn load_range(
     };
     let (data, problems) = ctx.fetch(&task.data)?;
     let mut reader = BufReader::with_capacity(256 << 10, data.open()?);
-    let mut client = connect(&t)?;
+    let mut session = match sessions.take(|s: &Loading| s.url == t.url) {
+        Some(s) => s,
+        None => Loading {
+            url: t.url.to_owned(),
+            client: connect(&t)?,
+        },
+    };
+    let client = &mut session.client;
     let load_err = |e| sql_err(format!("cannot load {table}"))(e);
     let mut writer = client
         .copy_in(&format!(
@@ -260,6 +268,7 @@ pub(super) fn load_range(
     let n = std::io::copy(&mut reader, &mut writer)
         .map_err(|e| Error::source_err(format!("cannot load {table}")).with_source(e))?;
     let rows = writer.finish().map_err(load_err)?;
+    sessions.put(session);
     ctx.progress.add_bytes(n);
     Ok((
         ReadStats {
@@ -269,6 +278,12 @@ pub(super) fn load_range(
         },
         problems,
     ))
+}
+
+/// A connection loading rows into the database at `url`, kept between ranges.
+struct Loading {
+    url: String,
+    client: postgres::Client,
 }
 
 /// `"public"."x", "s"."y"` as `public.x, s.y`.
