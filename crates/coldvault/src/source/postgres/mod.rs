@@ -1,5 +1,6 @@
-//! PostgreSQL source: tables split into key ranges (an integer primary key) or ctid block ranges
-//! (no usable key), read with `COPY … TO STDOUT` straight into staging, all under one snapshot.
+//! PostgreSQL source: tables split into block ranges (`ctid`, TID range scans) or key ranges
+//! (`split_by`, or an integer primary key before PostgreSQL 14), read with `COPY … TO STDOUT`
+//! straight into staging, all under one snapshot.
 //!
 //! Consistency, as `pg_dump -j` does it: the coordinator opens a REPEATABLE READ transaction,
 //! exports its snapshot (`pg_export_snapshot()`) and keeps it open for the whole run
@@ -7,9 +8,11 @@
 //! same point in time although they run in parallel on their own connections. The snapshot id
 //! travels in the task specs.
 //!
-//! Splitting uses the planner's statistics, never a scan: the key's histogram (`pg_stats`) when
-//! the table was analysed, else min/max of the key (an index lookup) and `reltuples`. The first and
-//! last ranges are unbounded, so rows added or keys outside the statistics are still covered once.
+//! Splitting never scans: blocks from the table's size on disk, keys from the key's histogram
+//! (`pg_stats`) when the table was analysed, else min/max of the key (an index lookup) and
+//! `reltuples`. The first and last ranges are unbounded, so rows added or keys outside the
+//! statistics are still covered once. Tables split by blocks are locked against rewrites for the
+//! run (a rewrite moves rows between blocks), as pg_dump locks what it dumps.
 
 use std::io::Write;
 
