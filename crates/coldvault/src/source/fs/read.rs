@@ -187,7 +187,7 @@ impl Reading<'_> {
         let copied = io::copy(&mut (&mut file).take(limit), out);
         let after = file.metadata();
         let settled = match (&copied, &after) {
-            (Ok(_), Ok(a)) => FileVersion::of(a) == FileVersion::of(&before),
+            (Ok(_), Ok(a)) => FileVersion::of(a) == FileVersion::of(&before) && racy(a).is_none(),
             _ => false,
         };
         if !settled && self.attempt < LAST_ATTEMPT {
@@ -319,11 +319,15 @@ impl FileReads<'_> {
             Err((true, e)) => return Err(self.read_again(rel, e.to_string())),
             Err((false, e)) => return Err(e),
         }
-        let same = file
-            .metadata()
-            .is_ok_and(|after| FileVersion::of(&after) == FileVersion::of(&before));
+        let after = file.metadata();
+        let same = after
+            .as_ref()
+            .is_ok_and(|a| FileVersion::of(a) == FileVersion::of(&before));
         if !same {
             return Err(self.read_again(rel, "its size or times changed".into()));
+        }
+        if after.as_ref().ok().and_then(racy).is_some() {
+            return Err(self.read_again(rel, "it changed just before it was read".into()));
         }
         stats.files += 1;
         stats.bytes_read += before.len();
@@ -442,6 +446,29 @@ enum Spool {
     Disk(File),
 }
 
+/// How recent a change must be for a file's unchanged size and times not to prove that no
+/// write was in progress while it was read.
+const RACY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How long until `m`'s last change is [`RACY`] old; `None` when it is already. A `write()` can
+/// stall between pages with nothing more changing: the times are set once, when it starts, on the
+/// clock's coarse tick. So a file changed that recently may be a write half done even when its
+/// size and times are the same before and after a read, and it is read again after the wait
+/// (git treats an index entry as "racily clean" the same way).
+fn racy(m: &Metadata) -> Option<std::time::Duration> {
+    use std::os::unix::fs::MetadataExt;
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            m.ctime().max(0) as u64,
+            m.ctime_nsec().clamp(0, 999_999_999) as u32,
+        );
+    // A change time ahead of the clock (the clock was set back) proves nothing either way.
+    let age = std::time::SystemTime::now()
+        .duration_since(changed)
+        .unwrap_or(RACY);
+    RACY.checked_sub(age).filter(|w| !w.is_zero())
+}
+
 /// Reads `file` whole, again while its version changes during a read (up to [`SETTLE_READS`]
 /// times); the last complete read stands. A file read into memory that grows past [`SMALL`]
 /// moves to a spool file. `buf` is the memory to read into (kept from file to file).
@@ -459,7 +486,12 @@ fn settled_read(
         }
         let len = read_into(file, &mut spool, spool_dir, before.len())?;
         let after = file.metadata()?;
-        let same = FileVersion::of(&after) == FileVersion::of(&before) && len == after.len();
+        let mut same = FileVersion::of(&after) == FileVersion::of(&before) && len == after.len();
+        if let Some(wait) = racy(&after).filter(|_| same && n < SETTLE_READS) {
+            // Unproven: read it again once a write in progress would have shown.
+            std::thread::sleep(wait);
+            same = false;
+        }
         if same || n == SETTLE_READS {
             return Ok(Settled {
                 data: spool,
@@ -568,5 +600,32 @@ fn pax_time(secs: i64, nsec: u32) -> String {
         format!("-{}.{:09}", -(secs + 1), 1_000_000_000 - nsec)
     } else {
         format!("{secs}.{nsec:09}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_changed_just_now_is_unproven_until_racy_time_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"written").unwrap();
+        let wait = racy(&fs::metadata(&path).unwrap()).expect("changed just now");
+        assert!(wait <= RACY);
+        std::thread::sleep(wait + std::time::Duration::from_millis(20));
+        assert_eq!(racy(&fs::metadata(&path).unwrap()), None);
+    }
+
+    #[test]
+    fn a_read_of_a_file_changed_just_now_waits_and_reads_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"written").unwrap();
+        let mut file = File::open(&path).unwrap();
+        let before = file.metadata().unwrap();
+        let s = settled_read(&mut file, before, dir.path(), Vec::new()).unwrap();
+        assert_eq!((s.len, s.reads), (7, 2), "read again after the wait");
     }
 }
