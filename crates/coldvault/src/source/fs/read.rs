@@ -191,6 +191,10 @@ impl Reading<'_> {
             _ => false,
         };
         if !settled && self.attempt < LAST_ATTEMPT {
+            // The next attempt reads it once a write in progress would have shown.
+            if let Some(wait) = after.as_ref().ok().and_then(racy) {
+                std::thread::sleep(wait);
+            }
             return Err(Error::changed(format!(
                 "{} changed while part {} of it was read",
                 p.path,
@@ -274,6 +278,7 @@ impl FileReads<'_> {
             }
         };
         let settle = before.len() <= SMALL
+            || racy(&before).is_some()
             || self.attempt >= LAST_ATTEMPT
             || self.careful.lock().is_ok_and(|c| c.contains(rel));
         if settle {
@@ -448,7 +453,9 @@ enum Spool {
 
 /// How recent a change must be for a file's unchanged size and times not to prove that no
 /// write was in progress while it was read.
-const RACY: std::time::Duration = std::time::Duration::from_millis(50);
+/// (The kernel may pause a writer between pages for up to 200 ms to throttle dirty pages.)
+/// Best effort: a writer stalled longer, or a file system whose times are coarser, is not seen.
+const RACY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long until `m`'s last change is [`RACY`] old; `None` when it is already. A `write()` can
 /// stall between pages with nothing more changing: the times are set once, when it starts, on the
@@ -462,10 +469,11 @@ fn racy(m: &Metadata) -> Option<std::time::Duration> {
             m.ctime().max(0) as u64,
             m.ctime_nsec().clamp(0, 999_999_999) as u32,
         );
-    // A change time ahead of the clock (the clock was set back) proves nothing either way.
+    // A change time ahead of this clock (another machine's, on a network file system) proves
+    // nothing: wait as for a change just now.
     let age = std::time::SystemTime::now()
         .duration_since(changed)
-        .unwrap_or(RACY);
+        .unwrap_or_default();
     RACY.checked_sub(age).filter(|w| !w.is_zero())
 }
 
