@@ -58,19 +58,18 @@ impl SourceKind for PostgresSource {
     ) -> Result<Box<dyn RunSource + 'a>> {
         let db = database(job)?;
         let server = PgServer::of(db);
-        let mut guard = SnapshotGuard::open(&server)?;
-        guard.lock(&split_by_blocks(kinds))?;
+        let mut tables: Vec<String> = kinds
+            .iter()
+            .filter_map(|k| match k {
+                TaskKind::PgRange(r) => Some(r.table.clone()),
+                _ => None,
+            })
+            .collect();
+        tables.dedup();
+        let mut guard = SnapshotGuard::open(&server, &tables)?;
         let cover = if db.tables.is_empty() {
             Cover::Whole
         } else {
-            let mut tables: Vec<String> = kinds
-                .iter()
-                .filter_map(|k| match k {
-                    TaskKind::PgRange(r) => Some(r.table.clone()),
-                    _ => None,
-                })
-                .collect();
-            tables.dedup();
             Cover::Tables(guard.with_ancestors(tables)?)
         };
         let sequences = guard.sequences(&cover)?;
@@ -231,7 +230,10 @@ pub(crate) fn connect(t: &PgServer<'_>) -> Result<Client> {
     config.application_name("coldvault");
     config.connect_timeout(std::time::Duration::from_secs(10));
     config.connect(NoTls).map_err(|e| {
-        Error::source_err(format!("cannot connect to {}", where_of(t.url))).with_source(e)
+        caused_by(
+            Error::source_err(format!("cannot connect to {}", where_of(t.url))),
+            e,
+        )
     })
 }
 
@@ -270,36 +272,18 @@ struct SnapshotGuard {
 }
 
 impl SnapshotGuard {
-    /// Opens a REPEATABLE READ transaction and exports its snapshot.
-    fn open(t: &PgServer<'_>) -> Result<SnapshotGuard> {
+    /// Opens a REPEATABLE READ transaction, locks `tables` in it and exports its snapshot.
+    fn open(t: &PgServer<'_>, tables: &[String]) -> Result<SnapshotGuard> {
         let mut client = connect(t)?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .map_err(sql_err("cannot start the snapshot transaction".into()))?;
+        lock(&mut client, tables)?;
         let id: String = client
             .query_one("SELECT pg_export_snapshot()", &[])
             .map_err(sql_err("cannot export the snapshot".into()))?
             .get(0);
         Ok(SnapshotGuard { client, id })
-    }
-
-    /// Locks `tables` against being rewritten (`VACUUM FULL`, `CLUSTER`, `ALTER TABLE`,
-    /// `TRUNCATE`) until the run ends, as pg_dump does: a rewrite moves rows to other blocks, and
-    /// block ranges read before and after it would hold some rows twice and miss others.
-    fn lock(&mut self, tables: &[String]) -> Result<()> {
-        if tables.is_empty() {
-            return Ok(());
-        }
-        let list: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
-        self.client
-            .batch_execute(&format!(
-                "SET LOCAL lock_timeout = '{LOCK_WAIT}'; LOCK TABLE {} IN ACCESS SHARE MODE",
-                list.join(", ")
-            ))
-            .map_err(sql_err(format!(
-                "cannot lock {} against rewrites for the backup (waited at most {LOCK_WAIT})",
-                list.join(", ")
-            )))
     }
 
     /// The sequences of `cover` and their values in the snapshot: every one of the database,
@@ -351,18 +335,26 @@ impl SnapshotGuard {
 
 /// How long a read waits for a lock before it fails: a session that wants to rewrite a table
 /// the run holds waits for the run, and a read queued behind it would wait for ever.
-const LOCK_WAIT: &str = "60s";
+pub(super) const LOCK_WAIT: &str = "60s";
 
-/// The tables split into several block ranges.
-fn split_by_blocks(kinds: &[&TaskKind]) -> Vec<String> {
-    let tables: std::collections::BTreeSet<&str> = kinds
-        .iter()
-        .filter_map(|k| match k {
-            TaskKind::PgRange(r) if r.split == PgSplit::Ctid && r.end.is_some() => Some(&*r.table),
-            _ => None,
-        })
-        .collect();
-    tables.into_iter().map(str::to_owned).collect()
+/// Locks `tables` for the run, before the snapshot is taken, as pg_dump does: a `TRUNCATE` or a
+/// table-rewriting `ALTER TABLE` committed after the snapshot would show the snapshot an empty
+/// table, and a `VACUUM FULL` or `CLUSTER` moves rows between the blocks two ranges read.
+fn lock(client: &mut Client, tables: &[String]) -> Result<()> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+    client
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{LOCK_WAIT}'; LOCK TABLE ONLY {} IN ACCESS SHARE MODE",
+            list.join(", ")
+        ))
+        .map_err(sql_err(format!(
+            "cannot lock the tables for the backup (waited at most {LOCK_WAIT}; another \
+             session holds or waits for an exclusive lock on one of {})",
+            tables.join(", ")
+        )))
 }
 
 /// The `SELECT` of one range.
@@ -409,6 +401,8 @@ pub(super) fn reading_in(snapshot: Option<&str>) -> Vec<String> {
     }
     statements.push("SET row_security = off".to_owned());
     statements.push(format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"));
+    // Block ranges are TID range scans only where the planner may use them.
+    statements.push("SET LOCAL enable_tidscan = on".to_owned());
     statements
 }
 

@@ -16,9 +16,10 @@ const SMALL_TABLE: u64 = 16 << 20;
 
 struct TableInfo {
     name: String,
-    /// `reltuples`: negative when never vacuumed nor analysed.
+    /// Rows: `reltuples` (negative when never vacuumed nor analysed) scaled to `pages`, as the
+    /// planner estimates them.
     rows: f64,
-    /// Blocks on disk now (not `relpages`, which only vacuum and analyse update).
+    /// Blocks on disk now (`relpages` is only updated by vacuum and analyse).
     pages: i64,
     key: Option<String>,
     /// The columns COPY reads and writes back, in order: generated columns are left out (the
@@ -31,8 +32,7 @@ struct TableInfo {
 fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<TableInfo>> {
     let rows = client
         .query(
-            "SELECT n.nspname || '.' || c.relname, c.reltuples::float8, \
-               pg_relation_size(c.oid) / current_setting('block_size')::int8, \
+            "SELECT n.nspname || '.' || c.relname, c.reltuples::float8, c.relpages::int8, \
                (SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
                 WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1 \
@@ -64,9 +64,30 @@ fn tables(client: &mut Client, patterns: &[String], url: &str) -> Result<Vec<Tab
             generated: r.get::<_, Option<Vec<String>>>(5).unwrap_or_default(),
         })
         .collect();
-    crate::source::select_tables(all, patterns, &where_of(url), |g, t: &TableInfo| {
+    let mut selected = crate::source::select_tables(all, patterns, &where_of(url), |g, t| {
         g.matches(&t.name) || t.name.strip_prefix("public.").is_some_and(|n| g.matches(n))
-    })
+    })?;
+    // Sizes of the selected tables only: reading one waits for a lock on it.
+    let names: Vec<String> = selected.iter().map(|t| qualified(&t.name)).collect();
+    let sizes = client
+        .query(
+            "SELECT coalesce(pg_relation_size(to_regclass(t)), 0) \
+               / current_setting('block_size')::int8 FROM unnest($1::text[]) WITH ORDINALITY u(t, i) \
+             ORDER BY i",
+            &[&names],
+        )
+        .map_err(sql_err(format!(
+            "cannot read the tables' sizes in {}",
+            where_of(url)
+        )))?;
+    for (tb, size) in selected.iter_mut().zip(&sizes) {
+        let (relpages, now) = (tb.pages, size.get::<_, i64>(0));
+        if tb.rows >= 0.0 && relpages > 0 {
+            tb.rows = tb.rows / relpages as f64 * now as f64;
+        }
+        tb.pages = now;
+    }
+    Ok(selected)
 }
 
 /// Plans a database: per table, key or block ranges of about `max_rows` rows.
@@ -74,6 +95,12 @@ pub(crate) fn plan(db: &Database, max_rows: u64) -> Result<Vec<(TaskKind, u64, u
     let t = &PgServer::of(db);
     let (patterns, filter, settings) = (&db.tables, db.filter.as_deref(), &db.table_settings);
     let mut client = connect(t)?;
+    client
+        .batch_execute(&format!("SET lock_timeout = '{}'", super::LOCK_WAIT))
+        .map_err(sql_err(format!(
+            "cannot set up a session on {}",
+            where_of(t.url)
+        )))?;
     let tables = tables(&mut client, patterns, t.url)?;
     let tid_range_scan = server_version(&mut client, t.url)? >= 140_000;
     for name in settings.keys() {

@@ -252,21 +252,17 @@ pub(super) fn load_range(
     };
     let (data, problems) = ctx.fetch(&task.data)?;
     let mut reader = BufReader::with_capacity(256 << 10, data.open()?);
-    let mut session = match sessions.take(|s: &Loading| s.url == t.url) {
+    // A kept session the server or the network dropped while idle is replaced, not used.
+    let kept = sessions
+        .take(|s: &Loading| s.url == t.url)
+        .filter(|s| !s.client.is_closed())
+        .and_then(|mut s| {
+            let alive = s.client.is_valid(std::time::Duration::from_secs(10));
+            alive.is_ok().then_some(s)
+        });
+    let mut session = match kept {
         Some(s) => s,
-        None => {
-            let mut client = connect(&t)?;
-            // A range's commit need not wait for its WAL to reach the disk: step 3 commits
-            // after every range, synchronously, and WAL is flushed in order, so the restore
-            // ends with all of it on disk; one wait per restore instead of one per range.
-            client
-                .batch_execute("SET synchronous_commit = off")
-                .map_err(sql_err("cannot set up the loading session".into()))?;
-            Loading {
-                url: t.url.to_owned(),
-                client,
-            }
-        }
+        None => Loading::open(&t)?,
     };
     let client = &mut session.client;
     let load_err = |e| sql_err(format!("cannot load {table}"))(e);
@@ -295,6 +291,22 @@ pub(super) fn load_range(
 struct Loading {
     url: String,
     client: postgres::Client,
+}
+
+impl Loading {
+    fn open(t: &PgServer<'_>) -> Result<Loading> {
+        let mut client = connect(t)?;
+        // A range's commit need not wait for its WAL to reach the disk: step 3 commits after
+        // every range, synchronously, and WAL is flushed in order, so the restore ends with all
+        // of it on disk; one wait per restore instead of one per range.
+        client
+            .batch_execute("SET synchronous_commit = off")
+            .map_err(sql_err("cannot set up the loading session".into()))?;
+        Ok(Loading {
+            url: t.url.to_owned(),
+            client,
+        })
+    }
 }
 
 /// `"public"."x", "s"."y"` as `public.x, s.y`.

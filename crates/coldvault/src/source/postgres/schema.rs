@@ -154,7 +154,9 @@ fn create_schemas(cover: &Cover, out: &mut dyn Write) -> Result<()> {
 /// Runs `pg_dump --schema-only` of `snapshot` over `cover` into the archive `to`.
 fn pg_dump(server: &PgServer<'_>, snapshot: &str, cover: &Cover, to: &Path) -> Result<()> {
     let mut dump = client::PgTool::pg_dump(server);
+    // Never queued for ever behind a DDL statement that waits for the run's own locks.
     dump.args(["--schema-only", "--format=custom", "--compress=0"])
+        .arg(format!("--lock-wait-timeout={}", super::LOCK_WAIT))
         .args([format!("--snapshot={snapshot}")])
         .arg("--file")
         .arg(to);
