@@ -278,7 +278,6 @@ impl FileReads<'_> {
             }
         };
         let settle = before.len() <= SMALL
-            || racy(&before).is_some()
             || self.attempt >= LAST_ATTEMPT
             || self.careful.lock().is_ok_and(|c| c.contains(rel));
         if settle {
