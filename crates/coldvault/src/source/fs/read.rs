@@ -353,6 +353,15 @@ impl FileReads<'_> {
         let buf = std::mem::take(&mut self.buf);
         let read = match settled_read(&mut file, before, self.spool_dir, buf) {
             Ok(r) => r,
+            // Staging's fault, not the file's: the task fails, the file is not left out.
+            Err(e) if e.get_ref().is_some_and(|i| i.is::<SpoolFailed>()) => {
+                return Err(Error::io(
+                    format!(
+                        "cannot write a staged file (the spool of {rel}) in the staging directory"
+                    ),
+                    e,
+                ));
+            }
             Err(e) => {
                 self.left
                     .push((rel.clone(), path.to_owned(), "cannot read", e));
@@ -525,17 +534,48 @@ fn read_into(file: &mut File, spool: &mut Spool, spool_dir: &Path, size: u64) ->
                 return Ok(n);
             }
             // A worker on another machine may lack the staging directory: then the system's.
-            let mut disk = tempfile::tempfile_in(spool_dir).or_else(|_| tempfile::tempfile())?;
-            disk.write_all(v)?;
-            let rest = io::copy(file, &mut disk)?;
+            let mut disk = tempfile::tempfile_in(spool_dir)
+                .or_else(|_| tempfile::tempfile())
+                .map_err(spool_failed)?;
+            Spooling(&mut disk).write_all(v)?;
+            let rest = io::copy(file, &mut Spooling(&mut disk))?;
             *spool = Spool::Disk(disk);
             Ok(n + rest)
         }
         Spool::Disk(disk) => {
-            disk.set_len(0)?;
-            disk.seek(SeekFrom::Start(0))?;
-            io::copy(file, disk)
+            disk.set_len(0).map_err(spool_failed)?;
+            disk.seek(SeekFrom::Start(0)).map_err(spool_failed)?;
+            io::copy(file, &mut Spooling(disk))
         }
+    }
+}
+
+/// An error of the spool file (a full staging disk), told apart from a read error of the source.
+#[derive(Debug)]
+struct SpoolFailed(io::Error);
+
+impl std::fmt::Display for SpoolFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the spool file: {}", self.0)
+    }
+}
+
+impl std::error::Error for SpoolFailed {}
+
+fn spool_failed(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), SpoolFailed(e))
+}
+
+/// The spool file, its write errors marked [`SpoolFailed`].
+struct Spooling<'a>(&'a mut File);
+
+impl Write for Spooling<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(spool_failed)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(spool_failed)
     }
 }
 fn append<W: Write>(
