@@ -84,8 +84,11 @@ impl<'a> PgTool<'a> {
             .stdin(piped(input.is_some()))
             .stdout(piped(output.is_some()))
             .stderr(Stdio::piped());
-        if let Some(pw) = crate::secrets::db_password(self.server.password, "PGPASSWORD")? {
-            self.cmd.env("PGPASSWORD", pw);
+        // pg_restore renders a file and never connects: it gets no password.
+        if self.program != "pg_restore" {
+            if let Some(pw) = crate::secrets::db_password(self.server.password, "PGPASSWORD")? {
+                self.cmd.env("PGPASSWORD", pw);
+            }
         }
         let program = self.program;
         let mut child = self.cmd.spawn().map_err(|e| {
@@ -140,6 +143,13 @@ fn resolved(program: &'static str) -> PathBuf {
         _ => &PG_RESTORE,
     };
     cell.get_or_init(|| {
+        // The archive pg_dump writes is read by its own version's pg_restore.
+        if program == "pg_restore" {
+            let beside = resolved("pg_dump").with_file_name(program);
+            if beside.is_file() {
+                return beside;
+            }
+        }
         let on_path = std::env::var_os("PATH")
             .map(|p| {
                 std::env::split_paths(&p)
