@@ -375,10 +375,10 @@ pub(crate) fn planned(tasks: Vec<(TaskKind, u64, u64)>) -> SourcePlan {
     }
 }
 
-/// Connections a source keeps open between the requests one worker runs (a restore's database
-/// sessions, so that a thousand small tables do not cost a thousand logins), closed when the
-/// worker ends: at most one per request running at once. A session goes back only after a
-/// request that succeeded on it.
+/// Connections a source keeps open from one task or request to the next (a restore's loading
+/// sessions held by its worker, a backup's reading sessions held by the run's source), so that a
+/// thousand small tables do not cost a thousand logins; closed when their owner ends. At most
+/// one per task running at once: a session goes back only after a task that succeeded on it.
 #[derive(Default)]
 pub(crate) struct Sessions(std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>);
 

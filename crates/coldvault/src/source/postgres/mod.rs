@@ -11,8 +11,9 @@
 //! Splitting never scans: blocks from the table's size on disk, keys from the key's histogram
 //! (`pg_stats`) when the table was analysed, else min/max of the key (an index lookup) and
 //! `reltuples`. The first and last ranges are unbounded, so rows added or keys outside the
-//! statistics are still covered once. Tables split by blocks are locked against rewrites for the
-//! run (a rewrite moves rows between blocks), as pg_dump locks what it dumps.
+//! statistics are still covered once. Every table read is locked for the run before the snapshot
+//! is taken, as pg_dump locks what it dumps: a rewrite would move rows between blocks, and a
+//! `TRUNCATE` would empty the table for the snapshot.
 
 use std::io::Write;
 
@@ -81,7 +82,7 @@ impl SourceKind for PostgresSource {
             cover,
             sequences,
             schema: Mutex::new(None),
-            kept: Kept::default(),
+            kept: Sessions::default(),
         }))
     }
 
@@ -94,7 +95,7 @@ impl SourceKind for PostgresSource {
             cover: Cover::Whole,
             sequences: Vec::new(),
             schema: Mutex::new(None),
-            kept: Kept::default(),
+            kept: Sessions::default(),
         }))
     }
 
@@ -129,7 +130,7 @@ struct Held<'a> {
     cover: Cover,
     sequences: Vec<(String, i64)>,
     schema: Mutex<Option<crate::catalog::PostgresSchema>>,
-    kept: Kept,
+    kept: Sessions,
 }
 
 impl RunSource for Held<'_> {
@@ -155,7 +156,7 @@ impl RunSource for Held<'_> {
             &t.columns,
         );
         if t.small {
-            return Ok(self.kept.read(&self.server, snapshot, &query, out)?.into());
+            return Ok(read_kept(&self.kept, &self.server, snapshot, &query, out)?.into());
         }
         Ok(read_range(&self.server, snapshot, &query, out)?.into())
     }
@@ -333,8 +334,9 @@ impl SnapshotGuard {
     }
 }
 
-/// How long a read waits for a lock before it fails: a session that wants to rewrite a table
-/// the run holds waits for the run, and a read queued behind it would wait for ever.
+/// How long any wait of a backup for a lock lasts before it fails (the run's own locks, the
+/// plan's sizes, a range's read, the schema's pg_dump): a session that wants to rewrite a table
+/// the run holds waits for the run, and a wait queued behind it would last for ever.
 pub(super) const LOCK_WAIT: &str = "60s";
 
 /// Locks `tables` for the run, before the snapshot is taken, as pg_dump does: a `TRUNCATE` or a
@@ -406,57 +408,56 @@ pub(super) fn reading_in(snapshot: Option<&str>) -> Vec<String> {
     statements
 }
 
-/// Connections reading in a snapshot, kept between the tasks of small tables: such a task costs
-/// one COPY on an open connection, not a new `psql` and a new backend. At most one per task
-/// running at once; closed (their transactions ending) when the run ends.
-#[derive(Default)]
-struct Kept {
-    idle: Mutex<Vec<(Option<String>, Client)>>,
+/// A connection reading in a snapshot, kept between the tasks of small tables (in the run's
+/// [`Sessions`]): such a task costs one COPY on an open connection, not a new `psql` and a new
+/// backend. At most one per task running at once; closed (their transactions ending) when the
+/// run ends.
+struct Reading {
+    snapshot: Option<String>,
+    client: Client,
 }
 
-impl Kept {
-    /// Streams `query` with `COPY … TO STDOUT` into `out` on a kept connection in `snapshot`.
-    fn read(
-        &self,
-        server: &PgServer<'_>,
-        snapshot: Option<&str>,
-        query: &str,
-        out: &mut dyn Write,
-    ) -> Result<ReadStats> {
-        let taken = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let at = idle.iter().position(|(s, _)| s.as_deref() == snapshot);
-            at.map(|i| idle.swap_remove(i).1)
-        };
-        let mut client = match taken {
-            Some(c) => c,
-            None => {
-                let mut c = connect(server)?;
-                c.batch_execute(&reading_in(snapshot).join(";"))
-                    .map_err(sql_err("cannot import the snapshot".into()))?;
-                c
+/// Streams `query` with `COPY … TO STDOUT` into `out` on a connection in `snapshot` kept in
+/// `kept`.
+fn read_kept(
+    kept: &Sessions,
+    server: &PgServer<'_>,
+    snapshot: Option<&str>,
+    query: &str,
+    out: &mut dyn Write,
+) -> Result<ReadStats> {
+    let mut session = match kept.take(|s: &Reading| s.snapshot.as_deref() == snapshot) {
+        Some(s) => s,
+        None => {
+            let mut client = connect(server)?;
+            client
+                .batch_execute(&reading_in(snapshot).join(";"))
+                .map_err(sql_err("cannot import the snapshot".into()))?;
+            Reading {
+                snapshot: snapshot.map(str::to_owned),
+                client,
             }
-        };
-        let mut stats = ReadStats::default();
-        let mut counted = Counted {
-            out,
-            stats: &mut stats,
-        };
-        let mut rows = client
-            .copy_out(&format!("COPY ({query}) TO STDOUT"))
-            .map_err(sql_err("reading a range failed".into()))?;
-        std::io::copy(&mut rows, &mut counted).map_err(|e| {
-            Error::source_err(format!(
-                "reading a range failed on {}",
-                where_of(server.url)
-            ))
-            .with_source(e)
-        })?;
-        drop(rows);
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.push((snapshot.map(str::to_owned), client));
-        Ok(stats)
-    }
+        }
+    };
+    let mut stats = ReadStats::default();
+    let mut counted = Counted {
+        out,
+        stats: &mut stats,
+    };
+    let mut rows = session
+        .client
+        .copy_out(&format!("COPY ({query}) TO STDOUT"))
+        .map_err(sql_err("reading a range failed".into()))?;
+    std::io::copy(&mut rows, &mut counted).map_err(|e| {
+        Error::source_err(format!(
+            "reading a range failed on {}",
+            where_of(server.url)
+        ))
+        .with_source(e)
+    })?;
+    drop(rows);
+    kept.put(session);
+    Ok(stats)
 }
 
 /// Counts the rows and bytes of COPY text on their way to `out`.

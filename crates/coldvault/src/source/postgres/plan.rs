@@ -19,7 +19,8 @@ struct TableInfo {
     /// Rows: `reltuples` (negative when never vacuumed nor analysed) scaled to `pages`, as the
     /// planner estimates them.
     rows: f64,
-    /// Blocks on disk now (`relpages` is only updated by vacuum and analyse).
+    /// Blocks on disk now (`relpages` until [`tables`] has read the sizes: vacuum and analyse
+    /// alone update it).
     pages: i64,
     key: Option<String>,
     /// The columns COPY reads and writes back, in order: generated columns are left out (the

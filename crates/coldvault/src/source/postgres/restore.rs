@@ -255,7 +255,6 @@ pub(super) fn load_range(
     // A kept session the server or the network dropped while idle is replaced, not used.
     let kept = sessions
         .take(|s: &Loading| s.url == t.url)
-        .filter(|s| !s.client.is_closed())
         .and_then(|mut s| {
             let alive = s.client.is_valid(std::time::Duration::from_secs(10));
             alive.is_ok().then_some(s)
