@@ -1,17 +1,23 @@
 //! Reading a data file back: from the first healthy replica, its BLAKE3 checked before a byte of
-//! it is decoded (in place on a local node, through a checked copy in staging otherwise). A
-//! missing or corrupt replica is reported and the next one is tried; a corrupt one (wrong size or
-//! checksum) is also recorded as damaged on its node, so that the next backup heals it.
+//! it is decoded. On a local node it is hashed in place; from a remote node, a data file of up to
+//! [`IN_MEMORY`] bytes is read into memory and one larger through a checked copy in staging, so
+//! memory stays bounded by the number of data files read at once. A missing or corrupt replica
+//! is reported and the next one is tried; a corrupt one (wrong size or checksum) is also
+//! recorded as damaged on its node, so that the next backup heals it.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::stage::{check_digest, hash_stream, StagedFile, Staging};
 use crate::store::{DamageRecord, FoundBy, Receipt, Target};
+
+/// The buffer after the decoder: small reads are served from it, larger ones bypass it.
+const DECODED_BUFFER: usize = 128 << 10;
 
 /// What reading data files back needs: the repository's nodes, a spool for copies from remote
 /// nodes, and the counters a progress display reads.
@@ -25,30 +31,79 @@ pub(crate) struct Fetcher<'a> {
     pub progress: &'a Progress,
 }
 
+/// The largest data file a remote replica is read into memory for; larger ones go through a
+/// copy in staging.
+const IN_MEMORY: u64 = 24 << 20;
+
 /// A data file whose checksum has been checked, ready to decode.
 pub(crate) struct Verified {
-    path: PathBuf,
-    _staged: Option<StagedFile>,
-    crypt: Option<std::sync::Arc<crate::crypt::Crypt>>,
+    body: Body,
+    crypt: Option<Arc<crate::crypt::Crypt>>,
+}
+
+/// Where the checked bytes of a data file are.
+enum Body {
+    /// A local replica.
+    Local(PathBuf),
+    /// A copy in staging, removed when dropped.
+    Staged(StagedFile),
+    /// A remote replica read into memory.
+    Memory(Arc<Vec<u8>>),
+}
+
+/// Reads shared bytes from the start, without copying them for a `BufRead` caller.
+struct SharedBytes {
+    bytes: Arc<Vec<u8>>,
+    at: usize,
+}
+
+impl Read for SharedBytes {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut rest = &self.bytes[self.at..];
+        let n = rest.read(buf)?;
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl BufRead for SharedBytes {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        Ok(&self.bytes[self.at..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.bytes.len());
+    }
+}
+
+fn open_file(path: &std::path::Path) -> Result<Box<dyn BufRead + Send>> {
+    let f =
+        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
 }
 
 impl Verified {
-    /// The decompressed (and decrypted) bytes.
+    /// The decompressed (and decrypted) bytes, buffered: readers of tar headers and COPY lines
+    /// ask for little at a time.
     pub(crate) fn open(&self) -> Result<Box<dyn Read + Send>> {
-        let f = File::open(&self.path)
-            .map_err(|e| Error::io(format!("cannot open {}", self.path.display()), e))?;
-        let f = BufReader::with_capacity(1 << 20, f);
-        match &self.crypt {
-            None => Ok(Box::new(
+        let f: Box<dyn BufRead + Send> = match &self.body {
+            Body::Local(path) => open_file(path)?,
+            Body::Staged(staged) => open_file(staged.path())?,
+            Body::Memory(bytes) => Box::new(SharedBytes {
+                bytes: Arc::clone(bytes),
+                at: 0,
+            }),
+        };
+        let decoded: Box<dyn Read + Send> = match &self.crypt {
+            None => Box::new(
                 zstd::Decoder::with_buffer(f).map_err(|e| Error::io("cannot start zstd", e))?,
-            )),
+            ),
             Some(c) => {
                 let plain = c.open_reader(f)?;
-                Ok(Box::new(
-                    zstd::Decoder::new(plain).map_err(|e| Error::io("cannot start zstd", e))?,
-                ))
+                Box::new(zstd::Decoder::new(plain).map_err(|e| Error::io("cannot start zstd", e))?)
             }
-        }
+        };
+        Ok(Box::new(BufReader::with_capacity(DECODED_BUFFER, decoded)))
     }
 }
 
@@ -63,10 +118,9 @@ impl Fetcher<'_> {
                 continue;
             };
             match self.checked_copy(node.as_ref(), data) {
-                Ok((path, staged)) => {
+                Ok(body) => {
                     let verified = Verified {
-                        path,
-                        _staged: staged,
+                        body,
                         crypt: self.repo.crypt()?,
                     };
                     return Ok((verified, problems));
@@ -95,12 +149,8 @@ impl Fetcher<'_> {
     }
 
     /// The replica of `data` on `node`, its size and BLAKE3 checked: hashed in place on a local
-    /// node, copied into staging while hashed otherwise. A mismatch is an integrity error.
-    fn checked_copy(
-        &self,
-        node: &dyn Target,
-        data: &Receipt,
-    ) -> Result<(PathBuf, Option<StagedFile>)> {
+    /// node, read into memory or copied into staging otherwise. A mismatch is an integrity error.
+    fn checked_copy(&self, node: &dyn Target, data: &Receipt) -> Result<Body> {
         if let Some(path) = node.local_path(&data.key) {
             let mut f = File::open(&path).map_err(|e| {
                 Error::not_found(format!("replica {} is missing", path.display())).with_source(e)
@@ -108,12 +158,24 @@ impl Fetcher<'_> {
             let (n, hash) = hash_stream(&mut f)
                 .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
             check_digest(n, &hash, data.size, &data.checksum)?;
-            return Ok((path, None));
+            return Ok(Body::Local(path));
         }
         let mut r = node.get(&data.key)?;
+        if data.size <= IN_MEMORY {
+            // One byte more than the manifest says is enough to see that the replica is too long.
+            let mut bytes = Vec::with_capacity(data.size as usize + 1);
+            r.take(data.size + 1).read_to_end(&mut bytes).map_err(|e| {
+                Error::target("cannot read replica")
+                    .with_source(e)
+                    .temporary()
+            })?;
+            let hash = blake3::hash(&bytes).to_hex().to_string();
+            check_digest(bytes.len() as u64, &hash, data.size, &data.checksum)?;
+            return Ok(Body::Memory(Arc::new(bytes)));
+        }
         let staged = self
             .staging
             .fetch(&data.checksum[..16], &mut r, data.size, &data.checksum)?;
-        Ok((staged.path().to_path_buf(), Some(staged)))
+        Ok(Body::Staged(staged))
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use coldvault::store::{Backoff, RetryingTarget, SharedTarget};
+use coldvault::store::{Backoff, RetryingTarget, SharedTarget, Target};
 use coldvault::{
     backup, restore, verify, Job, Progress, Repository, RestoreOptions, RestoreTarget, Status,
 };
@@ -20,6 +20,10 @@ struct Setup {
 }
 
 fn setup(replicas: usize) -> Setup {
+    setup_split(replicas, "64KiB")
+}
+
+fn setup_split(replicas: usize, target_bytes: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fixtures::odd_tree(&src, 200_000);
@@ -30,7 +34,7 @@ name = "pipe"
 type = "fs"
 path = "{}"
 [split]
-target_bytes = "64KiB"
+target_bytes = "{target_bytes}"
 [repository]
 directory = "cold"
 replicas = {replicas}
@@ -180,5 +184,39 @@ fn a_corrupt_replica_is_found_by_verify_and_passed_over_by_restore() {
         rr.replica_problems.iter().all(|p| p.contains("node b")),
         "{:?}",
         rr.replica_problems
+    );
+}
+
+#[test]
+fn a_corrupt_replica_too_large_to_check_in_memory_is_passed_over_through_staging() {
+    let s = setup_split(2, "64MiB");
+    // Random bytes do not compress: a data file larger than the 24 MiB a restore checks in
+    // memory, so its replica is copied into staging and checked there.
+    std::fs::write(s.src.join("noise"), fixtures::bytes(7, 30 << 20)).unwrap();
+    let r = run_backup(&s);
+    assert!(r.snapshot.is_some());
+    let (m, _) = s.repo.find("latest").unwrap();
+    let big = m.tasks.iter().find(|t| t.data.size > 24 << 20).unwrap();
+    let first = &big.data.nodes[0];
+    for f in &s.faulty {
+        if f.name() == first {
+            f.set_faults(vec![Fault::FlipOnGet]);
+        }
+    }
+    let rr = run_restore(&s);
+    assert_same_tree(&s.src, &s.out);
+    let key = big.data.key.to_string();
+    assert!(
+        rr.replica_problems.iter().any(|p| p.contains(&key)
+            && p.contains(&format!("node {first}"))
+            && p.contains("checksum")),
+        "{:?}",
+        rr.replica_problems
+    );
+    let staging = s.job.run.staging.clone();
+    let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "staging is empty after the restore: {left:?}"
     );
 }

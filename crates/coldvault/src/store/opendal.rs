@@ -5,7 +5,8 @@
 //! layers, in this order: a timeout per attempt (and per I/O step), then OpenDAL's own retry of
 //! temporary errors for single requests; our [`super::RetryingTarget`] outside re-puts whole files.
 //! Large payloads go up as multipart uploads streamed from the staged file (8 MiB parts, two at a
-//! time), reads come down in 8 MiB ranges: memory is bounded per transfer, never by object size.
+//! time), reads come down in 4 MiB ranges, the next one requested while the last is consumed:
+//! memory is bounded per transfer (two ranges), never by object size.
 //! An upload only becomes visible when it completes, so a put is atomic.
 
 use std::io::{self, Read};
@@ -19,6 +20,8 @@ use super::{ObjectKey, Payload, Target};
 use crate::error::{Error, ErrorKind, Result, Status};
 
 const PART_BYTES: usize = 8 << 20;
+/// The size of one ranged read.
+const RANGE_BYTES: u64 = 4 << 20;
 
 /// The runtime shared by every S3 node of the process.
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
@@ -236,8 +239,8 @@ impl Target for OpenDalTarget {
             key: key.as_str().to_owned(),
             size,
             pos: 0,
-            buf: Vec::new(),
-            at: 0,
+            next: None,
+            buf: opendal::Buffer::new(),
         }))
     }
 
@@ -269,26 +272,47 @@ impl Target for OpenDalTarget {
     }
 }
 
-/// Reads an object in ranges of `PART_BYTES`, one request at a time.
+/// Reads an object in ranges of `RANGE_BYTES`, the next range requested before this one is read.
 struct RangeReader {
     op: Operator,
     key: String,
     size: u64,
+    /// Where the range after `buf` (the one in flight, if any) starts.
     pos: u64,
-    buf: Vec<u8>,
-    at: usize,
+    /// The request for the range at `pos`, sent before `buf` is consumed.
+    next: Option<tokio::task::JoinHandle<opendal::Result<opendal::Buffer>>>,
+    /// What is left of the range read last (as it came, not copied).
+    buf: opendal::Buffer,
+}
+
+impl RangeReader {
+    /// Sends the request for the range at `pos`, unless the object ends there.
+    fn request_next(&mut self, rt: &tokio::runtime::Runtime) {
+        if self.pos >= self.size {
+            return;
+        }
+        let range = self.pos..(self.pos + RANGE_BYTES).min(self.size);
+        let (op, key) = (self.op.clone(), self.key.clone());
+        self.next = Some(rt.spawn(async move { op.read_with(&key).range(range).await }));
+    }
 }
 
 impl Read for RangeReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.buf.len() {
+        if self.buf.is_empty() {
             if self.pos >= self.size {
                 return Ok(0);
             }
-            let end = (self.pos + PART_BYTES as u64).min(self.size);
             let rt = runtime().map_err(io::Error::other)?;
+            if self.next.is_none() {
+                self.request_next(rt);
+            }
+            let Some(pending) = self.next.take() else {
+                return Ok(0);
+            };
             let data = rt
-                .block_on(async { self.op.read_with(&self.key).range(self.pos..end).await })
+                .block_on(pending)
+                .map_err(io::Error::other)?
                 .map_err(|e| {
                     let kind = if e.is_temporary() {
                         io::ErrorKind::TimedOut
@@ -297,8 +321,7 @@ impl Read for RangeReader {
                     };
                     io::Error::new(kind, e)
                 })?;
-            self.buf = data.to_vec();
-            self.at = 0;
+            self.buf = data;
             if self.buf.is_empty() {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -306,10 +329,16 @@ impl Read for RangeReader {
                 ));
             }
             self.pos += self.buf.len() as u64;
+            self.request_next(rt);
         }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
+        self.buf.read(out)
+    }
+}
+
+impl Drop for RangeReader {
+    fn drop(&mut self) {
+        if let Some(pending) = self.next.take() {
+            pending.abort();
+        }
     }
 }

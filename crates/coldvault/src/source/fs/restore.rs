@@ -197,16 +197,23 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    /// Makes sure every ancestor of `rel` is a real directory inside the root, creating missing ones.
-    fn ensure_parents(&self, rel: &RelPath) -> Result<()> {
+    /// Makes sure every ancestor of `rel` is a real directory inside the root, creating missing
+    /// ones. `checked` is the directory the caller checked last, whose ancestors need no check
+    /// again: a restore never turns a directory into anything else (it only creates, and `force`
+    /// replaces non-directories alone).
+    fn ensure_parents(&self, rel: &RelPath, checked: &mut Option<RelPath>) -> Result<()> {
         let Some(parent) = rel.parent() else {
             return Ok(());
         };
+        if checked.as_ref() == Some(&parent) {
+            return Ok(());
+        }
         let mut cur = self.root.to_path_buf();
         for comp in parent.components() {
             cur.push(std::ffi::OsStr::from_bytes(comp));
             self.ensure_dir(&cur, rel)?;
         }
+        *checked = Some(parent);
         Ok(())
     }
 
@@ -275,11 +282,12 @@ impl<'a> Restorer<'a> {
     ) -> Result<()> {
         let (rel, meta) = (&info.rel, &info.meta);
         let path = rel.to_path(self.root);
-        self.ensure_parents(rel)?;
+        self.ensure_parents(rel, &mut x.checked_dir)?;
         match tar::EntryType::new(head.kind) {
             tar::EntryType::Directory => {
                 self.clear(&path)?;
                 self.ensure_dir(&path, rel)?;
+                x.checked_dir = Some(rel.clone());
                 x.stats.dirs += 1;
                 if let Ok(mut d) = self.dirs.lock() {
                     d.push((rel.clone(), meta.clone()));
@@ -349,8 +357,7 @@ impl<'a> Restorer<'a> {
             .map_err(|e| io_err("cannot create", path, e))?;
         let n = match info.realsize {
             Some(realsize) => sparse::extract(data, size, &f, realsize, rel)?,
-            None => io::copy(data, &mut f)
-                .map_err(|e| Error::integrity(format!("cannot extract {rel}")).with_source(e))?,
+            None => copy(data, &mut f, &mut x.buf, rel, path)?,
         };
         apply_file_meta(&f, path, &info.meta)?;
         xattr::apply(On::File(&f), rel, &info.meta.attrs, &mut x.notes);
@@ -371,7 +378,7 @@ impl<'a> Restorer<'a> {
         reader: &mut dyn Read,
         ctx: &Fetcher<'_>,
     ) -> Result<ReadStats> {
-        self.ensure_parents(rel)?;
+        self.ensure_parents(rel, &mut None)?;
         let path = rel.to_path(self.root);
         let f = open_part(&path)?;
         let mut buf = vec![0u8; 1 << 20];
@@ -407,6 +414,37 @@ struct Extraction {
     notes: Notes,
     /// The regular files it created: the only targets its hard-link entries may name.
     created: Created,
+    /// The directory checked last, with its ancestors (entries come directory by directory).
+    checked_dir: Option<RelPath>,
+    /// The buffer files are copied through.
+    buf: Vec<u8>,
+}
+
+/// The buffer a file's bytes are copied through: a file of up to this size is one write.
+const COPY_BUFFER: usize = 256 << 10;
+
+/// Copies `data` into `f` (the file at `path`) through `buf`; returns the bytes copied.
+fn copy(
+    data: &mut dyn Read,
+    f: &mut File,
+    buf: &mut Vec<u8>,
+    rel: &RelPath,
+    path: &Path,
+) -> Result<u64> {
+    use std::io::Write;
+    buf.resize(COPY_BUFFER, 0);
+    let mut n = 0u64;
+    loop {
+        let k = match data.read(buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::integrity(format!("cannot extract {rel}")).with_source(e)),
+        };
+        f.write_all(&buf[..k])
+            .map_err(|e| io_err("cannot write", path, e))?;
+        n += k as u64;
+    }
 }
 
 /// Opens the file that parts of a large file are written into, creating it. What is there already

@@ -328,42 +328,53 @@ impl<'a> HoleWriter<'a> {
         }
     }
 
-    /// Writes `buf` at the current position.
-    pub(super) fn write(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let to_boundary = FS_BLOCK - self.pos % FS_BLOCK;
-            let n = buf.len().min(to_boundary as usize);
-            let (block, rest) = buf.split_at(n);
-            if *block == ZEROS[..n] {
-                self.zeros_from.get_or_insert(self.pos);
-            } else {
-                self.punch()?;
-                self.file.write_all_at(block, self.pos)?;
+    /// Writes `buf` at the current position: each run of blocks with data in one write.
+    pub(super) fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        // Where the run of blocks with data not yet written starts in `buf`.
+        let mut data_from: Option<usize> = None;
+        let mut at = 0;
+        while at < buf.len() {
+            let to_boundary = FS_BLOCK - (self.pos + at as u64) % FS_BLOCK;
+            let n = (buf.len() - at).min(to_boundary as usize);
+            if buf[at..at + n] == ZEROS[..n] {
+                if let Some(from) = data_from.take() {
+                    self.file
+                        .write_all_at(&buf[from..at], self.pos + from as u64)?;
+                }
+                self.zeros_from.get_or_insert(self.pos + at as u64);
+            } else if data_from.is_none() {
+                self.punch(self.pos + at as u64)?;
+                data_from = Some(at);
             }
-            self.pos += n as u64;
-            buf = rest;
+            at += n;
         }
+        if let Some(from) = data_from {
+            self.file
+                .write_all_at(&buf[from..], self.pos + from as u64)?;
+        }
+        self.pos += buf.len() as u64;
         Ok(())
     }
 
     /// Ends the writing; returns the position after the last byte.
     pub(super) fn finish(mut self) -> io::Result<u64> {
-        self.punch()?;
+        self.punch(self.pos)?;
         Ok(self.pos)
     }
 
-    /// Makes the pending zeros a hole (or writes them where holes cannot be punched).
-    fn punch(&mut self) -> io::Result<()> {
+    /// Makes the pending zeros, which end at `to`, a hole (or writes them where holes cannot be
+    /// punched).
+    fn punch(&mut self, to: u64) -> io::Result<()> {
         let Some(from) = self.zeros_from.take() else {
             return Ok(());
         };
         let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-        match rustix::fs::fallocate(self.file, flags, from, self.pos - from) {
+        match rustix::fs::fallocate(self.file, flags, from, to - from) {
             Ok(()) => Ok(()),
             Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
                 let mut at = from;
-                while at < self.pos {
-                    let n = (self.pos - at).min(FS_BLOCK);
+                while at < to {
+                    let n = (to - at).min(FS_BLOCK);
                     self.file.write_all_at(&ZEROS[..n as usize], at)?;
                     at += n;
                 }

@@ -185,6 +185,34 @@ proptest! {
     }
 
     #[test]
+    fn a_hole_writer_gives_back_any_bytes_in_any_chunks_over_old_bytes(
+        start in 0u64..10_000,
+        runs in prop::collection::vec((any::<bool>(), 1usize..12_000), 0..12),
+        chunk in 1usize..20_000,
+    ) {
+        let mut data = Vec::new();
+        for (zeros, len) in runs {
+            let byte = if zeros { 0 } else { 7 };
+            data.extend(std::iter::repeat_n(byte, len));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        let old = start as usize + data.len() + 5000;
+        std::fs::write(&path, vec![0xffu8; old]).unwrap();
+        let f = File::options().write(true).open(&path).unwrap();
+        let mut w = HoleWriter::new(&f, start);
+        for c in data.chunks(chunk) {
+            w.write(c).unwrap();
+        }
+        prop_assert_eq!(w.finish().unwrap(), start + data.len() as u64);
+        let back = std::fs::read(&path).unwrap();
+        let end = start as usize + data.len();
+        prop_assert!(back[..start as usize].iter().all(|b| *b == 0xff));
+        prop_assert!(back[start as usize..end] == data[..], "the bytes differ");
+        prop_assert!(back[end..].iter().all(|b| *b == 0xff));
+    }
+
+    #[test]
     fn any_entry_is_restored_or_refused_without_a_panic(
         bytes in prop::collection::vec(any::<u8>(), 0..1600),
         text in "[0-9\n]{0,40}",
