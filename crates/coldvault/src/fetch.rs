@@ -51,6 +51,24 @@ enum Body {
     Memory(Arc<Vec<u8>>),
 }
 
+thread_local! {
+    /// The memory of the last data file this thread read into memory, kept for the next one:
+    /// one allocation per worker instead of one per data file, which the allocator may not
+    /// give back.
+    static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for Verified {
+    fn drop(&mut self) {
+        if let Body::Memory(bytes) = &mut self.body {
+            if let Some(bytes) = Arc::get_mut(bytes) {
+                let spare = std::mem::take(bytes);
+                SPARE.with(|s| *s.borrow_mut() = spare);
+            }
+        }
+    }
+}
+
 /// Reads shared bytes from the start, without copying them for a `BufRead` caller.
 struct SharedBytes {
     bytes: Arc<Vec<u8>>,
@@ -163,7 +181,9 @@ impl Fetcher<'_> {
         let mut r = node.get(&data.key)?;
         if data.size <= IN_MEMORY {
             // One byte more than the manifest says is enough to see that the replica is too long.
-            let mut bytes = Vec::with_capacity(data.size as usize + 1);
+            let mut bytes = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+            bytes.clear();
+            bytes.reserve_exact(data.size as usize + 1);
             r.take(data.size + 1).read_to_end(&mut bytes).map_err(|e| {
                 Error::target("cannot read replica")
                     .with_source(e)
