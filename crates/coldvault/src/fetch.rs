@@ -63,7 +63,8 @@ impl Drop for Verified {
         if let Body::Memory(bytes) = &mut self.body {
             if let Some(bytes) = Arc::get_mut(bytes) {
                 let spare = std::mem::take(bytes);
-                SPARE.with(|s| *s.borrow_mut() = spare);
+                // Not while the thread's locals are torn down: then the buffer is just freed.
+                let _ = SPARE.try_with(|s| *s.borrow_mut() = spare);
             }
         }
     }
@@ -189,6 +190,12 @@ impl Fetcher<'_> {
                     .with_source(e)
                     .temporary()
             })?;
+            if bytes.len() as u64 > data.size {
+                return Err(Error::integrity(format!(
+                    "replica has more than {} bytes, the manifest says {}",
+                    data.size, data.size
+                )));
+            }
             let hash = blake3::hash(&bytes).to_hex().to_string();
             check_digest(bytes.len() as u64, &hash, data.size, &data.checksum)?;
             return Ok(Body::Memory(Arc::new(bytes)));
@@ -197,5 +204,129 @@ impl Fetcher<'_> {
             .staging
             .fetch(&data.checksum[..16], &mut r, data.size, &data.checksum)?;
         Ok(Body::Staged(staged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::{ObjectKey, Payload, SharedTarget};
+
+    /// A remote node in memory: no local path, so replicas come through `get`.
+    #[derive(Debug, Default)]
+    struct Remote(Mutex<HashMap<String, Vec<u8>>>);
+
+    impl Target for Remote {
+        fn name(&self) -> &str {
+            "remote"
+        }
+        fn put(&self, key: &ObjectKey, payload: Payload<'_>) -> Result<()> {
+            let mut bytes = Vec::new();
+            payload.open().unwrap().read_to_end(&mut bytes).unwrap();
+            self.0.lock().unwrap().insert(key.to_string(), bytes);
+            Ok(())
+        }
+        fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
+            let bytes = self.0.lock().unwrap().get(key.as_str()).cloned();
+            let bytes = bytes.ok_or_else(|| Error::not_found(format!("no {key}")))?;
+            Ok(Box::new(std::io::Cursor::new(bytes)))
+        }
+        fn stat(&self, key: &ObjectKey) -> Result<Option<u64>> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .get(key.as_str())
+                .map(|b| b.len() as u64))
+        }
+        fn list(&self, _prefix: &str) -> Result<Vec<ObjectKey>> {
+            Ok(Vec::new())
+        }
+        fn delete(&self, key: &ObjectKey) -> Result<()> {
+            self.0.lock().unwrap().remove(key.as_str());
+            Ok(())
+        }
+    }
+
+    /// A receipt for `bytes` stored under `key` on the remote node.
+    fn receipt(key: &str, bytes: &[u8]) -> Receipt {
+        Receipt {
+            key: ObjectKey::new(key),
+            size: bytes.len() as u64,
+            checksum: blake3::hash(bytes).to_hex().to_string(),
+            nodes: vec!["remote".to_owned()],
+        }
+    }
+
+    fn bytes(len: u64) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Runs `check` with a fetcher over one remote node, and that node.
+    fn with_remote(check: impl FnOnce(&Fetcher<'_>, &Remote)) {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = std::sync::Arc::new(Remote::default());
+        let repo = Repository::with_nodes("j", vec![remote.clone() as SharedTarget], 1);
+        let staging = Staging::create(dir.path(), "j").unwrap();
+        let progress = Progress::default();
+        let fetch = Fetcher {
+            repo: &repo,
+            staging: &staging,
+            progress: &progress,
+        };
+        check(&fetch, &remote);
+    }
+
+    #[test]
+    fn a_remote_data_file_is_checked_in_memory_up_to_the_limit_and_in_staging_above_it() {
+        with_remote(|fetch, remote| {
+            let staging = fetch.staging;
+            for (len, in_memory) in [(IN_MEMORY, true), (IN_MEMORY + 1, false)] {
+                let data = bytes(len);
+                let key = format!("data/{len}");
+                remote
+                    .put(&ObjectKey::new(&key), Payload::Bytes(&data))
+                    .unwrap();
+                let (verified, problems) = fetch.fetch(&receipt(&key, &data)).unwrap();
+                assert!(problems.is_empty(), "{problems:?}");
+                let spooled = std::fs::read_dir(staging.dir()).unwrap().count();
+                match verified.body {
+                    Body::Memory(ref b) => {
+                        assert!(in_memory, "{len} bytes read into memory");
+                        assert!(b[..] == data[..]);
+                        assert_eq!(spooled, 0, "nothing spooled for a file read into memory");
+                    }
+                    Body::Staged(ref f) => {
+                        assert!(!in_memory, "{len} bytes copied into staging");
+                        assert!(std::fs::read(f.path()).unwrap() == data);
+                        assert_eq!(spooled, 1);
+                    }
+                    Body::Local(_) => panic!("a remote node has no local path"),
+                }
+                drop(verified);
+                let left = std::fs::read_dir(staging.dir()).unwrap().count();
+                assert_eq!(left, 0, "the staged copy is removed once decoded");
+            }
+        });
+    }
+
+    #[test]
+    fn a_remote_replica_too_long_or_too_short_is_refused_naming_its_size() {
+        with_remote(|fetch, remote| {
+            let data = bytes(1000);
+            let r = receipt("data/x", &data);
+            for (stored, says) in [
+                (bytes(5000), "more than 1000 bytes"),
+                (bytes(999), "has 999 bytes"),
+            ] {
+                remote.put(&r.key, Payload::Bytes(&stored)).unwrap();
+                let e = fetch.fetch(&r).err().expect("refused");
+                assert_eq!(e.kind(), ErrorKind::Integrity);
+                assert!(e.to_string().contains(says), "{e}");
+            }
+        });
     }
 }
