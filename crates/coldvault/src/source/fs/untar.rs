@@ -204,11 +204,14 @@ fn parse_header(b: &[u8; BLOCK as usize]) -> Result<Head> {
 /// first byte has the high bit set (as GNU tar writes values too large for octal).
 fn number(field: &[u8]) -> Result<u64> {
     if field[0] & 0x80 != 0 {
-        if field[0] != 0x80 || field[1..field.len() - 8].iter().any(|b| *b != 0) {
+        // Big-endian after the marker bit; 0x40 set is a negative number.
+        let mut bytes = field.to_vec();
+        bytes[0] &= 0x7f;
+        let (high, low) = bytes.split_at(bytes.len().saturating_sub(8));
+        if field[0] & 0x40 != 0 || high.iter().any(|b| *b != 0) {
             return Err(malformed("a base-256 number is negative or too large"));
         }
-        let tail = &field[field.len() - 8..];
-        return Ok(tail.iter().fold(0, |n, b| n << 8 | u64::from(*b)));
+        return Ok(low.iter().fold(0, |n, b| n << 8 | u64::from(*b)));
     }
     let text = field.split(|b| *b == 0).next().unwrap_or(&[]);
     let text = std::str::from_utf8(text).map_err(|_| malformed("a number is not text"))?;

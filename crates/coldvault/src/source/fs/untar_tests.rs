@@ -122,3 +122,18 @@ fn damage_is_an_error_never_a_guess() {
         assert!(parse_pax(pax).is_err(), "{pax:?}");
     }
 }
+
+#[test]
+fn base_256_numbers_in_fields_of_any_width_are_read_or_refused_without_a_panic() {
+    // An 8-byte field (uid, gid) holds 7 value bytes after the marker; damage used to panic here.
+    assert_eq!(number(&[0x80, 0, 0, 0, 0, 0, 1, 2]).unwrap(), 0x102);
+    assert_eq!(number(&[0x81, 0, 0, 0, 0, 0, 0, 0]).unwrap(), 1 << 56);
+    assert_eq!(number(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]).unwrap(), 9);
+    assert_eq!(number(&[0x80]).unwrap(), 0);
+    for bad in [
+        &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe][..], // negative
+        &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],              // more than 64 bits
+    ] {
+        assert!(number(bad).is_err(), "{bad:?}");
+    }
+}
