@@ -70,28 +70,12 @@ impl Drop for Verified {
     }
 }
 
-/// Reads shared bytes from the start, without copying them for a `BufRead` caller.
-struct SharedBytes {
-    bytes: Arc<Vec<u8>>,
-    at: usize,
-}
+/// The bytes of a data file in memory, shared with a reader (a `Cursor` over them).
+struct Shared(Arc<Vec<u8>>);
 
-impl Read for SharedBytes {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut rest = &self.bytes[self.at..];
-        let n = rest.read(buf)?;
-        self.at += n;
-        Ok(n)
-    }
-}
-
-impl BufRead for SharedBytes {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        Ok(&self.bytes[self.at..])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.at = (self.at + n).min(self.bytes.len());
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -108,10 +92,7 @@ impl Verified {
         let f: Box<dyn BufRead + Send> = match &self.body {
             Body::Local(path) => open_file(path)?,
             Body::Staged(staged) => open_file(staged.path())?,
-            Body::Memory(bytes) => Box::new(SharedBytes {
-                bytes: Arc::clone(bytes),
-                at: 0,
-            }),
+            Body::Memory(bytes) => Box::new(std::io::Cursor::new(Shared(Arc::clone(bytes)))),
         };
         let decoded: Box<dyn Read + Send> = match &self.crypt {
             None => Box::new(

@@ -280,34 +280,31 @@ struct RangeReader {
     /// Where the range after `buf` (the one in flight, if any) starts.
     pos: u64,
     /// The request for the range at `pos`, sent before `buf` is consumed.
-    next: Option<tokio::task::JoinHandle<opendal::Result<opendal::Buffer>>>,
+    next: Option<Pending>,
     /// What is left of the range read last (as it came, not copied).
     buf: opendal::Buffer,
 }
 
+/// A ranged read sent to the runtime.
+type Pending = tokio::task::JoinHandle<opendal::Result<opendal::Buffer>>;
+
 impl RangeReader {
-    /// Sends the request for the range at `pos`, unless the object ends there.
-    fn request_next(&mut self, rt: &tokio::runtime::Runtime) {
+    /// Sends the request for the range at `pos`; none when the object ends there.
+    fn request(&self, rt: &tokio::runtime::Runtime) -> Option<Pending> {
         if self.pos >= self.size {
-            return;
+            return None;
         }
         let range = self.pos..(self.pos + RANGE_BYTES).min(self.size);
         let (op, key) = (self.op.clone(), self.key.clone());
-        self.next = Some(rt.spawn(async move { op.read_with(&key).range(range).await }));
+        Some(rt.spawn(async move { op.read_with(&key).range(range).await }))
     }
 }
 
 impl Read for RangeReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.buf.is_empty() {
-            if self.pos >= self.size {
-                return Ok(0);
-            }
             let rt = runtime().map_err(io::Error::other)?;
-            if self.next.is_none() {
-                self.request_next(rt);
-            }
-            let Some(pending) = self.next.take() else {
+            let Some(pending) = self.next.take().or_else(|| self.request(rt)) else {
                 return Ok(0);
             };
             let data = rt
@@ -329,7 +326,7 @@ impl Read for RangeReader {
                 ));
             }
             self.pos += self.buf.len() as u64;
-            self.request_next(rt);
+            self.next = self.request(rt);
         }
         // Across the chunks the response came in, however they are cut.
         let n = out.len().min(self.buf.len());
