@@ -10,6 +10,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod output;
+mod retrieval;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -122,6 +123,8 @@ enum Command {
         /// so they belong to the restoring account
         #[arg(long)]
         skip_definer: bool,
+        #[command(flatten)]
+        retrieval: retrieval::RetrievalArgs,
         #[command(flatten)]
         engine: EngineArgs,
         /// Print one JSON document
@@ -438,6 +441,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             parallel,
             force,
             skip_definer,
+            retrieval,
             engine,
             json,
         } => {
@@ -450,9 +454,36 @@ fn run(command: Command) -> Result<u8, Failure> {
                 skip_definer,
             };
             let started = std::time::Instant::now();
+            let repo = Repository::open(&job)?;
+            let (manifest, _) = repo.find(&snapshot)?;
+            let retrieved = retrieval.run(&repo, &manifest, opts.parallel)?;
+            if retrieval.only() {
+                if json {
+                    print_json(&retrieved);
+                } else {
+                    println!(
+                        "snapshot {}: {} of {} data files only on archive nodes; {} retrievals \
+                         requested now, {} already requested, {} ready",
+                        &manifest.id.as_str()[..8],
+                        retrieved.archived,
+                        retrieved.data_files,
+                        retrieved.requested,
+                        retrieved.already_requested,
+                        retrieved.ready
+                    );
+                }
+                return Ok(0);
+            }
             let show = !json && std::io::stdout().is_terminal();
-            let report = with_progress(show, "restore", |p: &Progress| {
-                restore::restore(&job, &snapshot, &RestoreTarget::parse(&to), &opts, p)
+            let mut report = with_progress(show, "restore", |p: &Progress| {
+                restore::restore_from(
+                    &job,
+                    &repo,
+                    manifest.id.as_str(),
+                    &RestoreTarget::parse(&to),
+                    &opts,
+                    p,
+                )
             })
             .map_err(|e| Failure {
                 // 1: it ran and found damage, or stopped part way; 2: it could not run.
@@ -462,6 +493,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                 },
                 error: e.into(),
             })?;
+            report.retrieval = (retrieved.archived > 0).then_some(retrieved);
             for p in &report.replica_problems {
                 eprintln!("coldvault: warning: skipped a replica: {p}");
             }

@@ -286,6 +286,9 @@ pub fn print_verify(r: &VerifyReport) {
             p.problem, p.node, p.file, p.detail
         );
     }
+    for u in &r.unread {
+        println!("not read    node {:<10} {}  ({})", u.node, u.file, u.reason);
+    }
     if r.damage_recorded > 0 {
         println!(
             "{} damaged replicas recorded on their nodes: the next backup reads their tasks again \

@@ -4,7 +4,9 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use coldvault::store::{ObjectKey, Payload, SharedTarget, Target};
+use coldvault::store::{
+    ObjectClass, ObjectKey, Payload, RetrievalAnswer, RetrievalTier, SharedTarget, Target,
+};
 use coldvault::{Error, Result, Status};
 
 /// A fault to inject.
@@ -146,5 +148,24 @@ impl Target for FaultyTarget {
     fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.down()?;
         self.inner.delete(key)
+    }
+
+    fn storage_class(&self) -> Option<&str> {
+        self.inner.storage_class()
+    }
+
+    fn object_class(&self, key: &ObjectKey) -> Result<Option<ObjectClass>> {
+        self.down()?;
+        self.inner.object_class(key)
+    }
+
+    fn request_retrieval(
+        &self,
+        key: &ObjectKey,
+        tier: RetrievalTier,
+        days: u32,
+    ) -> Result<RetrievalAnswer> {
+        self.down()?;
+        self.inner.request_retrieval(key, tier, days)
     }
 }

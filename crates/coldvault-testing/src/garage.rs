@@ -58,6 +58,16 @@ impl Garage {
 
     /// A target on the test bucket under `root`, to check and damage objects directly.
     pub fn target(&self, name: &str, root: &str) -> coldvault::store::OpenDalTarget {
+        self.target_in_class(name, root, None)
+    }
+
+    /// A target like [`Garage::target`] that writes data files in storage class `class`.
+    pub fn target_in_class(
+        &self,
+        name: &str,
+        root: &str,
+        class: Option<&str>,
+    ) -> coldvault::store::OpenDalTarget {
         coldvault::store::OpenDalTarget::s3(
             name,
             coldvault::store::S3Options {
@@ -69,6 +79,7 @@ impl Garage {
                 access_key_id: self.var("GARAGE_ACCESS_KEY_ID"),
                 secret_access_key: self.var("GARAGE_SECRET_ACCESS_KEY"),
                 ambient: false,
+                storage_class: class.map(str::to_owned),
             },
         )
         .unwrap()

@@ -7,6 +7,7 @@ pub mod fixtures;
 mod garage;
 mod mariadb;
 mod memory;
+mod moto;
 mod pg;
 pub mod pg_compare;
 mod spark;
@@ -15,6 +16,7 @@ pub use faulty::{Fault, FaultyTarget};
 pub use garage::Garage;
 pub use mariadb::Mariadb;
 pub use memory::MemoryTarget;
+pub use moto::Moto;
 pub use pg::Postgres;
 pub use spark::Spark;
 

@@ -108,11 +108,19 @@ impl Verified {
 }
 
 impl Fetcher<'_> {
-    /// The first healthy replica of `data`, and the problems met before it. A replica whose size
-    /// or checksum is wrong is recorded as damaged on its node, for the next backup to heal.
+    /// The first healthy replica of `data`, and the problems met before it; replicas on nodes
+    /// in an archive class are tried last. A replica whose size or checksum is wrong is recorded
+    /// as damaged on its node, for the next backup to heal.
     pub(crate) fn fetch(&self, data: &Receipt) -> Result<(Verified, Vec<String>)> {
         let mut problems = Vec::new();
-        for name in &data.nodes {
+        let mut order: Vec<&String> = data.nodes.iter().collect();
+        order.sort_by_key(|name| {
+            self.repo
+                .replicator()
+                .node(name)
+                .is_some_and(|n| crate::retrieve::is_archive(n.as_ref()))
+        });
+        for name in order {
             let Some(node) = self.repo.replicator().node(name) else {
                 problems.push(format!("{}: node {name} is no longer in the job", data.key));
                 continue;

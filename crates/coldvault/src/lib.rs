@@ -41,6 +41,7 @@ pub mod progress;
 pub mod repair;
 pub mod repo;
 pub mod restore;
+pub mod retrieve;
 mod secrets;
 pub mod source;
 pub mod stage;

@@ -114,7 +114,7 @@ fn repair_one(repo: &Repository, t: &TaskEntry, replicas: usize, staging: &Stagi
     let mut good: Vec<String> = Vec::new();
     let mut found: Vec<Problem> = Vec::new();
     for n in &data.nodes {
-        match inspect_replica(repo, n, data, true).1 {
+        match inspect_replica(repo, n, data, true).problem {
             None => good.push(n.clone()),
             Some(p) => found.push(p),
         }
@@ -215,7 +215,7 @@ fn copy_from_healthy(
                 continue;
             };
             if node.put(&data.key, Payload::File(staged.path())).is_ok()
-                && inspect_replica(repo, &to, data, true).1.is_none()
+                && inspect_replica(repo, &to, data, true).problem.is_none()
             {
                 out.copied.push(Copied {
                     file: data.key.to_string(),

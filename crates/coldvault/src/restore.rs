@@ -42,6 +42,9 @@ pub struct RestoreReport {
     /// What could not be restored at all (a database object the target refused), naming each:
     /// the restore ran but is incomplete, and the command ends with exit code 1.
     pub not_restored: Vec<String>,
+    /// What had to be retrieved from archive-class nodes first, when anything had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<crate::retrieve::RetrievalReport>,
 }
 
 /// Restores snapshot `spec` of `job` into `to`.
@@ -89,6 +92,7 @@ pub fn restore_from(
         replica_problems: restored.problems,
         warnings: restored.warnings,
         not_restored: restored.not_restored,
+        retrieval: None,
     })
 }
 

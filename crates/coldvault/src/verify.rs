@@ -1,6 +1,10 @@
 //! `verify`: checks every data file of a snapshot on every node its manifest names — presence and
 //! size, and with `read_data` the BLAKE3 of every replica — and that every node holds the manifest.
 //!
+//! On a node with a `storage_class`, each replica's class is checked too, from the store's
+//! metadata; a replica in an archive class that has not been retrieved is not read, even with
+//! `read_data`: the report lists it under `unread`, with the reason.
+//!
 //! A replica found damaged (a wrong size, or a wrong checksum) is recorded as such on its node
 //! ([`crate::store::DamageRecord`]), so that the next backup reads its task again from the source
 //! and writes good copies over it. That is the only write verify makes; a record that cannot be
@@ -12,7 +16,7 @@ use crate::catalog::Manifest;
 use crate::error::ErrorKind;
 use crate::repo::Repository;
 use crate::stage::hash_stream;
-use crate::store::{manifest_key, DamageRecord, FoundBy, Receipt};
+use crate::store::{manifest_key, DamageRecord, FoundBy, Readiness, Receipt};
 use crate::util::map_parallel;
 
 /// One damaged or missing replica.
@@ -46,11 +50,48 @@ pub struct VerifyReport {
     pub read_data: bool,
     /// What is wrong.
     pub problems: Vec<Problem>,
-    /// What is odd but puts no data at risk (a node that holds no listed replica is unreachable).
+    /// What is odd but puts no data at risk (a node that holds no listed replica is unreachable,
+    /// a replica in another storage class than its node's).
     pub warnings: Vec<String>,
+    /// Replicas whose checksums were not checked though `read_data` asked for it, with why
+    /// (archived and not retrieved).
+    pub unread: Vec<Unread>,
     /// Damaged replicas (`size`, `corrupt`) recorded as such on their nodes: the next backup
     /// reads their tasks again from the source and replaces them.
     pub damage_recorded: u64,
+}
+
+/// A replica `verify --read-data` could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unread {
+    /// The node.
+    pub node: String,
+    /// The object.
+    pub file: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What checking one replica found.
+#[derive(Debug, Default)]
+pub(crate) struct Inspection {
+    /// Bytes read to check its checksum.
+    pub bytes: u64,
+    /// What is wrong with it.
+    pub problem: Option<Problem>,
+    /// Why it was not read, when it was to be and could not.
+    pub unread: Option<String>,
+    /// Its class differs from its node's `storage_class`.
+    pub class: Option<String>,
+}
+
+impl Inspection {
+    fn problem(p: Problem) -> Self {
+        Inspection {
+            problem: Some(p),
+            ..Inspection::default()
+        }
+    }
 }
 
 impl Problem {
@@ -60,13 +101,14 @@ impl Problem {
     }
 }
 
-/// Checks one replica; returns the bytes read and the problem, if any.
+/// Checks one replica: presence, size, its class on a node with a `storage_class`, and with
+/// `read_data` its checksum.
 pub(crate) fn inspect_replica(
     repo: &Repository,
     node_name: &str,
     data: &Receipt,
     read_data: bool,
-) -> (u64, Option<Problem>) {
+) -> Inspection {
     let problem = |kind: &'static str, detail: String| Problem {
         node: node_name.to_owned(),
         file: data.key.to_string(),
@@ -74,43 +116,67 @@ pub(crate) fn inspect_replica(
         detail,
     };
     let Some(node) = repo.replicator().node(node_name) else {
-        return (
-            0,
-            Some(problem(
-                "missing",
-                "the node is no longer in the job".into(),
-            )),
-        );
+        return Inspection::problem(problem(
+            "missing",
+            "the node is no longer in the job".into(),
+        ));
     };
     match node.stat(&data.key) {
-        Ok(None) => return (0, Some(problem("missing", "no such object".into()))),
+        Ok(None) => return Inspection::problem(problem("missing", "no such object".into())),
         Ok(Some(s)) if s != data.size => {
-            return (
-                0,
-                Some(problem(
-                    "size",
-                    format!("{s} bytes, expected {}", data.size),
-                )),
-            )
+            return Inspection::problem(problem(
+                "size",
+                format!("{s} bytes, expected {}", data.size),
+            ))
         }
         Ok(Some(_)) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            return (0, Some(problem("missing", e.to_string())))
+            return Inspection::problem(problem("missing", e.to_string()))
         }
-        Err(e) => return (0, Some(problem("unreachable", e.to_string()))),
+        Err(e) => return Inspection::problem(problem("unreachable", e.to_string())),
+    }
+    let mut found = Inspection::default();
+    if let Some(want) = node.storage_class() {
+        match node.object_class(&data.key) {
+            Ok(Some(c)) => {
+                let class = c.class.unwrap_or_default();
+                if class != want {
+                    found.class = Some(format!(
+                        "{} on node {node_name} is in storage class {class}, not the node's {want}",
+                        data.key
+                    ));
+                }
+                if read_data && c.readiness != Readiness::Readable {
+                    found.unread = Some(format!(
+                        "in the archive class {class}, {}",
+                        match c.readiness {
+                            Readiness::Retrieving => "its retrieval is not done yet",
+                            _ => "not retrieved (restore --retrieval-only retrieves it)",
+                        }
+                    ));
+                    return found;
+                }
+            }
+            Ok(None) => return Inspection::problem(problem("missing", "no such object".into())),
+            Err(e) => return Inspection::problem(problem("unreachable", e.to_string())),
+        }
     }
     if !read_data {
-        return (0, None);
+        return found;
     }
     let hashed = node
         .get(&data.key)
         .map_err(|e| e.to_string())
         .and_then(|mut r| hash_stream(&mut r).map_err(|e| e.to_string()));
     match hashed {
-        Ok((n, hash)) if n == data.size && hash == data.checksum => (n, None),
-        Ok((n, _)) => (n, Some(problem("corrupt", "checksum mismatch".into()))),
-        Err(e) => (0, Some(problem("unreachable", e))),
+        Ok((n, hash)) if n == data.size && hash == data.checksum => found.bytes = n,
+        Ok((n, _)) => {
+            found.bytes = n;
+            found.problem = Some(problem("corrupt", "checksum mismatch".into()));
+        }
+        Err(e) => found.problem = Some(problem("unreachable", e)),
     }
+    found
 }
 
 /// Writes the record of `problem` (a damaged replica of `data`) on its node.
@@ -142,12 +208,13 @@ pub fn verify(
         .flat_map(|r| r.nodes.iter().map(move |n| (*r, n.as_str())))
         .collect();
     let results = map_parallel(&replicas, parallel, |(data, node)| {
-        let (n, p) = inspect_replica(repo, node, data, read_data);
-        let recorded = p
+        let found = inspect_replica(repo, node, data, read_data);
+        let recorded = found
+            .problem
             .as_ref()
             .filter(|p| p.is_damage())
             .map(|p| record_damage(repo, data, p, FoundBy::Verify));
-        (n, p, recorded)
+        (found, recorded, (data.key.to_string(), node.to_string()))
     });
     let mut report = VerifyReport {
         snapshot: manifest.id.to_string(),
@@ -158,11 +225,16 @@ pub fn verify(
         read_data,
         problems: Vec::new(),
         warnings: Vec::new(),
+        unread: Vec::new(),
         damage_recorded: 0,
     };
-    for (n, p, recorded) in results {
-        report.bytes_read += n;
-        report.problems.extend(p);
+    for (found, recorded, (file, node)) in results {
+        report.bytes_read += found.bytes;
+        report.problems.extend(found.problem);
+        report.warnings.extend(found.class);
+        if let Some(reason) = found.unread {
+            report.unread.push(Unread { node, file, reason });
+        }
         match recorded {
             Some(Ok(())) => report.damage_recorded += 1,
             Some(Err(e)) => report.warnings.push(format!(

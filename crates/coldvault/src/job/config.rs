@@ -111,6 +111,8 @@ pub(crate) struct NodeConfig {
     pub access_key_id_file: Option<String>,
     pub secret_access_key_file: Option<String>,
     pub ambient_credentials: Option<bool>,
+    pub storage_class: Option<String>,
+    pub max_rate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,7 @@
 mod config;
 mod validate;
 
-pub use validate::parse_size;
+pub use validate::{parse_rate, parse_size};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -178,7 +178,17 @@ pub struct Encryption {
 impl NodeSpec {
     /// Opens the node, rooted at `directory` on it.
     pub(crate) fn open(&self, directory: &str) -> Result<crate::store::SharedTarget> {
-        crate::store::node::open(&self.name, &self.url, &self.credentials, directory)
+        let node = crate::store::node::open(
+            &self.name,
+            &self.url,
+            &self.credentials,
+            self.storage_class.as_deref(),
+            directory,
+        )?;
+        Ok(match self.max_rate {
+            Some(rate) => std::sync::Arc::new(crate::store::LimitedTarget::new(node, rate)),
+            None => node,
+        })
     }
 
     /// Creates the node's root where its kind allows it (`Ok(false)` where it does not).
@@ -201,6 +211,12 @@ pub struct NodeSpec {
     pub url: NodeUrl,
     /// For S3 nodes: where the credentials come from.
     pub credentials: CredentialSource,
+    /// For S3 nodes: the storage class data files are written in (`DEEP_ARCHIVE`, …).
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    /// The most bytes per second moved to or from the node, uploads and downloads together.
+    #[serde(default)]
+    pub max_rate: Option<u64>,
 }
 
 /// How to run a job.

@@ -297,3 +297,25 @@ fn a_tree_selection_parses_and_its_mistakes_are_named() {
     let e = err(&with("exclude = [\"a[z-a]\"]"));
     assert!(e.contains("\"a[z-a]\" is not a valid pattern"), "{e}");
 }
+
+#[test]
+fn storage_class_and_max_rate_are_read_and_checked() {
+    let s3 = r#"{ name = "deep", url = "s3://b/p?endpoint=http://127.0.0.1:9", storage_class = "DEEP_ARCHIVE", max_rate = "50MiB/s" }"#;
+    let job = parse(&GOOD.replace(r#"{ name = "disk2", url = "file:///tmp/n2" }"#, s3)).unwrap();
+    let deep = &job.repository.nodes[1];
+    assert_eq!(deep.storage_class.as_deref(), Some("DEEP_ARCHIVE"));
+    assert_eq!(deep.max_rate, Some(50 << 20));
+    assert_eq!(job.repository.nodes[0].max_rate, None);
+    let e = err(&GOOD.replace(
+        r#"url = "file:n1" }"#,
+        r#"url = "file:n1", max_rate = "fast" }"#,
+    ));
+    assert!(e.contains("node \"disk1\": max_rate: \"fast\""), "{e}");
+    let e = err(&GOOD.replace(
+        r#"url = "file:n1" }"#,
+        r#"url = "file:n1", storage_class = "GLACIER" }"#,
+    ));
+    assert!(e.contains("storage_class is only for s3:// nodes"), "{e}");
+    assert_eq!(parse_rate("2MiB"), Ok(2 << 20));
+    assert!(parse_rate("100/s").is_err());
+}

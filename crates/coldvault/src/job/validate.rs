@@ -159,10 +159,38 @@ fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<Rep
                 n.name
             )));
         }
+        let storage_class = match n.storage_class {
+            Some(_) if !url.takes_credentials() => {
+                return Err(Error::config(format!(
+                    "[repository] nodes: node {:?}: storage_class is only for s3:// nodes",
+                    n.name
+                )))
+            }
+            Some(c) if c.is_empty() || !c.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+                return Err(Error::config(format!(
+                    "[repository] nodes: node {:?}: storage_class = {c:?}: expected a class \
+                     name such as STANDARD_IA, GLACIER or DEEP_ARCHIVE",
+                    n.name
+                )))
+            }
+            c => c,
+        };
+        let max_rate = n
+            .max_rate
+            .map(|r| parse_rate(&r))
+            .transpose()
+            .map_err(|e| {
+                Error::config(format!(
+                    "[repository] nodes: node {:?}: max_rate: {e}",
+                    n.name
+                ))
+            })?;
         nodes.push(NodeSpec {
             name: n.name,
             url,
             credentials,
+            storage_class,
+            max_rate,
         });
     }
     let replicas = raw.replicas.unwrap_or(nodes.len().min(2) as i64);
@@ -296,6 +324,17 @@ fn existing_path(base: &Path, raw: &str, key: &str) -> Result<PathBuf> {
             path.display()
         ))),
     }
+}
+
+/// A rate such as `50MiB/s` (or a bare size, per second), in bytes per second; at least 1 KiB/s.
+pub fn parse_rate(text: &str) -> std::result::Result<u64, String> {
+    let size = text.trim().strip_suffix("/s").unwrap_or(text);
+    let rate =
+        parse_size(size).map_err(|e| format!("{text:?}: {e} (expected e.g. \"50MiB/s\")"))?;
+    if rate < 1024 {
+        return Err(format!("{text:?}: below 1KiB/s"));
+    }
+    Ok(rate)
 }
 
 /// Parses "256MiB", "1G", "512k", "1000000", "10MB" (decimal), into bytes.

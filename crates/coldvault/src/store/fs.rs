@@ -146,6 +146,11 @@ impl FsTarget {
                 f.write_all(bytes)?;
                 f.sync_all()
             }
+            Payload::Paced(..) => {
+                let mut f = File::create(tmp)?;
+                io::copy(&mut payload.open()?, &mut f)?;
+                f.sync_all()
+            }
         }
     }
 }

@@ -18,10 +18,12 @@
 mod damage;
 mod fs;
 mod layout;
+mod limit;
 pub(crate) mod node;
 mod opendal;
 mod replicate;
 mod retry;
+mod s3_archive;
 
 use std::fmt;
 use std::io::Read;
@@ -35,9 +37,11 @@ pub use fs::FsTarget;
 pub use layout::{
     data_key, manifest_key, receipt_key, CONFIG_KEY, DATA_PREFIX, RUNS_PREFIX, SNAPSHOTS_PREFIX,
 };
+pub use limit::{LimitedTarget, Paced, RateLimiter};
 pub use node::NodeUrl;
 pub use replicate::{rendezvous_order, Receipt, Replicator};
 pub use retry::{Backoff, RetryingTarget};
+pub use s3_archive::{RetrievalAnswer, ARCHIVE_CLASSES};
 
 /// A key inside a node's job directory, `/`-separated, never starting with `/`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -90,6 +94,8 @@ pub enum Payload<'a> {
     File(&'a Path),
     /// Bytes in memory (manifests, markers).
     Bytes(&'a [u8]),
+    /// Another payload, read at a node's `max_rate`.
+    Paced(&'a Payload<'a>, &'a RateLimiter),
 }
 
 impl Payload<'_> {
@@ -98,6 +104,7 @@ impl Payload<'_> {
         match self {
             Payload::File(p) => Ok(Box::new(std::fs::File::open(p)?)),
             Payload::Bytes(b) => Ok(Box::new(*b)),
+            Payload::Paced(p, limiter) => Ok(Box::new(Paced::new(p.open()?, limiter))),
         }
     }
 
@@ -106,12 +113,67 @@ impl Payload<'_> {
         match self {
             Payload::File(p) => Ok(std::fs::metadata(p)?.len()),
             Payload::Bytes(b) => Ok(b.len() as u64),
+            Payload::Paced(p, _) => p.len(),
         }
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> std::io::Result<bool> {
         Ok(self.len()? == 0)
+    }
+}
+
+/// Whether an object can be read now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readiness {
+    /// It can be read.
+    Readable,
+    /// It is in an archive class and no retrieval was asked for (or the last one expired).
+    Archived,
+    /// A retrieval is under way.
+    Retrieving,
+}
+
+/// An object's storage class and whether it can be read now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectClass {
+    /// The class the store reports; `None` where the store has no classes.
+    pub class: Option<String>,
+    /// Whether it can be read now.
+    pub readiness: Readiness,
+}
+
+impl ObjectClass {
+    /// An object of a store without classes: always readable.
+    pub fn readable() -> Self {
+        ObjectClass {
+            class: None,
+            readiness: Readiness::Readable,
+        }
+    }
+}
+
+/// How fast (and at what price) an archived object is made readable, in S3's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrievalTier {
+    /// The cheapest: within 12 hours (Flexible Retrieval), 48 hours (Deep Archive).
+    Bulk,
+    /// 3–5 hours (Flexible Retrieval), 12 hours (Deep Archive).
+    Standard,
+    /// 1–5 minutes, Flexible Retrieval only.
+    Expedited,
+}
+
+impl RetrievalTier {
+    /// The name S3 uses.
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            RetrievalTier::Bulk => "Bulk",
+            RetrievalTier::Standard => "Standard",
+            RetrievalTier::Expedited => "Expedited",
+        }
     }
 }
 
@@ -151,6 +213,28 @@ pub trait Target: Send + Sync + fmt::Debug {
     /// Removes temporary objects that writers which died left behind; returns how many.
     fn remove_temporaries(&self) -> Result<usize> {
         Ok(0)
+    }
+    /// The storage class the node writes data files in (`storage_class` in its entry); `None`
+    /// for the store's default.
+    fn storage_class(&self) -> Option<&str> {
+        None
+    }
+    /// An object's class and whether it can be read now; `None` when it does not exist. A store
+    /// without classes answers with [`ObjectClass::readable`].
+    fn object_class(&self, key: &ObjectKey) -> Result<Option<ObjectClass>> {
+        Ok(self.stat(key)?.map(|_| ObjectClass::readable()))
+    }
+    /// Asks for a readable copy of an archived object, kept `days` days.
+    fn request_retrieval(
+        &self,
+        _key: &ObjectKey,
+        _tier: RetrievalTier,
+        _days: u32,
+    ) -> Result<RetrievalAnswer> {
+        Err(crate::Error::config(format!(
+            "node {} keeps no archive class: nothing to retrieve",
+            self.name()
+        )))
     }
 }
 

@@ -124,6 +124,7 @@ pub(crate) fn open(
     name: &str,
     url: &NodeUrl,
     credentials: &CredentialSource,
+    storage_class: Option<&str>,
     directory: &str,
 ) -> Result<SharedTarget> {
     Ok(match url {
@@ -154,6 +155,7 @@ pub(crate) fn open(
                     access_key_id,
                     secret_access_key,
                     ambient: credentials.ambient,
+                    storage_class: storage_class.map(str::to_owned),
                 },
             )?)
         }

@@ -8,6 +8,11 @@
 //! time), reads come down in 4 MiB ranges, the next one requested while the last is consumed:
 //! memory is bounded per transfer (two ranges), never by object size.
 //! An upload only becomes visible when it completes, so a put is atomic.
+//!
+//! A node with a `storage_class` writes data files (`data/…`) in that class and everything else
+//! (markers, manifests, receipts, locks, keys, records) in the bucket's default class, so that
+//! planning, listing and verifying without reading data never need a retrieval. Its objects'
+//! classes and retrievals go through [`super::s3_archive`].
 
 use std::io::{self, Read};
 use std::sync::OnceLock;
@@ -16,7 +21,8 @@ use std::time::Duration;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{services, Operator};
 
-use super::{ObjectKey, Payload, Target};
+use super::s3_archive::{ArchiveApi, RetrievalAnswer};
+use super::{ObjectClass, ObjectKey, Payload, RetrievalTier, Target, DATA_PREFIX};
 use crate::error::{Error, ErrorKind, Result, Status};
 
 const PART_BYTES: usize = 8 << 20;
@@ -58,6 +64,8 @@ pub struct S3Options {
     pub secret_access_key: String,
     /// Let the client also read ~/.aws and the instance metadata service.
     pub ambient: bool,
+    /// The storage class data files are written in; the bucket's default when `None`.
+    pub storage_class: Option<String>,
 }
 
 impl std::fmt::Debug for S3Options {
@@ -67,6 +75,7 @@ impl std::fmt::Debug for S3Options {
             .field("root", &self.root)
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
+            .field("storage_class", &self.storage_class)
             .finish_non_exhaustive()
     }
 }
@@ -78,48 +87,36 @@ pub struct OpenDalTarget {
     /// Where, for messages: endpoint and bucket (never a secret).
     place: String,
     op: Operator,
+    /// Writes data files in the node's storage class; `None` when it has none.
+    data_op: Option<Operator>,
+    storage_class: Option<String>,
+    /// Classes and retrievals, for a node with a storage class.
+    archive: Option<ArchiveApi>,
 }
 
 impl OpenDalTarget {
     /// Opens an S3 node called `name`.
     pub fn s3(name: &str, o: S3Options) -> Result<Self> {
-        let mut b = services::S3::default()
-            .bucket(&o.bucket)
-            .root(&format!("/{}", o.root.trim_matches('/')))
-            .region(&o.region)
-            .access_key_id(&o.access_key_id)
-            .secret_access_key(&o.secret_access_key);
-        if let Some(e) = &o.endpoint {
-            b = b.endpoint(e);
-        }
-        if o.virtual_host {
-            b = b.enable_virtual_host_style();
-        }
-        if !o.ambient {
-            b = b.disable_config_load().disable_ec2_metadata();
-        }
         let place = format!(
             "{}/{}",
             o.endpoint.as_deref().unwrap_or("https://s3.amazonaws.com"),
             o.bucket
         );
-        let op = Operator::new(b)
-            .map_err(|e| map_err(e, "cannot configure", &place, name))?
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(60))
-                    .with_io_timeout(Duration::from_secs(30)),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_max_times(2)
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_jitter(),
-            );
+        let op = s3_operator(&o, None, &place, name)?;
+        let (data_op, archive) = match &o.storage_class {
+            Some(class) => (
+                Some(s3_operator(&o, Some(class), &place, name)?),
+                Some(ArchiveApi::new(&o, &o.root)?),
+            ),
+            None => (None, None),
+        };
         Ok(OpenDalTarget {
             name: name.to_owned(),
             place,
             op,
+            data_op,
+            storage_class: o.storage_class,
+            archive,
         })
     }
 
@@ -127,17 +124,25 @@ impl OpenDalTarget {
         map_err(e, what, &self.place, &self.name)
     }
 
+    fn archive(&self) -> Result<&ArchiveApi> {
+        self.archive.as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "node {} has no storage_class: nothing to retrieve",
+                self.name
+            ))
+        })
+    }
+
     async fn upload(&self, key: &str, payload: Payload<'_>) -> opendal::Result<()> {
+        let op = match &self.data_op {
+            Some(data_op) if key.starts_with(DATA_PREFIX) => data_op,
+            _ => &self.op,
+        };
         match payload {
-            Payload::Bytes(b) => self.op.write(key, b.to_vec()).await.map(|_| ()),
-            Payload::File(path) => {
-                let mut file = std::fs::File::open(path).map_err(io_to_opendal)?;
-                let mut w = self
-                    .op
-                    .writer_with(key)
-                    .chunk(PART_BYTES)
-                    .concurrent(2)
-                    .await?;
+            Payload::Bytes(b) => op.write(key, b.to_vec()).await.map(|_| ()),
+            Payload::File(_) | Payload::Paced(..) => {
+                let mut file = payload.open().map_err(io_to_opendal)?;
+                let mut w = op.writer_with(key).chunk(PART_BYTES).concurrent(2).await?;
                 loop {
                     let mut buf = vec![0u8; PART_BYTES];
                     let n = read_full(&mut file, &mut buf).map_err(io_to_opendal)?;
@@ -151,6 +156,42 @@ impl OpenDalTarget {
             }
         }
     }
+}
+
+/// An S3 operator with its layers; `class` is the storage class it writes in.
+fn s3_operator(o: &S3Options, class: Option<&str>, place: &str, name: &str) -> Result<Operator> {
+    let mut b = services::S3::default()
+        .bucket(&o.bucket)
+        .root(&format!("/{}", o.root.trim_matches('/')))
+        .region(&o.region)
+        .access_key_id(&o.access_key_id)
+        .secret_access_key(&o.secret_access_key);
+    if let Some(e) = &o.endpoint {
+        b = b.endpoint(e);
+    }
+    if o.virtual_host {
+        b = b.enable_virtual_host_style();
+    }
+    if !o.ambient {
+        b = b.disable_config_load().disable_ec2_metadata();
+    }
+    if let Some(class) = class {
+        b = b.default_storage_class(class);
+    }
+    let op = Operator::new(b)
+        .map_err(|e| map_err(e, "cannot configure", place, name))?
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(Duration::from_secs(60))
+                .with_io_timeout(Duration::from_secs(30)),
+        )
+        .layer(
+            RetryLayer::new()
+                .with_max_times(2)
+                .with_min_delay(Duration::from_millis(100))
+                .with_jitter(),
+        );
+    Ok(op)
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -230,10 +271,27 @@ impl Target for OpenDalTarget {
     }
 
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
-        let size = self.stat(key)?.ok_or_else(|| {
+        let missing = || {
             Error::not_found(format!("no object {key} on {}", self.place))
                 .with_context("node", &self.name)
-        })?;
+        };
+        if self.archive.is_some() {
+            let class = self.object_class(key)?.ok_or_else(missing)?;
+            if class.readiness != super::Readiness::Readable {
+                return Err(Error::target(format!(
+                    "{key} is in the archive class {} on {} and {}: `coldvault restore` \
+                     requests its retrieval and waits for it",
+                    class.class.as_deref().unwrap_or("?"),
+                    self.place,
+                    match class.readiness {
+                        super::Readiness::Retrieving => "its retrieval is not done yet",
+                        _ => "has not been retrieved",
+                    }
+                ))
+                .with_context("node", &self.name));
+            }
+        }
+        let size = self.stat(key)?.ok_or_else(missing)?;
         Ok(Box::new(RangeReader {
             op: self.op.clone(),
             key: key.as_str().to_owned(),
@@ -261,6 +319,31 @@ impl Target for OpenDalTarget {
             .filter(|e| e.metadata().mode().is_file())
             .map(|e| ObjectKey::new(e.path().trim_start_matches('/').to_owned()))
             .collect())
+    }
+
+    fn storage_class(&self) -> Option<&str> {
+        self.storage_class.as_deref()
+    }
+
+    fn object_class(&self, key: &ObjectKey) -> Result<Option<ObjectClass>> {
+        match &self.archive {
+            Some(api) => runtime()?
+                .block_on(api.head(key.as_str()))
+                .map_err(|e| e.with_context("node", &self.name)),
+            None => Ok(self.stat(key)?.map(|_| ObjectClass::readable())),
+        }
+    }
+
+    fn request_retrieval(
+        &self,
+        key: &ObjectKey,
+        tier: RetrievalTier,
+        days: u32,
+    ) -> Result<RetrievalAnswer> {
+        let api = self.archive()?;
+        runtime()?
+            .block_on(api.restore(key.as_str(), tier, days))
+            .map_err(|e| e.with_context("node", &self.name))
     }
 
     fn delete(&self, key: &ObjectKey) -> Result<()> {

@@ -6,7 +6,9 @@
 use std::io::Read;
 use std::time::Duration;
 
-use super::{ObjectKey, Payload, SharedTarget, Target};
+use super::{
+    ObjectClass, ObjectKey, Payload, RetrievalAnswer, RetrievalTier, SharedTarget, Target,
+};
 use crate::error::{Error, Result, Status};
 
 /// Exponential backoff with jitter.
@@ -145,6 +147,29 @@ impl Target for RetryingTarget {
 
     fn remove_temporaries(&self) -> Result<usize> {
         self.inner.remove_temporaries()
+    }
+
+    fn storage_class(&self) -> Option<&str> {
+        self.inner.storage_class()
+    }
+
+    fn object_class(&self, key: &ObjectKey) -> Result<Option<ObjectClass>> {
+        self.backoff
+            .run(&format!("stat {key}"), || self.inner.object_class(key))
+            .map_err(|e| self.node_err(e))
+    }
+
+    fn request_retrieval(
+        &self,
+        key: &ObjectKey,
+        tier: RetrievalTier,
+        days: u32,
+    ) -> Result<RetrievalAnswer> {
+        self.backoff
+            .run(&format!("request the retrieval of {key}"), || {
+                self.inner.request_retrieval(key, tier, days)
+            })
+            .map_err(|e| self.node_err(e))
     }
 }
 

@@ -1,0 +1,75 @@
+//! `restore`'s retrieval flags, and the step that runs before a restore reads: the data files
+//! only archive nodes hold are requested back and waited for.
+
+use std::time::Duration;
+
+use coldvault::repo::Repository;
+use coldvault::retrieve::{retrieve, RetrievalOptions, RetrievalReport};
+use coldvault::store::RetrievalTier;
+
+#[derive(clap::Args)]
+pub struct RetrievalArgs {
+    /// For data files only archive-class nodes hold: how fast (and at what price) to retrieve
+    #[arg(long, value_name = "TIER", default_value = "bulk", value_parser = ["bulk", "standard", "expedited"])]
+    retrieval: String,
+    /// How many days retrieved copies stay readable
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    retrieval_days: u32,
+    /// Request the retrievals and return, without waiting or restoring; a later restore reads
+    #[arg(long)]
+    retrieval_only: bool,
+    /// How often to ask the store again while waiting for retrievals
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    retrieval_poll: Duration,
+}
+
+impl RetrievalArgs {
+    /// True when the command should stop after requesting.
+    pub fn only(&self) -> bool {
+        self.retrieval_only
+    }
+
+    /// Requests what must be retrieved and, unless `--retrieval-only`, waits for it; says where
+    /// it stands on stderr as it changes.
+    pub fn run(
+        &self,
+        repo: &Repository,
+        manifest: &coldvault::catalog::Manifest,
+        parallel: usize,
+    ) -> coldvault::Result<RetrievalReport> {
+        let tier = match self.retrieval.as_str() {
+            "standard" => RetrievalTier::Standard,
+            "expedited" => RetrievalTier::Expedited,
+            _ => RetrievalTier::Bulk,
+        };
+        let opts = RetrievalOptions {
+            tier,
+            days: self.retrieval_days,
+            only_request: self.retrieval_only,
+            poll: self.retrieval_poll,
+            parallel: parallel.max(4),
+        };
+        let mut last = None;
+        retrieve(repo, manifest, &opts, &mut |r| {
+            if r.archived > 0 && last.as_ref() != Some(r) {
+                eprintln!(
+                    "coldvault: retrieval: {} of {} archived data files ready; {} requested now, \
+                     {} already requested{}",
+                    r.ready,
+                    r.archived,
+                    r.requested,
+                    r.already_requested,
+                    if r.waited_seconds > 0 {
+                        format!(
+                            "; waited {}",
+                            humantime::format_duration(Duration::from_secs(r.waited_seconds))
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                last = Some(r.clone());
+            }
+        })
+    }
+}
