@@ -86,6 +86,13 @@ enum Command {
         /// Read every replica and check its BLAKE3 checksum
         #[arg(long)]
         read_data: bool,
+        /// Read only a subset: N/M (the N-th of M fixed groups of data files) or P% (that share
+        /// of the bytes, the replicas read longest ago first)
+        #[arg(long, value_name = "SUBSET", value_parser = clap::value_parser!(verify::Subset))]
+        read_data_subset: Option<verify::Subset>,
+        /// Start no read after this long (e.g. 2h); the next run goes on where this one stopped
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        max_duration: Option<std::time::Duration>,
         /// Print one JSON document
         #[arg(long)]
         json: bool,
@@ -348,12 +355,21 @@ fn run(command: Command) -> Result<u8, Failure> {
             job,
             snapshot,
             read_data,
+            read_data_subset,
+            max_duration,
             json,
         } => {
             let job = load(&job)?;
             let repo = Repository::open(&job)?;
             let (manifest, nodes) = repo.find(&snapshot)?;
-            let report = verify::verify(&repo, &manifest, &nodes, read_data, job.run.parallel);
+            let reads =
+                (read_data || read_data_subset.is_some() || max_duration.is_some()).then(|| {
+                    verify::DataReads {
+                        subset: read_data_subset.unwrap_or(verify::Subset::All),
+                        max_duration,
+                    }
+                });
+            let report = verify::verify(&repo, &manifest, &nodes, reads.as_ref(), job.run.parallel);
             if json {
                 print_json(&report);
             } else {

@@ -296,6 +296,30 @@ pub fn print_verify(r: &VerifyReport) {
             r.damage_recorded
         );
     }
+    if let Some(c) = &r.coverage {
+        if c.not_reached > 0 {
+            println!(
+                "{} chosen replicas not read: --max-duration ran out (the next run reads them first)",
+                c.not_reached
+            );
+        }
+        println!(
+            "coverage: {:.0}% of the bytes of {} readable replicas read in the last 30 days \
+             ({} replicas); {} never read{}",
+            if c.bytes == 0 {
+                100.0
+            } else {
+                c.read_30d_bytes as f64 * 100.0 / c.bytes as f64
+            },
+            c.replicas,
+            c.read_30d_replicas,
+            c.never_read,
+            c.oldest_read
+                .as_ref()
+                .map(|t| format!("; oldest read {t}"))
+                .unwrap_or_default()
+        );
+    }
     println!(
         "snapshot {}: {} data files, {} replicas checked{}: {}",
         &r.snapshot[..8],

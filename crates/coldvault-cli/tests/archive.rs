@@ -90,6 +90,22 @@ fn an_archive_node_keeps_data_archived_and_a_restore_from_it_alone_retrieves_fir
     assert_eq!(v["problems"], serde_json::json!([]), "{v}");
     assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
 
+    // Three subset runs cover every readable replica (the disks'); the archive node's are
+    // listed as not read each time.
+    for n in 1..=3 {
+        let v = json(
+            &m,
+            &env,
+            &["verify", "latest", "--read-data-subset", &format!("{n}/3")],
+            0,
+        );
+        let c = &v["coverage"];
+        assert_eq!(c["never_read"].as_u64().unwrap() == 0, n == 3, "{v}");
+        if n == 3 {
+            assert_eq!(c["read_30d_bytes"], c["bytes"], "{v}");
+        }
+    }
+
     // Reading data says which replicas it could not read, and why; the disks' are read.
     let v = json(&m, &env, &["verify", "latest", "--read-data"], 0);
     let unread = v["unread"].as_array().unwrap();

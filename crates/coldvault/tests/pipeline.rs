@@ -160,7 +160,7 @@ fn a_corrupt_replica_is_found_by_verify_and_passed_over_by_restore() {
     let (m, nodes) = s.repo.find("latest").unwrap();
     // Node b garbles everything it hands out: its copies of the manifest and the marker read as
     // damaged (they check themselves), its data files' sizes are intact.
-    let quick = verify::verify(&s.repo, &m, &nodes, false, 2);
+    let quick = verify::verify(&s.repo, &m, &nodes, None, 2);
     assert!(
         quick.problems.iter().all(|p| p.node == "b"
             && p.problem == "damaged"
@@ -168,7 +168,16 @@ fn a_corrupt_replica_is_found_by_verify_and_passed_over_by_restore() {
         "sizes are intact: {:?}",
         quick.problems
     );
-    let full = verify::verify(&s.repo, &m, &nodes, true, 2);
+    let full = verify::verify(
+        &s.repo,
+        &m,
+        &nodes,
+        Some(&verify::DataReads {
+            subset: verify::Subset::All,
+            max_duration: None,
+        }),
+        2,
+    );
     assert!(!full.ok);
     let corrupt: Vec<_> = full
         .problems

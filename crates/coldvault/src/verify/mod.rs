@@ -1,6 +1,10 @@
 //! `verify`: checks every data file of a snapshot on every node its manifest names — presence and
 //! size, and with `read_data` the BLAKE3 of every replica — and that every node holds the manifest.
 //!
+//! What is read can be a subset ([`Subset`]: the N-th of M groups, or a share of the bytes) and
+//! time-boxed; every full read is recorded on the replica's node ([`coverage`]), subsets read the
+//! replicas read longest ago first, and the report gives the coverage of the last 30 days.
+//!
 //! On a node with a `storage_class`, each replica's class is checked too, from the store's
 //! metadata; a replica in an archive class that has not been retrieved is not read, even with
 //! `read_data`: the report lists it under `unread`, with the reason.
@@ -10,7 +14,16 @@
 //! and writes good copies over it. That is the only write verify makes; a record that cannot be
 //! written is a warning, not a problem.
 
+mod coverage;
+mod select;
+
+use std::collections::HashSet;
+use std::time::Instant;
+
 use serde::Serialize;
+
+pub use coverage::COVERAGE_KEY;
+pub use select::{DataReads, Subset};
 
 use crate::catalog::Manifest;
 use crate::error::ErrorKind;
@@ -46,8 +59,12 @@ pub struct VerifyReport {
     pub replicas_checked: u64,
     /// Bytes read to check checksums.
     pub bytes_read: u64,
-    /// Whether checksums were checked.
+    /// Whether checksums were checked (of all replicas, or of a subset).
     pub read_data: bool,
+    /// What has been read of the snapshot's readable replicas, this run and earlier ones; when
+    /// data was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<CoverageReport>,
     /// What is wrong.
     pub problems: Vec<Problem>,
     /// What is odd but puts no data at risk (a node that holds no listed replica is unreachable,
@@ -59,6 +76,26 @@ pub struct VerifyReport {
     /// Damaged replicas (`size`, `corrupt`) recorded as such on their nodes: the next backup
     /// reads their tasks again from the source and replaces them.
     pub damage_recorded: u64,
+}
+
+/// How much of a snapshot's replicas `verify` has read lately, from the records on the nodes.
+/// Replicas on nodes in an archive class are not counted: they are not read without retrieval.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CoverageReport {
+    /// Readable replicas of the snapshot.
+    pub replicas: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Replicas read whole in the last 30 days.
+    pub read_30d_replicas: u64,
+    /// Their bytes.
+    pub read_30d_bytes: u64,
+    /// Replicas never read by `verify`.
+    pub never_read: u64,
+    /// When the replica read longest ago was read (RFC 3339), among those read at all.
+    pub oldest_read: Option<String>,
+    /// Replicas this run chose but did not read because `max_duration` ran out.
+    pub not_reached: u64,
 }
 
 /// A replica `verify --read-data` could not read.
@@ -194,12 +231,30 @@ pub(crate) fn record_damage(
     repo.replicator().damage().record(node.as_ref(), &record)
 }
 
-/// Verifies `manifest`, whose manifest file is on `manifest_nodes`.
+/// One replica to check, and whether to read it.
+struct Check<'a> {
+    data: &'a Receipt,
+    node: &'a str,
+    read: bool,
+}
+
+/// What checking one replica gave.
+struct Checked {
+    found: Inspection,
+    recorded: Option<crate::Result<()>>,
+    /// Read whole (its checksum compared), for the coverage record.
+    read_whole: bool,
+    /// Chosen for reading but not read: the time ran out.
+    not_reached: bool,
+}
+
+/// Verifies `manifest`, whose manifest file is on `manifest_nodes`: every replica's presence and
+/// size, and with `reads` the checksums of the replicas it selects.
 pub fn verify(
     repo: &Repository,
     manifest: &Manifest,
     manifest_nodes: &[String],
-    read_data: bool,
+    reads: Option<&DataReads>,
     parallel: usize,
 ) -> VerifyReport {
     let receipts = manifest.receipts();
@@ -207,14 +262,39 @@ pub fn verify(
         .iter()
         .flat_map(|r| r.nodes.iter().map(move |n| (*r, n.as_str())))
         .collect();
-    let results = map_parallel(&replicas, parallel, |(data, node)| {
-        let found = inspect_replica(repo, node, data, read_data);
+    let archive = |node: &str| {
+        repo.replicator()
+            .node(node)
+            .is_some_and(|n| crate::retrieve::is_archive(n.as_ref()))
+    };
+    let (mut coverage, coverage_warnings) = match reads {
+        Some(_) => coverage::Coverage::load(repo.nodes()),
+        None => Default::default(),
+    };
+    let checks = plan_checks(&replicas, &coverage, reads, &archive);
+    let started = Instant::now();
+    let deadline = reads.and_then(|r| r.max_duration);
+    let results = map_parallel(&checks, parallel, |c| {
+        let in_time = deadline.is_none_or(|d| started.elapsed() < d);
+        let read = c.read && in_time;
+        let found = inspect_replica(repo, c.node, c.data, read);
         let recorded = found
             .problem
             .as_ref()
             .filter(|p| p.is_damage())
-            .map(|p| record_damage(repo, data, p, FoundBy::Verify));
-        (found, recorded, (data.key.to_string(), node.to_string()))
+            .map(|p| record_damage(repo, c.data, p, FoundBy::Verify));
+        let read_whole = read
+            && found.unread.is_none()
+            && found
+                .problem
+                .as_ref()
+                .is_none_or(|p| p.problem == "corrupt");
+        Checked {
+            found,
+            recorded,
+            read_whole,
+            not_reached: c.read && !in_time,
+        }
     });
     let mut report = VerifyReport {
         snapshot: manifest.id.to_string(),
@@ -222,18 +302,37 @@ pub fn verify(
         data_files: receipts.len() as u64,
         replicas_checked: replicas.len() as u64,
         bytes_read: 0,
-        read_data,
+        read_data: reads.is_some(),
+        coverage: None,
         problems: Vec::new(),
-        warnings: Vec::new(),
+        warnings: coverage_warnings,
         unread: Vec::new(),
         damage_recorded: 0,
     };
-    for (found, recorded, (file, node)) in results {
+    let now = coverage::now_secs();
+    let mut touched = HashSet::new();
+    let mut not_reached = 0;
+    for (c, done) in checks.iter().zip(results) {
+        let Checked {
+            found,
+            recorded,
+            read_whole,
+            not_reached: missed,
+        } = done;
+        if read_whole {
+            coverage.note(c.node, c.data.key.as_str(), now);
+            touched.insert(c.node.to_owned());
+        }
+        not_reached += u64::from(missed);
         report.bytes_read += found.bytes;
         report.problems.extend(found.problem);
         report.warnings.extend(found.class);
         if let Some(reason) = found.unread {
-            report.unread.push(Unread { node, file, reason });
+            report.unread.push(Unread {
+                node: c.node.to_owned(),
+                file: c.data.key.to_string(),
+                reason,
+            });
         }
         match recorded {
             Some(Ok(())) => report.damage_recorded += 1,
@@ -326,6 +425,90 @@ pub fn verify(
             detail,
         });
     }
+    if reads.is_some() {
+        let mut touched: Vec<String> = touched.into_iter().collect();
+        touched.sort();
+        report.warnings.extend(coverage.save(repo, &touched));
+        let readable: Vec<_> = replicas.iter().filter(|(_, n)| !archive(n)).collect();
+        let mut cover = coverage_of(&readable, &coverage, now);
+        cover.not_reached = not_reached;
+        report.coverage = Some(cover);
+    }
     report.ok = report.problems.is_empty();
     report
+}
+
+/// Every replica, those to read first in the order to read them. `--read-data` and `N/M` read
+/// archive nodes' replicas too (they are reported as unread when archived); a share of the bytes
+/// is taken from the replicas that can be read.
+fn plan_checks<'a>(
+    replicas: &[(&'a Receipt, &'a str)],
+    coverage: &coverage::Coverage,
+    reads: Option<&DataReads>,
+    archive: &dyn Fn(&str) -> bool,
+) -> Vec<Check<'a>> {
+    let chosen = match reads {
+        None => Vec::new(),
+        Some(r) => {
+            let candidates: Vec<(&Receipt, &str)> = match r.subset {
+                Subset::Percent(_) => replicas
+                    .iter()
+                    .copied()
+                    .filter(|(_, n)| !archive(n))
+                    .collect(),
+                _ => replicas.to_vec(),
+            };
+            select::choose(&candidates, coverage, r.subset)
+        }
+    };
+    let picked: HashSet<(&str, &str)> = chosen.iter().map(|(d, n)| (d.key.as_str(), *n)).collect();
+    let mut checks: Vec<Check> = chosen
+        .into_iter()
+        .map(|(data, node)| Check {
+            data,
+            node,
+            read: true,
+        })
+        .collect();
+    checks.extend(
+        replicas
+            .iter()
+            .filter(|(d, n)| !picked.contains(&(d.key.as_str(), *n)))
+            .map(|(data, node)| Check {
+                data,
+                node,
+                read: false,
+            }),
+    );
+    checks
+}
+
+/// What the records say of `replicas` at `now`.
+fn coverage_of(
+    replicas: &[&(&Receipt, &str)],
+    coverage: &coverage::Coverage,
+    now: u64,
+) -> CoverageReport {
+    const MONTH: u64 = 30 * 24 * 3600;
+    let mut r = CoverageReport::default();
+    let mut oldest: Option<u64> = None;
+    for (data, node) in replicas {
+        r.replicas += 1;
+        r.bytes += data.size;
+        match coverage.last_read(node, data.key.as_str()) {
+            None => r.never_read += 1,
+            Some(t) => {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+                if now.saturating_sub(t) <= MONTH {
+                    r.read_30d_replicas += 1;
+                    r.read_30d_bytes += data.size;
+                }
+            }
+        }
+    }
+    r.oldest_read = oldest.map(|t| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+            .to_string()
+    });
+    r
 }
