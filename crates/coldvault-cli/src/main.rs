@@ -468,6 +468,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                 parallel: parallel.unwrap_or(job.run.parallel).max(1),
                 force,
                 skip_definer,
+                retrieval_poll: Some(retrieval.poll()),
             };
             let started = std::time::Instant::now();
             let repo = Repository::open(&job)?;
@@ -478,14 +479,14 @@ fn run(command: Command) -> Result<u8, Failure> {
                     print_json(&retrieved);
                 } else {
                     println!(
-                        "snapshot {}: {} of {} data files only on archive nodes; {} retrievals \
-                         requested now, {} already requested, {} ready",
+                        "snapshot {}: {} of {} data files only on archive nodes; {} readable \
+                         now, {} retrievals requested now, {} already requested",
                         &manifest.id.as_str()[..8],
                         retrieved.archived,
                         retrieved.data_files,
+                        retrieved.ready,
                         retrieved.requested,
-                        retrieved.already_requested,
-                        retrieved.ready
+                        retrieved.already_requested
                     );
                 }
                 return Ok(0);

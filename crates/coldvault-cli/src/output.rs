@@ -57,10 +57,16 @@ pub fn with_progress<T>(show: bool, what: &str, f: impl FnOnce(&Progress) -> T) 
                 let now = progress.bytes_done.load(Ordering::Relaxed);
                 bar.set_length(total.max(now));
                 bar.set_position(now);
+                let waiting = progress.waiting_retrieval.load(Ordering::Relaxed);
                 bar.set_message(format!(
-                    "tasks {}/{}",
+                    "tasks {}/{}{}",
                     progress.tasks_done.load(Ordering::Relaxed),
-                    progress.tasks_total.load(Ordering::Relaxed)
+                    progress.tasks_total.load(Ordering::Relaxed),
+                    if waiting > 0 {
+                        format!(", {waiting} waiting for their retrieval")
+                    } else {
+                        String::new()
+                    }
                 ));
                 std::thread::sleep(Duration::from_millis(150));
             }

@@ -18,7 +18,7 @@ pub struct RetrievalArgs {
     /// Request the retrievals and return, without waiting or restoring; a later restore reads
     #[arg(long)]
     retrieval_only: bool,
-    /// How often to ask the store again while waiting for retrievals
+    /// How often to ask the store again about a data file whose retrieval is under way
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     retrieval_poll: Duration,
 }
@@ -29,8 +29,12 @@ impl RetrievalArgs {
         self.retrieval_only
     }
 
-    /// Requests what must be retrieved and, unless `--retrieval-only`, waits for it; says where
-    /// it stands on stderr as it changes.
+    /// How often a restore asks again about a data file whose retrieval is under way.
+    pub fn poll(&self) -> Duration {
+        self.retrieval_poll
+    }
+
+    /// Requests what must be retrieved and says where it stands on stderr.
     pub fn run(
         &self,
         repo: &Repository,
@@ -45,31 +49,16 @@ impl RetrievalArgs {
         let opts = RetrievalOptions {
             tier,
             days: self.retrieval_days,
-            only_request: self.retrieval_only,
-            poll: self.retrieval_poll,
             parallel: parallel.max(4),
         };
-        let mut last = None;
-        retrieve(repo, manifest, &opts, &mut |r| {
-            if r.archived > 0 && last.as_ref() != Some(r) {
-                eprintln!(
-                    "coldvault: retrieval: {} of {} archived data files ready; {} requested now, \
-                     {} already requested{}",
-                    r.ready,
-                    r.archived,
-                    r.requested,
-                    r.already_requested,
-                    if r.waited_seconds > 0 {
-                        format!(
-                            "; waited {}",
-                            humantime::format_duration(Duration::from_secs(r.waited_seconds))
-                        )
-                    } else {
-                        String::new()
-                    }
-                );
-                last = Some(r.clone());
-            }
-        })
+        let r = retrieve(repo, manifest, &opts)?;
+        if r.archived > 0 {
+            eprintln!(
+                "coldvault: retrieval: {} of {} data files only on archive nodes; {} of them \
+                 readable now, {} requested now, {} already requested",
+                r.archived, r.data_files, r.ready, r.requested, r.already_requested
+            );
+        }
+        Ok(r)
     }
 }

@@ -139,6 +139,7 @@ pub fn backup_to(
             repo,
             staging: &staging,
             progress,
+            retrieval_poll: None,
         },
         reader: Some(reader.as_ref()),
         sessions: &crate::source::Sessions::default(),

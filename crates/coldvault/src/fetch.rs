@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -29,6 +30,9 @@ pub(crate) struct Fetcher<'a> {
     pub staging: &'a Staging,
     /// Bytes and tasks done.
     pub progress: &'a Progress,
+    /// While the retrieval of a data file from an archive node is under way, ask again this
+    /// often instead of failing; `None` to fail at once.
+    pub retrieval_poll: Option<std::time::Duration>,
 }
 
 /// The largest data file a remote replica is read into memory for; larger ones go through a
@@ -111,7 +115,39 @@ impl Fetcher<'_> {
     /// The first healthy replica of `data`, and the problems met before it; replicas on nodes
     /// in an archive class are tried last. A replica whose size or checksum is wrong is recorded
     /// as damaged on its node, for the next backup to heal.
+    /// With `retrieval_poll`, a data file whose only readable copy will be a retrieval under way
+    /// is waited for, so a restore goes on with what is readable meanwhile.
     pub(crate) fn fetch(&self, data: &Receipt) -> Result<(Verified, Vec<String>)> {
+        loop {
+            let fetched = self.fetch_once(data);
+            match self.retrieval_poll {
+                Some(poll) if fetched.is_err() && self.under_retrieval(data) => {
+                    self.progress
+                        .waiting_retrieval
+                        .fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(poll);
+                    self.progress
+                        .waiting_retrieval
+                        .fetch_sub(1, Ordering::Relaxed);
+                }
+                _ => return fetched,
+            }
+        }
+    }
+
+    /// True when a retrieval of `data` is under way on one of its archive nodes.
+    fn under_retrieval(&self, data: &Receipt) -> bool {
+        data.nodes
+            .iter()
+            .filter_map(|name| self.repo.replicator().node(name))
+            .filter(|node| crate::retrieve::is_archive(node.as_ref()))
+            .any(|node| {
+                matches!(node.object_class(&data.key),
+                    Ok(Some(c)) if c.readiness == crate::store::Readiness::Retrieving)
+            })
+    }
+
+    fn fetch_once(&self, data: &Receipt) -> Result<(Verified, Vec<String>)> {
         let mut problems = Vec::new();
         let mut order: Vec<&String> = data.nodes.iter().collect();
         order.sort_by_key(|name| {
@@ -265,6 +301,7 @@ mod tests {
             repo: &repo,
             staging: &staging,
             progress: &progress,
+            retrieval_poll: None,
         };
         check(&fetch, &remote);
     }
@@ -317,5 +354,86 @@ mod tests {
                 assert!(e.to_string().contains(says), "{e}");
             }
         });
+    }
+
+    /// A node in an archive class whose retrieval of every object completes after `polls`
+    /// questions; until then it refuses reads.
+    #[derive(Debug)]
+    struct Retrieving {
+        inner: Remote,
+        polls: std::sync::atomic::AtomicU32,
+    }
+
+    impl Target for Retrieving {
+        fn name(&self) -> &str {
+            "remote"
+        }
+        fn put(&self, key: &ObjectKey, payload: Payload<'_>) -> Result<()> {
+            self.inner.put(key, payload)
+        }
+        fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
+            if self.polls.load(Ordering::SeqCst) > 0 {
+                return Err(Error::target(format!(
+                    "{key}: its retrieval is not done yet"
+                )));
+            }
+            self.inner.get(key)
+        }
+        fn stat(&self, key: &ObjectKey) -> Result<Option<u64>> {
+            self.inner.stat(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &ObjectKey) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn storage_class(&self) -> Option<&str> {
+            Some("DEEP_ARCHIVE")
+        }
+        fn object_class(&self, _key: &ObjectKey) -> Result<Option<crate::store::ObjectClass>> {
+            let left = self.polls.load(Ordering::SeqCst);
+            self.polls.store(left.saturating_sub(1), Ordering::SeqCst);
+            Ok(Some(crate::store::ObjectClass {
+                class: Some("DEEP_ARCHIVE".into()),
+                readiness: if left > 0 {
+                    crate::store::Readiness::Retrieving
+                } else {
+                    crate::store::Readiness::Readable
+                },
+            }))
+        }
+    }
+
+    #[test]
+    fn a_data_file_under_retrieval_is_waited_for_when_asked_and_fails_otherwise() {
+        for poll in [None, Some(std::time::Duration::from_millis(5))] {
+            let dir = tempfile::tempdir().unwrap();
+            let node = std::sync::Arc::new(Retrieving {
+                inner: Remote::default(),
+                polls: 3.into(),
+            });
+            let data = bytes(1000);
+            node.put(&ObjectKey::new("data/r"), Payload::Bytes(&data))
+                .unwrap();
+            let repo = Repository::with_nodes("j", vec![node.clone() as SharedTarget], 1);
+            let staging = Staging::create(dir.path(), "j").unwrap();
+            let progress = Progress::default();
+            let fetch = Fetcher {
+                repo: &repo,
+                staging: &staging,
+                progress: &progress,
+                retrieval_poll: poll,
+            };
+            match (poll, fetch.fetch(&receipt("data/r", &data))) {
+                (None, Err(e)) => assert!(e.to_string().contains("not done yet"), "{e}"),
+                (Some(_), Ok((verified, _))) => {
+                    assert!(matches!(&verified.body, Body::Memory(b) if b[..] == data[..]));
+                    assert_eq!(node.polls.load(Ordering::SeqCst), 0);
+                    assert_eq!(progress.waiting_retrieval.load(Ordering::SeqCst), 0);
+                }
+                (poll, other) => panic!("{poll:?}: {:?}", other.map(|_| ())),
+            }
+        }
     }
 }

@@ -13,6 +13,8 @@ pub struct Progress {
     pub tasks_done: AtomicU64,
     /// Tasks in all.
     pub tasks_total: AtomicU64,
+    /// Data files waiting for their retrieval from an archive node.
+    pub waiting_retrieval: AtomicU64,
 }
 
 impl Progress {

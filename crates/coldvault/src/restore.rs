@@ -75,6 +75,7 @@ pub fn restore_from(
         repo,
         staging: &staging,
         progress,
+        retrieval_poll: opts.retrieval_poll,
     };
     progress.start(manifest.tasks.len() as u64, manifest.totals.read.bytes_read);
     let restored = source.restore(&RestoreRun {
@@ -113,6 +114,7 @@ impl RestoreRun<'_> {
                     to: to.clone(),
                     include: self.opts.include.clone(),
                     force: self.opts.force,
+                    retrieval_poll_ms: self.opts.retrieval_poll.map(|d| d.as_millis() as u64),
                     entry: (*e).clone(),
                 },
             })

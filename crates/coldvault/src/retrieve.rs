@@ -1,13 +1,13 @@
 //! Retrieval: before a restore, the data files of a snapshot that can only be read from nodes in
-//! an archive class (S3 Glacier Flexible Retrieval, Deep Archive) are asked back, then waited for.
+//! an archive class (S3 Glacier Flexible Retrieval, Deep Archive) are asked back. The restore
+//! then reads each as soon as it is readable ([`crate::fetch`] waits for a retrieval under way),
+//! so it goes on with what is ready while the rest is still being retrieved.
 //!
 //! A data file with a readable replica anywhere — on a node without an archive class, or already
 //! retrieved — is left alone: a restore prefers such a node. For the others, a retrieval is
 //! requested on one archive node that holds it, unless one is already under way there, so a
 //! restore stopped while waiting and run again asks for nothing twice. The state is the store's
 //! (`HEAD`'s `x-amz-restore`), not ours: nothing is written to the repository.
-
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -24,10 +24,6 @@ pub struct RetrievalOptions {
     pub tier: RetrievalTier,
     /// How long the retrieved copies stay readable.
     pub days: u32,
-    /// Request and return, without waiting.
-    pub only_request: bool,
-    /// How often to ask the store again while waiting.
-    pub poll: Duration,
     /// How many requests are in flight at once.
     pub parallel: usize,
 }
@@ -47,8 +43,6 @@ pub struct RetrievalReport {
     pub ready: u64,
     /// Data files with no replica found on any node (the restore will name them).
     pub unavailable: u64,
-    /// Seconds spent waiting.
-    pub waited_seconds: u64,
 }
 
 /// Where one data file stands.
@@ -57,8 +51,8 @@ enum State<'a> {
     Readable,
     /// Only archive nodes hold it, and a retrieved copy can be read now.
     Retrieved,
-    /// A retrieval is under way on this node.
-    Waiting(&'a str),
+    /// A retrieval is under way.
+    Waiting,
     /// Only archived replicas: a retrieval must be requested on this node.
     Archived(&'a str),
     /// No replica found.
@@ -71,13 +65,12 @@ pub fn is_archive(node: &dyn Target) -> bool {
         .is_some_and(|c| ARCHIVE_CLASSES.contains(&c))
 }
 
-/// Requests the retrieval of the data files of `manifest` that only archive nodes hold, and
-/// (unless `only_request`) waits until all are readable. `on_change` sees each new state.
+/// Requests the retrieval of the data files of `manifest` that only archive nodes hold, unless
+/// one is readable or already under way; says where they stand.
 pub fn retrieve(
     repo: &Repository,
     manifest: &Manifest,
     opts: &RetrievalOptions,
-    on_change: &mut dyn FnMut(&RetrievalReport),
 ) -> Result<RetrievalReport> {
     let receipts = manifest.receipts();
     let mut report = RetrievalReport {
@@ -88,7 +81,6 @@ pub fn retrieve(
         return Ok(report);
     }
     let states = map_parallel(&receipts, opts.parallel, |r| state(repo, r));
-    let mut waiting: Vec<(&Receipt, &str)> = Vec::new();
     let mut to_request = Vec::new();
     for (r, s) in receipts.iter().zip(states) {
         match s? {
@@ -98,10 +90,9 @@ pub fn retrieve(
                 report.ready += 1;
             }
             State::Unavailable => report.unavailable += 1,
-            State::Waiting(node) => {
+            State::Waiting => {
                 report.archived += 1;
                 report.already_requested += 1;
-                waiting.push((r, node));
             }
             State::Archived(node) => {
                 report.archived += 1;
@@ -112,47 +103,12 @@ pub fn retrieve(
     let answers = map_parallel(&to_request, opts.parallel, |(r, node)| {
         node_named(repo, node)?.request_retrieval(&r.key, opts.tier, opts.days)
     });
-    for ((r, node), answer) in to_request.iter().zip(answers) {
+    for answer in answers {
         match answer? {
             RetrievalAnswer::Requested => report.requested += 1,
             RetrievalAnswer::AlreadyRequested => report.already_requested += 1,
-            RetrievalAnswer::Ready => {
-                report.ready += 1;
-                continue;
-            }
+            RetrievalAnswer::Ready => report.ready += 1,
         }
-        waiting.push((r, node));
-    }
-    on_change(&report);
-    if opts.only_request {
-        return Ok(report);
-    }
-    let started = Instant::now();
-    while !waiting.is_empty() {
-        std::thread::sleep(opts.poll);
-        let now = map_parallel(&waiting, opts.parallel, |(r, node)| {
-            let n = node_named(repo, node)?;
-            let class = n.object_class(&r.key)?;
-            // A copy that expired before it was read (or a retrieval the store dropped) is
-            // asked for again.
-            if let Some(c) = &class {
-                if c.readiness == Readiness::Archived {
-                    n.request_retrieval(&r.key, opts.tier, opts.days)?;
-                }
-            }
-            Ok(class.is_some_and(|c| c.readiness == Readiness::Readable))
-        });
-        let mut still = Vec::new();
-        for (w, ready) in waiting.into_iter().zip(now) {
-            if ready? {
-                report.ready += 1;
-            } else {
-                still.push(w);
-            }
-        }
-        waiting = still;
-        report.waited_seconds = started.elapsed().as_secs();
-        on_change(&report);
     }
     Ok(report)
 }
@@ -167,7 +123,7 @@ fn node_named<'a>(repo: &'a Repository, name: &str) -> Result<&'a crate::store::
 /// for a retrieval, or archived everywhere it is.
 fn state<'a>(repo: &Repository, data: &'a Receipt) -> Result<State<'a>> {
     let mut archived = None;
-    let mut waiting = None;
+    let mut waiting = false;
     let mut retrieved = false;
     for name in &data.nodes {
         let Some(node) = repo.replicator().node(name) else {
@@ -191,14 +147,14 @@ fn state<'a>(repo: &Repository, data: &'a Receipt) -> Result<State<'a>> {
                 retrieved = true
             }
             Readiness::Readable => return Ok(State::Readable),
-            Readiness::Retrieving => waiting = waiting.or(Some(name.as_str())),
+            Readiness::Retrieving => waiting = true,
             Readiness::Archived => archived = archived.or(Some(name.as_str())),
         }
     }
-    Ok(match (waiting, archived) {
+    Ok(match archived {
         _ if retrieved => State::Retrieved,
-        (Some(node), _) => State::Waiting(node),
-        (None, Some(node)) => State::Archived(node),
-        (None, None) => State::Unavailable,
+        _ if waiting => State::Waiting,
+        Some(node) => State::Archived(node),
+        None => State::Unavailable,
     })
 }

@@ -169,6 +169,12 @@ pub fn handle(request: WorkRequest<'_>) -> WorkReply {
                 repo: &repo,
                 staging: &staging,
                 progress: &progress,
+                retrieval_poll: match &request {
+                    WorkRequest::Restore { work, .. } => {
+                        work.retrieval_poll_ms.map(std::time::Duration::from_millis)
+                    }
+                    WorkRequest::Backup { .. } => None,
+                },
             },
             reader: reader.as_deref(),
             sessions: &sessions,

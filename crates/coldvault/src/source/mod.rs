@@ -289,6 +289,9 @@ pub struct RestoreOptions {
     /// MySQL / MariaDB: create views, routines, triggers and events without their `DEFINER`, so
     /// they belong to the restoring account (for a target without the source's accounts).
     pub skip_definer: bool,
+    /// While a data file's retrieval from an archive node is under way, wait for it, asking
+    /// again this often; `None` fails the data file instead.
+    pub retrieval_poll: Option<std::time::Duration>,
 }
 
 /// One data file to restore in a worker, with what the coordinator decided for all of them.
@@ -305,6 +308,10 @@ pub struct EntryWork {
     /// Replace what is there.
     #[serde(default)]
     pub force: bool,
+    /// While a data file's retrieval from an archive node is under way, ask again this often
+    /// (milliseconds) instead of failing.
+    #[serde(default)]
+    pub retrieval_poll_ms: Option<u64>,
     /// The data file.
     pub entry: TaskEntry,
 }
