@@ -51,6 +51,12 @@ pub enum RetrievalAnswer {
 
 impl ArchiveApi {
     pub(crate) fn new(o: &super::S3Options, root: &str) -> Result<Self> {
+        if o.access_key_id.is_empty() || o.secret_access_key.is_empty() {
+            return Err(Error::config(
+                "a node with a storage_class needs its S3 keys in variables or files: its \
+                 retrieval requests cannot use ambient credentials",
+            ));
+        }
         let endpoint = o
             .endpoint
             .clone()
