@@ -9,6 +9,7 @@
 
 #![warn(clippy::unwrap_used)]
 
+mod backup_cmd;
 mod output;
 mod retrieval;
 
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use coldvault::job::EngineKind;
-use coldvault::{backup, repair, restore, stage::Staging, verify, ErrorKind, Job, Plan, Progress};
+use coldvault::{repair, restore, stage::Staging, verify, ErrorKind, Job, Plan, Progress};
 use coldvault::{Repository, RestoreOptions, RestoreTarget};
 
 use output::{bytes, print_json, with_progress};
@@ -64,6 +65,9 @@ enum Command {
         /// Wait this long (e.g. 10m) for another backup of the job to finish, instead of refusing
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         wait: Option<std::time::Duration>,
+        /// Write the run's figures here in Prometheus's text format (default: [run] metrics_file)
+        #[arg(long, value_name = "PATH")]
+        metrics_file: Option<PathBuf>,
         /// Print one JSON document
         #[arg(long)]
         json: bool,
@@ -197,7 +201,7 @@ impl EngineArgs {
 }
 
 /// An error with the exit code it ends the command with.
-struct Failure {
+pub(crate) struct Failure {
     code: u8,
     error: anyhow::Error,
 }
@@ -300,28 +304,14 @@ fn run(command: Command) -> Result<u8, Failure> {
             parallel,
             engine,
             wait,
+            metrics_file,
             json,
         } => {
             let mut job = load(&job)?;
             engine.apply(&mut job)?;
             job.run.lock_wait = wait;
             let parallel = parallel.unwrap_or(job.run.parallel).max(1);
-            let started = std::time::Instant::now();
-            let show = !json && std::io::stdout().is_terminal();
-            let report = with_progress(show, "backup", |p: &Progress| {
-                backup::backup(&job, parallel, p)
-            })?;
-            if json {
-                print_json(&report);
-            } else {
-                output::print_backup(&job, &report, started.elapsed());
-            }
-            Ok(match (&report.snapshot, report.left_out) {
-                (None, _) => 1,
-                (Some(_), 0) => 0,
-                // Saved, but some entries could not be read: restic's "incomplete snapshot".
-                (Some(_), _) => 3,
-            })
+            backup_cmd::run(&job, parallel, json, metrics_file.as_deref())
         }
         Command::Snapshots { job, json } => {
             let job = load(&job)?;

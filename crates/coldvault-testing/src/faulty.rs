@@ -154,6 +154,10 @@ impl Target for FaultyTarget {
         self.inner.storage_class()
     }
 
+    fn retries(&self) -> u64 {
+        self.inner.retries()
+    }
+
     fn object_class(&self, key: &ObjectKey) -> Result<Option<ObjectClass>> {
         self.down()?;
         self.inner.object_class(key)

@@ -47,6 +47,8 @@ pub struct FailedTask {
 pub struct BackupReport {
     /// The committed snapshot; `None` when a task failed.
     pub snapshot: Option<SnapshotId>,
+    /// When the run started (RFC 3339): the time of its snapshot.
+    pub time: String,
     /// Tasks planned.
     pub tasks: u64,
     /// Regular files read.
@@ -84,6 +86,20 @@ pub struct BackupReport {
     /// For a database: which point in time the snapshot holds and how it was taken.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,
+    /// What went to each node that took part.
+    pub nodes: Vec<NodeRun>,
+}
+
+/// What one node took in a backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRun {
+    /// The node.
+    pub node: String,
+    /// Bytes of the data files this run's tasks placed on it (a copy already there counts).
+    pub bytes_written: u64,
+    /// Requests sent to it again after a temporary failure, in this process (the local
+    /// engine's; a Spark executor's retries are its own).
+    pub retries: u64,
 }
 
 /// Runs a backup of `job` with `parallel` tasks at once.
@@ -171,7 +187,13 @@ pub fn backup_to(
         (replies, beside)
     });
     let mut failed_tasks = Vec::new();
-    collect(replies?, &mut reuse.entries, &mut failed_tasks)?;
+    let mut written = BTreeMap::new();
+    collect(
+        replies?,
+        &mut reuse.entries,
+        &mut failed_tasks,
+        &mut written,
+    )?;
     beside?;
     // Tasks whose entries disagree (parts of one file read from different versions) are read
     // again, a bounded number of rounds; what still disagrees is marked left out by the source.
@@ -189,7 +211,12 @@ pub fn backup_to(
                 ..t.clone()
             })
             .collect();
-        collect(run(&tasks)?, &mut reuse.entries, &mut failed_tasks)?;
+        collect(
+            run(&tasks)?,
+            &mut reuse.entries,
+            &mut failed_tasks,
+            &mut written,
+        )?;
     }
     drop(staging);
     let record = reader.finish()?;
@@ -205,6 +232,7 @@ pub fn backup_to(
     );
     let mut report = BackupReport {
         snapshot: None,
+        time: time.clone(),
         tasks: all_tasks.len() as u64,
         reused_tasks: reuse.resumed as u64,
         resumed_run: reuse.resumed_run,
@@ -220,6 +248,15 @@ pub fn backup_to(
         warnings,
         notes: std::mem::take(&mut plan.notes),
         consistency,
+        nodes: repo
+            .nodes()
+            .iter()
+            .map(|n| NodeRun {
+                node: n.name().to_owned(),
+                bytes_written: written.get(n.name()).copied().unwrap_or(0),
+                retries: n.retries(),
+            })
+            .collect(),
     };
     if !report.failed_tasks.is_empty() {
         return Ok(report);
@@ -258,16 +295,21 @@ pub fn backup_to(
 /// How often tasks whose entries disagree are read again before the source gives up on them.
 const REREAD_ROUNDS: usize = 2;
 
-/// Files the replies' entries under their tasks, and their failures in `failed`.
+/// Files the replies' entries under their tasks, their failures in `failed`, and the bytes
+/// their data files placed on each node in `written`.
 fn collect(
     replies: Vec<crate::worker::WorkReply>,
     entries: &mut BTreeMap<TaskId, TaskEntry>,
     failed: &mut Vec<FailedTask>,
+    written: &mut BTreeMap<String, u64>,
 ) -> Result<()> {
     for reply in replies {
         let r = reply.into_task_report()?;
         match (r.entry, r.error) {
             (Some(e), _) => {
+                for node in &e.data.nodes {
+                    *written.entry(node.clone()).or_default() += e.data.size;
+                }
                 entries.insert(e.id.clone(), e);
             }
             (None, error) => {

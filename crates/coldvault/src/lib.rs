@@ -35,6 +35,7 @@ mod fetch;
 pub mod forget;
 pub mod job;
 pub mod lock;
+pub mod ops;
 pub mod path;
 pub mod plan;
 pub mod progress;

@@ -125,6 +125,10 @@ pub(crate) struct RunConfig {
     pub zstd_level: Option<i32>,
     pub engine: Option<String>,
     pub spark: Option<SparkConfig>,
+    pub metrics_file: Option<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub on_failure: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -237,10 +237,27 @@ pub struct Run {
     pub engine: EngineKind,
     /// How to reach a Spark cluster, for `engine = "spark"`.
     pub spark: SparkSettings,
+    /// Where a backup writes its figures for Prometheus (node_exporter's textfile collector).
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+    /// Shell commands run around a backup (`sh -c`), with its outcome in the environment.
+    #[serde(default)]
+    pub hooks: Hooks,
     /// How long a backup waits for another backup of the job to finish (`--wait`); `None`
     /// refuses at once.
     #[serde(skip)]
     pub lock_wait: Option<Duration>,
+}
+
+/// `[run] before`, `after`, `on_failure`: shell commands run around a backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Hooks {
+    /// Before the backup; when it fails the backup does not run (exit 2).
+    pub before: Option<String>,
+    /// After a backup that saved its snapshot.
+    pub after: Option<String>,
+    /// After a backup (or a `before` hook) that failed.
+    pub on_failure: Option<String>,
 }
 
 /// Where a job's tasks run.

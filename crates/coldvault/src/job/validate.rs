@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::config::{self, JobConfig, SizeConfig, SourceConfig};
 use super::{
-    default_parallel, CredentialSource, Database, Encryption, EngineKind, Job, NodeSpec, NodeUrl,
-    OnUnreadable, PasswordSource, RepositorySettings, Run, Source, SparkSettings, Split,
+    default_parallel, CredentialSource, Database, Encryption, EngineKind, Hooks, Job, NodeSpec,
+    NodeUrl, OnUnreadable, PasswordSource, RepositorySettings, Run, Source, SparkSettings, Split,
     TableSettings, TreeSelection,
 };
 use crate::error::{Error, Result};
@@ -304,8 +304,23 @@ fn validate_run(raw: config::RunConfig, base: &Path) -> Result<Run> {
         zstd_level,
         engine,
         spark,
+        metrics_file: raw.metrics_file.map(|f| base.join(f)),
+        hooks: Hooks {
+            before: hook(raw.before, "before")?,
+            after: hook(raw.after, "after")?,
+            on_failure: hook(raw.on_failure, "on_failure")?,
+        },
         lock_wait: None,
     })
+}
+
+fn hook(command: Option<String>, key: &str) -> Result<Option<String>> {
+    match command {
+        Some(c) if c.trim().is_empty() => Err(Error::config(format!(
+            "[run] {key} is empty: give a shell command, or leave the key out"
+        ))),
+        c => Ok(c),
+    }
 }
 
 fn is_name_char(c: char) -> bool {

@@ -144,6 +144,10 @@ impl Target for LimitedTarget {
         self.inner.storage_class()
     }
 
+    fn retries(&self) -> u64 {
+        self.inner.retries()
+    }
+
     fn object_class(&self, key: &ObjectKey) -> Result<Option<ObjectClass>> {
         self.inner.object_class(key)
     }

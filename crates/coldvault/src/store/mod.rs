@@ -214,6 +214,10 @@ pub trait Target: Send + Sync + fmt::Debug {
     fn remove_temporaries(&self) -> Result<usize> {
         Ok(0)
     }
+    /// How many requests were sent again so far (by a retrying layer), for the run's metrics.
+    fn retries(&self) -> u64 {
+        0
+    }
     /// The storage class the node writes data files in (`storage_class` in its entry); `None`
     /// for the store's default.
     fn storage_class(&self) -> Option<&str> {

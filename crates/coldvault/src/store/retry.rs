@@ -4,6 +4,7 @@
 //! attempt of a put re-reads the payload (the staged file), never the source.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{
@@ -43,13 +44,24 @@ impl Backoff {
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the retries are used up.
-    pub fn run<T>(&self, what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    pub fn run<T>(&self, what: &str, op: impl FnMut() -> Result<T>) -> Result<T> {
+        self.run_counted(&AtomicU64::new(0), what, op)
+    }
+
+    /// Like [`Backoff::run`], adding each retry to `retries`.
+    pub fn run_counted<T>(
+        &self,
+        retries: &AtomicU64,
+        what: &str,
+        mut op: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
         let mut attempt = 0;
         loop {
             match op() {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_temporary() && attempt < self.retries => {
                     attempt += 1;
+                    retries.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(self.delay(attempt));
                 }
                 Err(e) if e.is_temporary() => {
@@ -72,12 +84,18 @@ impl Backoff {
 pub struct RetryingTarget {
     inner: SharedTarget,
     backoff: Backoff,
+    /// Requests sent again so far, for the run's metrics.
+    retries: AtomicU64,
 }
 
 impl RetryingTarget {
     /// Wraps `inner`.
     pub fn new(inner: SharedTarget, backoff: Backoff) -> Self {
-        RetryingTarget { inner, backoff }
+        RetryingTarget {
+            inner,
+            backoff,
+            retries: AtomicU64::new(0),
+        }
     }
 
     fn node_err(&self, e: Error) -> Error {
@@ -95,7 +113,7 @@ impl Target for RetryingTarget {
             .len()
             .map_err(|e| Error::io(format!("cannot read staged data for {key}"), e))?;
         self.backoff
-            .run(&format!("store {key}"), || {
+            .run_counted(&self.retries, &format!("store {key}"), || {
                 self.inner.put(key, payload)?;
                 match self.inner.stat(key)? {
                     Some(got) if got == want => Ok(()),
@@ -111,7 +129,7 @@ impl Target for RetryingTarget {
 
     fn put_if_absent(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
         self.backoff
-            .run(&format!("store {key} if absent"), || {
+            .run_counted(&self.retries, &format!("store {key} if absent"), || {
                 self.inner.put_if_absent(key, bytes)
             })
             .map_err(|e| self.node_err(e))
@@ -119,25 +137,33 @@ impl Target for RetryingTarget {
 
     fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
         self.backoff
-            .run(&format!("read {key}"), || self.inner.get(key))
+            .run_counted(&self.retries, &format!("read {key}"), || {
+                self.inner.get(key)
+            })
             .map_err(|e| self.node_err(e))
     }
 
     fn stat(&self, key: &ObjectKey) -> Result<Option<u64>> {
         self.backoff
-            .run(&format!("stat {key}"), || self.inner.stat(key))
+            .run_counted(&self.retries, &format!("stat {key}"), || {
+                self.inner.stat(key)
+            })
             .map_err(|e| self.node_err(e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>> {
         self.backoff
-            .run(&format!("list {prefix}"), || self.inner.list(prefix))
+            .run_counted(&self.retries, &format!("list {prefix}"), || {
+                self.inner.list(prefix)
+            })
             .map_err(|e| self.node_err(e))
     }
 
     fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.backoff
-            .run(&format!("delete {key}"), || self.inner.delete(key))
+            .run_counted(&self.retries, &format!("delete {key}"), || {
+                self.inner.delete(key)
+            })
             .map_err(|e| self.node_err(e))
     }
 
@@ -153,9 +179,15 @@ impl Target for RetryingTarget {
         self.inner.storage_class()
     }
 
+    fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed) + self.inner.retries()
+    }
+
     fn object_class(&self, key: &ObjectKey) -> Result<Option<ObjectClass>> {
         self.backoff
-            .run(&format!("stat {key}"), || self.inner.object_class(key))
+            .run_counted(&self.retries, &format!("stat {key}"), || {
+                self.inner.object_class(key)
+            })
             .map_err(|e| self.node_err(e))
     }
 
@@ -166,9 +198,11 @@ impl Target for RetryingTarget {
         days: u32,
     ) -> Result<RetrievalAnswer> {
         self.backoff
-            .run(&format!("request the retrieval of {key}"), || {
-                self.inner.request_retrieval(key, tier, days)
-            })
+            .run_counted(
+                &self.retries,
+                &format!("request the retrieval of {key}"),
+                || self.inner.request_retrieval(key, tier, days),
+            )
             .map_err(|e| self.node_err(e))
     }
 }
