@@ -31,7 +31,7 @@ pub fn run(
             return Err(anyhow::anyhow!(message).into());
         }
     }
-    let show = !json && std::io::stdout().is_terminal();
+    let show = !json && !crate::logs::json() && std::io::stdout().is_terminal();
     let result = with_progress(show, "backup", |p: &Progress| {
         backup::backup(job, parallel, p)
     });
@@ -53,6 +53,16 @@ pub fn run(
         // Saved, but some entries could not be read: restic's "incomplete snapshot".
         (Some(_), _) => 3,
     };
+    for w in report.warnings.iter().filter(|w| !w.path.is_empty()) {
+        crate::logs::event(
+            "warning",
+            serde_json::json!({ "path": w.path, "problem": w.problem.name(), "detail": w.detail }),
+        );
+    }
+    crate::logs::event(
+        "run_finished",
+        serde_json::json!({ "exit_code": code, "snapshot": report.snapshot }),
+    );
     outcome.finish(code, Some(&report), None);
     Ok(code)
 }
@@ -84,7 +94,7 @@ impl Ended<'_> {
                 _ => newest_snapshot(self.job),
             };
             if let Err(e) = metrics::write(path, &metrics::render(&outcome)) {
-                eprintln!("coldvault: warning: {e}");
+                crate::logs::warn(e);
             }
         }
         let (which, command) = if saved {
@@ -95,7 +105,7 @@ impl Ended<'_> {
         if let Some(command) = command {
             let vars = hooks::variables(&self.job.name, Some(&outcome));
             if let Err(e) = hooks::run(which, command, &vars) {
-                eprintln!("coldvault: warning: {e}");
+                crate::logs::warn(e);
             }
         }
     }

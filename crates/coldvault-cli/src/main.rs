@@ -10,6 +10,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod backup_cmd;
+mod logs;
 mod output;
 mod retrieval;
 
@@ -31,6 +32,10 @@ use output::{bytes, print_json, with_progress};
     about = "Cold backups, split into map tasks, stored on several nodes"
 )]
 struct Cli {
+    /// How messages and events go to standard error: human lines (and a progress bar on a
+    /// terminal), or one JSON object per event for a log shipper
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -217,12 +222,15 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.log_format == "json" {
+        logs::install_json();
+    }
     let json = cli.command.json();
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             let message = describe(&f.error);
-            eprintln!("coldvault: error: {message}");
+            logs::error(&message);
             if json {
                 // A script reading stdout gets one document whatever happened.
                 print_json(&serde_json::json!({ "error": message, "exit_code": f.code }));
@@ -317,7 +325,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             let job = load(&job)?;
             let listing = Repository::open(&job)?.list();
             for w in &listing.warnings {
-                eprintln!("coldvault: warning: {w}");
+                logs::warn(w);
             }
             if listing.nodes_listed == 0 && !job.repository.nodes.is_empty() {
                 return Err(anyhow::anyhow!(
@@ -332,11 +340,11 @@ fn run(command: Command) -> Result<u8, Failure> {
                 output::print_snapshots(&listing);
             }
             if !listing.unreadable.is_empty() {
-                eprintln!(
-                    "coldvault: error: {} snapshot manifest(s) could not be read on any node: {}",
+                logs::error(&format!(
+                    "{} snapshot manifest(s) could not be read on any node: {}",
                     listing.unreadable.len(),
                     listing.unreadable.join(", ")
-                );
+                ));
                 return Ok(1);
             }
             Ok(0)
@@ -416,10 +424,10 @@ fn run(command: Command) -> Result<u8, Failure> {
                     println!("wrote the repository key to node {n}");
                 }
                 for u in &report.unrepairable {
-                    eprintln!("coldvault: cannot repair {u}");
+                    logs::warn(format!("cannot repair {u}"));
                 }
                 for w in &report.warnings {
-                    eprintln!("coldvault: warning: {w}");
+                    logs::warn(w);
                 }
                 println!(
                     "snapshot {}: {} copies made{}{}",
@@ -481,7 +489,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                 }
                 return Ok(0);
             }
-            let show = !json && std::io::stdout().is_terminal();
+            let show = !json && !logs::json() && std::io::stdout().is_terminal();
             let mut report = with_progress(show, "restore", |p: &Progress| {
                 restore::restore_from(
                     &job,
@@ -502,13 +510,14 @@ fn run(command: Command) -> Result<u8, Failure> {
             })?;
             report.retrieval = (retrieved.archived > 0).then_some(retrieved);
             for p in &report.replica_problems {
-                eprintln!("coldvault: warning: skipped a replica: {p}");
+                logs::warn(format!("skipped a replica: {p}"));
             }
             for w in &report.warnings {
-                eprintln!("coldvault: warning: {w}");
+                logs::warn(w);
             }
             for n in &report.not_restored {
-                eprintln!("coldvault: error: not restored: {n}");
+                logs::event("not_restored", serde_json::json!({ "what": n }));
+                logs::human(format!("coldvault: error: not restored: {n}"));
             }
             if json {
                 print_json(&report);

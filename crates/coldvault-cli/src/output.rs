@@ -103,13 +103,13 @@ pub fn print_plan(job: &Job, plan: &Plan) {
 
 pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
     for f in &r.failed_tasks {
-        eprintln!(
+        crate::logs::human(format!(
             "coldvault: task {} ({}) failed: {}",
             f.task, f.kind, f.error
-        );
+        ));
     }
     for w in r.warnings.iter().filter(|w| w.path.is_empty()) {
-        eprintln!("coldvault: warning: {w}");
+        crate::logs::warn(w);
     }
     for n in &r.notes {
         println!("note: {n}");
@@ -130,11 +130,11 @@ pub fn print_backup(job: &Job, r: &BackupReport, took: Duration) {
             secs,
             bytes((r.bytes_read as f64 / secs) as u64)
         ),
-        None => eprintln!(
+        None => crate::logs::human(format!(
             "coldvault: backup failed: {} of {} tasks failed; no snapshot was committed",
             r.failed_tasks.len(),
             r.tasks
-        ),
+        )),
     }
     if r.unchanged_tasks > 0 {
         println!(
@@ -176,29 +176,29 @@ fn print_entry_warnings(job: &Job, r: &BackupReport) {
         *counts.entry(w.problem.name()).or_default() += 1;
     }
     let counts: Vec<String> = counts.iter().map(|(p, n)| format!("{n} {p}")).collect();
-    eprintln!(
+    crate::logs::human(format!(
         "coldvault: warning: {} entries left out or changed while read ({}):",
         entries.len(),
         counts.join(", ")
-    );
+    ));
     for w in entries.iter().take(NAMED) {
-        eprintln!("  {w}");
+        crate::logs::human(format!("  {w}"));
     }
     if entries.len() > NAMED {
-        eprintln!("  … and {} more", entries.len() - NAMED);
+        crate::logs::human(format!("  … and {} more", entries.len() - NAMED));
     }
     if let Some(id) = &r.snapshot {
-        eprintln!(
+        crate::logs::human(format!(
             "  the full list: coldvault snapshots {} --json (snapshot {}, field \"warnings\")",
             job.name,
             id.short()
-        );
+        ));
     }
     if r.left_out > 0 && r.snapshot.is_some() {
-        eprintln!(
+        crate::logs::human(format!(
             "coldvault: snapshot saved but incomplete: {} entries could not be read (exit 3)",
             r.left_out
-        );
+        ));
     }
 }
 
@@ -284,7 +284,7 @@ pub fn print_snapshots(listing: &Listing) {
 
 pub fn print_verify(r: &VerifyReport) {
     for w in &r.warnings {
-        eprintln!("coldvault: warning: {w}");
+        crate::logs::warn(w);
     }
     for p in &r.problems {
         println!(
@@ -350,7 +350,7 @@ pub fn print_forget(r: &coldvault::forget::ForgetReport) {
         println!("{verb} snapshot {id}");
     }
     for w in &r.warnings {
-        eprintln!("coldvault: warning: {w}");
+        crate::logs::warn(w);
     }
     println!("{} snapshots kept, {} {verb}", r.keep.len(), r.remove.len());
     if let Some(p) = &r.prune {

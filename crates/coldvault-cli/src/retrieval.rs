@@ -53,11 +53,18 @@ impl RetrievalArgs {
         };
         let r = retrieve(repo, manifest, &opts)?;
         if r.archived > 0 {
-            eprintln!(
+            crate::logs::event(
+                "retrieval",
+                serde_json::json!({
+                    "archived": r.archived, "data_files": r.data_files, "ready": r.ready,
+                    "requested": r.requested, "already_requested": r.already_requested,
+                }),
+            );
+            crate::logs::human(format!(
                 "coldvault: retrieval: {} of {} data files only on archive nodes; {} of them \
                  readable now, {} requested now, {} already requested",
                 r.archived, r.data_files, r.ready, r.requested, r.already_requested
-            );
+            ));
         }
         Ok(r)
     }

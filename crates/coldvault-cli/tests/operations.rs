@@ -178,3 +178,74 @@ fn hooks_get_the_outcome_and_no_secret() {
     let snaps = env.json(&["snapshots"], 0);
     assert_eq!(snaps["snapshots"].as_array().unwrap().len(), 1, "{snaps}");
 }
+
+#[test]
+fn json_log_lines_follow_a_backup_while_it_runs() {
+    use std::io::BufRead;
+    let env = Env::odd_tree(2);
+    env.json(&["init"], 0);
+    // Node c is unmounted: the run goes on with a and b, and says so.
+    std::fs::remove_dir_all(env.path("nodes/c")).unwrap();
+    let plan = env.json(&["plan"], 0);
+    let tasks = plan["tasks"].as_array().unwrap().len();
+    let flag = env.path("paused");
+    let mut child = env
+        .spawnable(&["backup", "--log-format", "json"])
+        .env("COLDVAULT_PAUSE", "manifest")
+        .env("COLDVAULT_PAUSE_FILE", &flag)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let event: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+            assert!(
+                event["time"].is_string() && event["event"].is_string(),
+                "{line}"
+            );
+            tx.send(event).unwrap();
+        }
+    });
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !flag.exists() {
+        assert!(std::time::Instant::now() < until, "never paused");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Paused before the manifest: every task's events are already out, line by line.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before: Vec<serde_json::Value> = rx.try_iter().collect();
+    let named = |events: &[serde_json::Value], name: &str| {
+        events.iter().filter(|e| e["event"] == name).count()
+    };
+    assert_eq!(named(&before, "task_started"), tasks, "{before:?}");
+    assert_eq!(named(&before, "task_finished"), tasks, "{before:?}");
+    assert!(before
+        .iter()
+        .filter(|e| e["event"] == "task_finished")
+        .all(|e| e["ok"] == true && e["bytes_stored"].as_u64().is_some()));
+    let left_out: Vec<_> = before
+        .iter()
+        .filter(|e| e["event"] == "node_left_out")
+        .collect();
+    assert_eq!(left_out.len(), 1, "{before:?}");
+    assert_eq!(left_out[0]["node"], "c");
+    assert_eq!(named(&before, "run_finished"), 0);
+    std::fs::remove_file(&flag).unwrap();
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let after: Vec<serde_json::Value> = rx.try_iter().collect();
+    let finished: Vec<_> = after
+        .iter()
+        .filter(|e| e["event"] == "run_finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{after:?}");
+    assert_eq!(finished[0]["exit_code"], 0);
+    // The human summary still goes to standard output.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("saved"));
+}

@@ -30,6 +30,7 @@ pub mod catalog;
 pub mod crypt;
 pub mod engine;
 mod error;
+pub mod event;
 pub mod failpoint;
 mod fetch;
 pub mod forget;

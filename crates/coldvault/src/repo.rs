@@ -143,6 +143,12 @@ impl Repository {
             }
         }
         let warnings: Vec<String> = failed.iter().map(|(_, e)| e.to_string()).collect();
+        for (node, e) in &failed {
+            crate::event::emit(
+                "node_left_out",
+                serde_json::json!({ "node": node.name(), "why": e.to_string() }),
+            );
+        }
         if usable.len() < self.replicator.replicas() {
             return Err(Error::target(format!(
                 "only {} of the {} nodes needed for {} copies answer: {}",

@@ -46,9 +46,27 @@ pub(crate) fn run_task(
     reader: &dyn RunSource,
     task: &TaskSpec,
 ) -> TaskReport {
+    crate::event::emit(
+        "task_started",
+        serde_json::json!({ "task": task.id.as_str(), "kind": task.kind.name() }),
+    );
     let result =
         stage_and_store(job, ctx, reader, task).map_err(|e| e.with_context("task", &task.id));
     ctx.progress.task_done();
+    crate::event::emit(
+        "task_finished",
+        match &result {
+            Ok(e) => serde_json::json!({
+                "task": task.id.as_str(), "kind": task.kind.name(), "ok": true,
+                "bytes_read": e.stats.bytes_read, "bytes_stored": e.data.size,
+                "nodes": e.data.nodes, "warnings": e.warnings.len(),
+            }),
+            Err(e) => serde_json::json!({
+                "task": task.id.as_str(), "kind": task.kind.name(), "ok": false,
+                "error": e.to_string(),
+            }),
+        },
+    );
     match result {
         Ok(entry) => TaskReport {
             task: task.clone(),

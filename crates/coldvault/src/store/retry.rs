@@ -62,6 +62,13 @@ impl Backoff {
                 Err(e) if e.is_temporary() && attempt < self.retries => {
                     attempt += 1;
                     retries.fetch_add(1, Ordering::Relaxed);
+                    crate::event::emit(
+                        "request_retried",
+                        serde_json::json!({
+                            "node": e.context("node"), "what": what, "attempt": attempt,
+                            "error": e.to_string(),
+                        }),
+                    );
                     std::thread::sleep(self.delay(attempt));
                 }
                 Err(e) if e.is_temporary() => {
