@@ -50,6 +50,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything a backup needs (source, nodes, staging, Spark), without backing up
+    Check {
+        /// The job file
+        job: PathBuf,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the tasks the job splits into, without running it
     Plan {
         /// The job file
@@ -247,6 +255,7 @@ impl Command {
             Command::Worker => false,
             Command::Init { json, .. }
             | Command::Plan { json, .. }
+            | Command::Check { json, .. }
             | Command::Backup { json, .. }
             | Command::Snapshots { json, .. }
             | Command::Verify { json, .. }
@@ -281,6 +290,19 @@ fn load(path: &std::path::Path) -> Result<Job, Failure> {
 fn run(command: Command) -> Result<u8, Failure> {
     match command {
         Command::Worker => worker(),
+        Command::Check { job, json } => {
+            let job = load(&job)?;
+            let report = coldvault::check::check(&job);
+            if json {
+                print_json(&report);
+            } else {
+                for c in &report.checks {
+                    let mark = if c.ok { "ok  " } else { "FAIL" };
+                    println!("{mark}  {:<16} {}", c.check, c.detail);
+                }
+            }
+            Ok(if report.ok { 0 } else { 2 })
+        }
         Command::Init { job, json } => {
             let job = load(&job)?;
             let report = Repository::open(&job)?.init(&job)?;

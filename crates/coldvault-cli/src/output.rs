@@ -20,18 +20,7 @@ pub fn print_json<T: Serialize>(value: &T) {
 
 /// Bytes for people.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    coldvault::util::human_bytes(n)
 }
 
 /// Runs `f` with a progress bar on stderr when `show` is set.

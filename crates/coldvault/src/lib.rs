@@ -27,6 +27,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod check;
 pub mod crypt;
 pub mod engine;
 mod error;

@@ -17,6 +17,18 @@ use crate::job::Job;
 
 const DRIVER: &str = include_str!("../../../../engines/spark/coldvault_driver.py");
 
+/// The `spark-submit` a job runs: `[run.spark] submit`, else `$SPARK_HOME/bin/spark-submit`,
+/// else the one on `PATH`.
+pub(crate) fn submit_command(job: &Job) -> PathBuf {
+    if let Some(s) = &job.run.spark.submit {
+        return s.clone();
+    }
+    match std::env::var_os("SPARK_HOME") {
+        Some(home) => Path::new(&home).join("bin/spark-submit"),
+        None => PathBuf::from("spark-submit"),
+    }
+}
+
 /// Runs work requests on a Spark cluster.
 #[derive(Debug)]
 pub struct SparkEngine<'a> {
@@ -34,13 +46,7 @@ impl<'a> SparkEngine<'a> {
     }
 
     fn submit_command(&self) -> PathBuf {
-        if let Some(s) = &self.job.run.spark.submit {
-            return s.clone();
-        }
-        match std::env::var_os("SPARK_HOME") {
-            Some(home) => Path::new(&home).join("bin/spark-submit"),
-            None => PathBuf::from("spark-submit"),
-        }
+        submit_command(self.job)
     }
 
     /// The variables the workers need: the credentials' (by name only; each node kind says which

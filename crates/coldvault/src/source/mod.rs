@@ -111,6 +111,12 @@ pub(crate) trait SourceKind: Sync {
     /// Plans the tasks of the job's selection, reading structure, never data.
     fn plan(&self, job: &Job) -> Result<SourcePlan>;
 
+    /// What `check` looks at besides planning: the client programs and privileges a backup of
+    /// this source needs.
+    fn preflight(&self, _job: &Job) -> Vec<crate::check::CheckLine> {
+        Vec::new()
+    }
+
     /// Why this source cannot run its tasks in other processes (the Spark engine), if it cannot.
     fn local_only(&self) -> Option<&'static str> {
         None

@@ -133,7 +133,7 @@ impl<'a> PgTool<'a> {
 /// script that picks a version, costing tens of milliseconds per start, once per task): then the
 /// newest version's own binary under `/usr/lib/postgresql/*/bin`, which is what the wrapper
 /// would pick for a remote server. Resolved once per process.
-fn resolved(program: &'static str) -> PathBuf {
+pub(super) fn resolved(program: &'static str) -> PathBuf {
     static PSQL: OnceLock<PathBuf> = OnceLock::new();
     static PG_DUMP: OnceLock<PathBuf> = OnceLock::new();
     static PG_RESTORE: OnceLock<PathBuf> = OnceLock::new();

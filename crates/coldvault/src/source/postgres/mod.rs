@@ -21,6 +21,7 @@ use postgres::{Client, NoTls};
 
 mod client;
 mod plan;
+mod preflight;
 mod restore;
 mod schema;
 
@@ -49,6 +50,10 @@ impl SourceKind for PostgresSource {
 
     fn plan(&self, job: &Job) -> Result<SourcePlan> {
         Ok(super::planned(plan(database(job)?, job.split.max_rows)?))
+    }
+
+    fn preflight(&self, job: &Job) -> Vec<crate::check::CheckLine> {
+        preflight::preflight(job)
     }
 
     fn open_run<'a>(
