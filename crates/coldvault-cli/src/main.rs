@@ -488,12 +488,12 @@ fn run(command: Command) -> Result<u8, Failure> {
                 parallel: parallel.unwrap_or(job.run.parallel).max(1),
                 force,
                 skip_definer,
-                retrieval_poll: Some(retrieval.poll()),
+                retrieval: Some(retrieval.settings()),
             };
             let started = std::time::Instant::now();
             let repo = Repository::open(&job)?;
             let (manifest, _) = repo.find(&snapshot)?;
-            let retrieved = retrieval.run(&repo, &manifest, opts.parallel)?;
+            let retrieved = retrieval.run(&repo, &manifest, &opts.include, opts.parallel)?;
             if retrieval.only() {
                 if json {
                     print_json(&retrieved);

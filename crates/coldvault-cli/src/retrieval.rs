@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use coldvault::repo::Repository;
-use coldvault::retrieve::{retrieve, RetrievalOptions, RetrievalReport};
+use coldvault::retrieve::{retrieve, Retrieval, RetrievalReport};
 use coldvault::store::RetrievalTier;
 
 #[derive(clap::Args)]
@@ -29,29 +29,28 @@ impl RetrievalArgs {
         self.retrieval_only
     }
 
-    /// How often a restore asks again about a data file whose retrieval is under way.
-    pub fn poll(&self) -> Duration {
-        self.retrieval_poll
+    /// The retrieval settings a restore's workers use.
+    pub fn settings(&self) -> Retrieval {
+        Retrieval {
+            tier: match self.retrieval.as_str() {
+                "standard" => RetrievalTier::Standard,
+                "expedited" => RetrievalTier::Expedited,
+                _ => RetrievalTier::Bulk,
+            },
+            days: self.retrieval_days,
+            poll_ms: self.retrieval_poll.as_millis() as u64,
+        }
     }
 
-    /// Requests what must be retrieved and says where it stands on stderr.
+    /// Requests what a restore with `include` must retrieve and says where it stands on stderr.
     pub fn run(
         &self,
         repo: &Repository,
         manifest: &coldvault::catalog::Manifest,
+        include: &[String],
         parallel: usize,
     ) -> coldvault::Result<RetrievalReport> {
-        let tier = match self.retrieval.as_str() {
-            "standard" => RetrievalTier::Standard,
-            "expedited" => RetrievalTier::Expedited,
-            _ => RetrievalTier::Bulk,
-        };
-        let opts = RetrievalOptions {
-            tier,
-            days: self.retrieval_days,
-            parallel: parallel.max(4),
-        };
-        let r = retrieve(repo, manifest, &opts)?;
+        let r = retrieve(repo, manifest, include, &self.settings(), parallel.max(4))?;
         if r.archived > 0 {
             crate::logs::event(
                 "retrieval",

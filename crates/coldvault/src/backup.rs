@@ -155,7 +155,7 @@ pub fn backup_to(
             repo,
             staging: &staging,
             progress,
-            retrieval_poll: None,
+            retrieval: None,
         },
         reader: Some(reader.as_ref()),
         sessions: &crate::source::Sessions::default(),

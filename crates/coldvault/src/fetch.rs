@@ -30,9 +30,9 @@ pub(crate) struct Fetcher<'a> {
     pub staging: &'a Staging,
     /// Bytes and tasks done.
     pub progress: &'a Progress,
-    /// While the retrieval of a data file from an archive node is under way, ask again this
-    /// often instead of failing; `None` to fail at once.
-    pub retrieval_poll: Option<std::time::Duration>,
+    /// For a data file only archive nodes can give: ask for its retrieval when none is under
+    /// way, and wait for it; `None` to fail at once.
+    pub retrieval: Option<crate::retrieve::Retrieval>,
 }
 
 /// The largest data file a remote replica is read into memory for; larger ones go through a
@@ -115,17 +115,18 @@ impl Fetcher<'_> {
     /// The first healthy replica of `data`, and the problems met before it; replicas on nodes
     /// in an archive class are tried last. A replica whose size or checksum is wrong is recorded
     /// as damaged on its node, for the next backup to heal.
-    /// With `retrieval_poll`, a data file whose only readable copy will be a retrieval under way
-    /// is waited for, so a restore goes on with what is readable meanwhile.
+    /// With `retrieval`, a data file that no replica can give now is retrieved from an archive
+    /// node that holds it — asked for when no retrieval is under way (a copy expired, or the hot
+    /// replica turned out bad) — and waited for.
     pub(crate) fn fetch(&self, data: &Receipt) -> Result<(Verified, Vec<String>)> {
         loop {
             let fetched = self.fetch_once(data);
-            match self.retrieval_poll {
-                Some(poll) if fetched.is_err() && self.under_retrieval(data) => {
+            match &self.retrieval {
+                Some(r) if fetched.is_err() && self.being_retrieved(data, r) => {
                     self.progress
                         .waiting_retrieval
                         .fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(poll);
+                    std::thread::sleep(r.poll());
                     self.progress
                         .waiting_retrieval
                         .fetch_sub(1, Ordering::Relaxed);
@@ -135,16 +136,36 @@ impl Fetcher<'_> {
         }
     }
 
-    /// True when a retrieval of `data` is under way on one of its archive nodes.
-    fn under_retrieval(&self, data: &Receipt) -> bool {
-        data.nodes
+    /// True when a retrieval of `data` is under way on one of its archive nodes, asking for one
+    /// where it is archived and none is.
+    fn being_retrieved(&self, data: &Receipt, r: &crate::retrieve::Retrieval) -> bool {
+        use crate::store::Readiness;
+        let archive_nodes = data
+            .nodes
             .iter()
             .filter_map(|name| self.repo.replicator().node(name))
-            .filter(|node| crate::retrieve::is_archive(node.as_ref()))
-            .any(|node| {
-                matches!(node.object_class(&data.key),
-                    Ok(Some(c)) if c.readiness == crate::store::Readiness::Retrieving)
-            })
+            .filter(|node| crate::retrieve::is_archive(node.as_ref()));
+        let mut archived = None;
+        for node in archive_nodes {
+            match node.object_class(&data.key) {
+                Ok(Some(c)) if c.readiness == Readiness::Retrieving => return true,
+                Ok(Some(c)) if c.readiness == Readiness::Archived => {
+                    archived = archived.or(Some(node))
+                }
+                _ => {}
+            }
+        }
+        archived.is_some_and(|node| {
+            let answer = node.request_retrieval(&data.key, r.tier, r.days);
+            crate::event::emit(
+                "retrieval_requested",
+                serde_json::json!({
+                    "node": node.name(), "file": data.key.as_str(),
+                    "answer": format!("{answer:?}"),
+                }),
+            );
+            answer.is_ok()
+        })
     }
 
     fn fetch_once(&self, data: &Receipt) -> Result<(Verified, Vec<String>)> {
@@ -301,7 +322,7 @@ mod tests {
             repo: &repo,
             staging: &staging,
             progress: &progress,
-            retrieval_poll: None,
+            retrieval: None,
         };
         check(&fetch, &remote);
     }
@@ -356,12 +377,15 @@ mod tests {
         });
     }
 
-    /// A node in an archive class whose retrieval of every object completes after `polls`
-    /// questions; until then it refuses reads.
+    /// A node in an archive class: its objects are archived until a retrieval is requested
+    /// (when `archived`), then under retrieval for `polls` questions; until then it refuses
+    /// reads.
     #[derive(Debug)]
     struct Retrieving {
         inner: Remote,
+        archived: std::sync::atomic::AtomicBool,
         polls: std::sync::atomic::AtomicU32,
+        requests: std::sync::atomic::AtomicU32,
     }
 
     impl Target for Retrieving {
@@ -372,7 +396,7 @@ mod tests {
             self.inner.put(key, payload)
         }
         fn get(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>> {
-            if self.polls.load(Ordering::SeqCst) > 0 {
+            if self.archived.load(Ordering::SeqCst) || self.polls.load(Ordering::SeqCst) > 0 {
                 return Err(Error::target(format!(
                     "{key}: its retrieval is not done yet"
                 )));
@@ -391,7 +415,23 @@ mod tests {
         fn storage_class(&self) -> Option<&str> {
             Some("DEEP_ARCHIVE")
         }
+        fn request_retrieval(
+            &self,
+            _key: &ObjectKey,
+            _tier: crate::store::RetrievalTier,
+            _days: u32,
+        ) -> Result<crate::store::RetrievalAnswer> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            self.archived.store(false, Ordering::SeqCst);
+            Ok(crate::store::RetrievalAnswer::Requested)
+        }
         fn object_class(&self, _key: &ObjectKey) -> Result<Option<crate::store::ObjectClass>> {
+            if self.archived.load(Ordering::SeqCst) {
+                return Ok(Some(crate::store::ObjectClass {
+                    class: Some("DEEP_ARCHIVE".into()),
+                    readiness: crate::store::Readiness::Archived,
+                }));
+            }
             let left = self.polls.load(Ordering::SeqCst);
             self.polls.store(left.saturating_sub(1), Ordering::SeqCst);
             Ok(Some(crate::store::ObjectClass {
@@ -406,12 +446,25 @@ mod tests {
     }
 
     #[test]
-    fn a_data_file_under_retrieval_is_waited_for_when_asked_and_fails_otherwise() {
-        for poll in [None, Some(std::time::Duration::from_millis(5))] {
+    fn a_data_file_only_an_archive_node_holds_is_retrieved_and_waited_for_when_asked() {
+        let retrieval = crate::retrieve::Retrieval {
+            tier: crate::store::RetrievalTier::Bulk,
+            days: 1,
+            poll_ms: 5,
+        };
+        // (archived at first, retrieval settings, requests expected, fetched)
+        for (archived, settings, requests, ok) in [
+            (false, None, 0, false),
+            (false, Some(retrieval), 0, true),
+            (true, None, 0, false),
+            (true, Some(retrieval), 1, true),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let node = std::sync::Arc::new(Retrieving {
                 inner: Remote::default(),
+                archived: archived.into(),
                 polls: 3.into(),
+                requests: 0.into(),
             });
             let data = bytes(1000);
             node.put(&ObjectKey::new("data/r"), Payload::Bytes(&data))
@@ -423,16 +476,21 @@ mod tests {
                 repo: &repo,
                 staging: &staging,
                 progress: &progress,
-                retrieval_poll: poll,
+                retrieval: settings,
             };
-            match (poll, fetch.fetch(&receipt("data/r", &data))) {
-                (None, Err(e)) => assert!(e.to_string().contains("not done yet"), "{e}"),
-                (Some(_), Ok((verified, _))) => {
+            let fetched = fetch.fetch(&receipt("data/r", &data));
+            let case = format!("archived {archived}, {settings:?}");
+            assert_eq!(node.requests.load(Ordering::SeqCst), requests, "{case}");
+            match fetched {
+                Ok((verified, _)) => {
+                    assert!(ok, "{case}: fetched");
                     assert!(matches!(&verified.body, Body::Memory(b) if b[..] == data[..]));
-                    assert_eq!(node.polls.load(Ordering::SeqCst), 0);
                     assert_eq!(progress.waiting_retrieval.load(Ordering::SeqCst), 0);
                 }
-                (poll, other) => panic!("{poll:?}: {:?}", other.map(|_| ())),
+                Err(e) => {
+                    assert!(!ok, "{case}: {e}");
+                    assert!(e.to_string().contains("not done yet"), "{e}");
+                }
             }
         }
     }

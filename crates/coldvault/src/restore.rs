@@ -75,7 +75,7 @@ pub fn restore_from(
         repo,
         staging: &staging,
         progress,
-        retrieval_poll: opts.retrieval_poll,
+        retrieval: opts.retrieval,
     };
     progress.start(manifest.tasks.len() as u64, manifest.totals.read.bytes_read);
     let restored = source.restore(&RestoreRun {
@@ -114,7 +114,7 @@ impl RestoreRun<'_> {
                     to: to.clone(),
                     include: self.opts.include.clone(),
                     force: self.opts.force,
-                    retrieval_poll_ms: self.opts.retrieval_poll.map(|d| d.as_millis() as u64),
+                    retrieval: self.opts.retrieval,
                     entry: (*e).clone(),
                 },
             })

@@ -17,15 +17,23 @@ use crate::repo::Repository;
 use crate::store::{Readiness, Receipt, RetrievalAnswer, RetrievalTier, Target, ARCHIVE_CLASSES};
 use crate::util::map_parallel;
 
-/// How to retrieve.
-#[derive(Debug, Clone)]
-pub struct RetrievalOptions {
+/// How to retrieve, for the request before a restore and for the restore's workers, which
+/// request a copy again when one expired (or a hot replica turned out bad) and wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Retrieval {
     /// Speed and price.
     pub tier: RetrievalTier,
     /// How long the retrieved copies stay readable.
     pub days: u32,
-    /// How many requests are in flight at once.
-    pub parallel: usize,
+    /// How often to ask the store again about a retrieval under way, in milliseconds.
+    pub poll_ms: u64,
+}
+
+impl Retrieval {
+    /// How often to ask again.
+    pub fn poll(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.poll_ms)
+    }
 }
 
 /// Where a retrieval stands.
@@ -70,9 +78,11 @@ pub fn is_archive(node: &dyn Target) -> bool {
 pub fn retrieve(
     repo: &Repository,
     manifest: &Manifest,
-    opts: &RetrievalOptions,
+    include: &[String],
+    opts: &Retrieval,
+    parallel: usize,
 ) -> Result<RetrievalReport> {
-    let receipts = manifest.receipts();
+    let receipts = crate::source::kind_named(&manifest.source.kind)?.needed(manifest, include)?;
     let mut report = RetrievalReport {
         data_files: receipts.len() as u64,
         ..RetrievalReport::default()
@@ -80,7 +90,7 @@ pub fn retrieve(
     if !repo.nodes().iter().any(|n| is_archive(n.as_ref())) {
         return Ok(report);
     }
-    let states = map_parallel(&receipts, opts.parallel, |r| state(repo, r));
+    let states = map_parallel(&receipts, parallel, |r| state(repo, r));
     let mut to_request = Vec::new();
     for (r, s) in receipts.iter().zip(states) {
         match s? {
@@ -100,7 +110,7 @@ pub fn retrieve(
             }
         }
     }
-    let answers = map_parallel(&to_request, opts.parallel, |(r, node)| {
+    let answers = map_parallel(&to_request, parallel, |(r, node)| {
         node_named(repo, node)?.request_retrieval(&r.key, opts.tier, opts.days)
     });
     for answer in answers {

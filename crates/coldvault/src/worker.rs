@@ -169,10 +169,8 @@ pub fn handle(request: WorkRequest<'_>) -> WorkReply {
                 repo: &repo,
                 staging: &staging,
                 progress: &progress,
-                retrieval_poll: match &request {
-                    WorkRequest::Restore { work, .. } => {
-                        work.retrieval_poll_ms.map(std::time::Duration::from_millis)
-                    }
+                retrieval: match &request {
+                    WorkRequest::Restore { work, .. } => work.retrieval,
                     WorkRequest::Backup { .. } => None,
                 },
             },

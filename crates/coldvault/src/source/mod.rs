@@ -146,6 +146,15 @@ pub(crate) trait SourceKind: Sync {
         Vec::new()
     }
 
+    /// The data files a restore of `manifest` with `include` patterns reads.
+    fn needed<'m>(
+        &self,
+        manifest: &'m Manifest,
+        _include: &[String],
+    ) -> Result<Vec<&'m crate::store::Receipt>> {
+        Ok(manifest.receipts())
+    }
+
     /// Restores a snapshot of this source.
     fn restore(&self, r: &RestoreRun<'_>) -> Result<Restored>;
 
@@ -295,9 +304,9 @@ pub struct RestoreOptions {
     /// MySQL / MariaDB: create views, routines, triggers and events without their `DEFINER`, so
     /// they belong to the restoring account (for a target without the source's accounts).
     pub skip_definer: bool,
-    /// While a data file's retrieval from an archive node is under way, wait for it, asking
-    /// again this often; `None` fails the data file instead.
-    pub retrieval_poll: Option<std::time::Duration>,
+    /// For data files only archive nodes hold: retrieve them (again) and wait; `None` fails
+    /// such a data file instead.
+    pub retrieval: Option<crate::retrieve::Retrieval>,
 }
 
 /// One data file to restore in a worker, with what the coordinator decided for all of them.
@@ -314,10 +323,9 @@ pub struct EntryWork {
     /// Replace what is there.
     #[serde(default)]
     pub force: bool,
-    /// While a data file's retrieval from an archive node is under way, ask again this often
-    /// (milliseconds) instead of failing.
+    /// For data files only archive nodes hold: retrieve them (again) and wait.
     #[serde(default)]
-    pub retrieval_poll_ms: Option<u64>,
+    pub retrieval: Option<crate::retrieve::Retrieval>,
     /// The data file.
     pub entry: TaskEntry,
 }

@@ -62,6 +62,20 @@ fn tree(job: &Job) -> Result<(&Path, &TreeSelection)> {
 }
 
 impl SourceKind for FsSource {
+    fn needed<'m>(
+        &self,
+        manifest: &'m crate::catalog::Manifest,
+        include: &[String],
+    ) -> Result<Vec<&'m crate::store::Receipt>> {
+        let include = restore::Include::new(include)?;
+        Ok(manifest
+            .tasks
+            .iter()
+            .filter(|t| restore::wanted(&include, &t.kind))
+            .map(|t| &t.data)
+            .collect())
+    }
+
     fn name(&self) -> &'static str {
         "fs"
     }

@@ -76,7 +76,7 @@ fn extract_into(dir: &Path, tar: &[u8]) -> (std::path::PathBuf, Result<(ReadStat
         repo: &repo,
         staging: &staging,
         progress: &progress,
-        retrieval_poll: None,
+        retrieval: None,
     };
     let include = Include::new(&[]).unwrap();
     let restorer = Restorer::new(&target, &include, true);
