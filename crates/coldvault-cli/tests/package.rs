@@ -56,11 +56,22 @@ fn package_present() -> bool {
     out.status.success() && !matches!(&out.stdout[..], b"not-installed" | b"")
 }
 
+/// Runs dpkg, waiting up to two minutes while another dpkg or apt (another test run's installs)
+/// holds its lock.
+fn dpkg(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let out = Command::new("dpkg").args(args).output().unwrap();
+        let locked = String::from_utf8_lossy(&out.stderr).contains("lock");
+        if out.status.success() || !locked || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
 fn purge() -> std::process::Output {
-    Command::new("dpkg")
-        .args(["--purge", "coldvault"])
-        .output()
-        .unwrap()
+    dpkg(&["--purge".as_ref(), "coldvault".as_ref()])
 }
 
 /// What the test installed: removed when it ends, whether it passed or not.
@@ -71,8 +82,10 @@ struct Installed {
 impl Drop for Installed {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.job_file);
-        let _ = purge();
-        let _ = std::fs::remove_file(MARKER);
+        // The marker stays when the purge failed, so the next run purges the leftover.
+        if purge().status.success() {
+            let _ = std::fs::remove_file(MARKER);
+        }
     }
 }
 
@@ -115,9 +128,8 @@ fn the_debian_package_installs_runs_its_unit_command_and_purges_cleanly() {
     };
     // --path-include: a dpkg configured to leave out man pages and docs (Docker images) still
     // installs every file of this package.
-    run(Command::new("dpkg")
-        .args(["--path-include=/*", "-i"])
-        .arg(&deb));
+    let out = dpkg(&["--path-include=/*".as_ref(), "-i".as_ref(), deb.as_os_str()]);
+    assert!(out.status.success(), "dpkg -i: {out:?}");
 
     check_installed_files();
     backup_as_the_unit_runs_it(&name, &installed.job_file);
