@@ -10,6 +10,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod backup_cmd;
+mod generate;
 mod logs;
 mod output;
 mod retrieval;
@@ -183,6 +184,18 @@ enum Command {
     },
     /// Run work requests read as JSON lines on stdin, one JSON reply per line (engines use it)
     Worker,
+    /// Print the shell completion script for SHELL on stdout
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout; scripts/man writes it
+    #[command(hide = true)]
+    Man {
+        /// Write coldvault.1 and one coldvault-SUBCOMMAND.1 per subcommand into DIR instead
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -252,7 +265,7 @@ impl Command {
     /// Whether the command was asked for one JSON document on stdout.
     fn json(&self) -> bool {
         match self {
-            Command::Worker => false,
+            Command::Worker | Command::Completions { .. } | Command::Man { .. } => false,
             Command::Init { json, .. }
             | Command::Plan { json, .. }
             | Command::Check { json, .. }
@@ -303,6 +316,8 @@ fn run(command: Command) -> Result<u8, Failure> {
             }
             Ok(if report.ok { 0 } else { 2 })
         }
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Man { dir } => generate::man(dir.as_deref()),
         Command::Init { job, json } => {
             let job = load(&job)?;
             let report = Repository::open(&job)?.init(&job)?;
