@@ -111,6 +111,10 @@ pub(crate) struct NodeConfig {
     pub access_key_id_file: Option<String>,
     pub secret_access_key_file: Option<String>,
     pub ambient_credentials: Option<bool>,
+    pub account_name_env: Option<String>,
+    pub account_key_env: Option<String>,
+    pub account_key_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
