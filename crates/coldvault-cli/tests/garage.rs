@@ -9,51 +9,19 @@ mod common;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use coldvault_testing::{fixtures, Garage};
+use coldvault_testing::fixtures::unique;
+use coldvault_testing::Garage;
 use common::Env;
 
 static CLUSTER: RwLock<()> = RwLock::new(());
 
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos:x}", std::process::id())
-}
-
 /// A job over an odd tree (plus `tree_bytes` of bulk files) with the given (name, url) nodes.
 fn job(nodes: &[(&str, String)], replicas: usize, tree_bytes: usize) -> Env {
-    let env = Env::new(
-        "type = \"fs\"\npath = \"src\"",
-        "target_bytes = \"256KiB\"",
-        replicas,
-    );
-    fixtures::odd_tree(&env.path("src"), 600_000);
-    if tree_bytes > 0 {
-        for i in 0..(tree_bytes / 100_000) {
-            std::fs::write(
-                env.path(&format!("src/dir/bulk{i:04}.bin")),
-                fixtures::bytes(i as u64, 100_000),
-            )
-            .unwrap();
-        }
-    }
-    let lines: Vec<String> = nodes
+    let entries: Vec<String> = nodes
         .iter()
-        .map(|(n, url)| format!("  {{ name = \"{n}\", url = \"{url}\" }},"))
+        .map(|(n, url)| format!("name = \"{n}\", url = \"{url}\""))
         .collect();
-    let text = std::fs::read_to_string(&env.job).unwrap();
-    let start = text.find("nodes = [").unwrap();
-    let end = text[start..].find(']').unwrap() + start + 1;
-    let text = format!(
-        "{}nodes = [\n{}\n]{}",
-        &text[..start],
-        lines.join("\n"),
-        &text[end..]
-    );
-    std::fs::write(&env.job, text).unwrap();
-    env
+    Env::with_nodes(&entries, replicas, tree_bytes)
 }
 
 /// Runs the binary with the cluster's credentials in the standard variables.
@@ -80,16 +48,11 @@ fn json(g: &Garage, env: &Env, args: &[&str], code: i32) -> serde_json::Value {
 }
 
 fn restore_exact(g: &Garage, env: &Env, to: &str) {
-    let (c, out, err) = run(
-        g,
-        env,
-        &["restore", "latest", "--to", env.path(to).to_str().unwrap()],
-    );
-    assert_eq!(c, 0, "{out}{err}");
-    common::assert_same_lines(
-        &fixtures::listing(&env.path("src")),
-        &fixtures::listing(&env.path(to)),
-    );
+    let vars = [
+        ("AWS_ACCESS_KEY_ID", g.var("GARAGE_ACCESS_KEY_ID")),
+        ("AWS_SECRET_ACCESS_KEY", g.var("GARAGE_SECRET_ACCESS_KEY")),
+    ];
+    env.assert_restores_src_exactly(&vars, to);
 }
 
 #[test]
@@ -172,17 +135,12 @@ fn wrong_credentials_are_a_clear_error_naming_the_node() {
 fn missing_credentials_name_the_variable() {
     let g = Garage::from_env();
     let env = job(&[("garage", g.url(&unique("nocreds")))], 1, 0);
-    let out = env
-        .cmd(&["backup"])
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("AWS_ACCESS_KEY_ID") && err.contains("node garage"),
-        "{err}"
+    let vars = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+    env.assert_fails_saying(
+        &["backup"],
+        &[],
+        &vars,
+        &["AWS_ACCESS_KEY_ID", "node garage"],
     );
 }
 

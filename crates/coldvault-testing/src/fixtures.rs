@@ -235,3 +235,12 @@ pub fn sqlite_dump(path: &Path) -> Vec<String> {
     out.push(format!("user_version {uv}"));
     out
 }
+
+/// A name no other test or test run uses: `name-PID-NANOS` (a prefix in a shared bucket).
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos:x}", std::process::id())
+}

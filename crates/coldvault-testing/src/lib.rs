@@ -2,6 +2,7 @@
 //! a tree comparison that checks what a user would check after a restore, and a comparison of two
 //! PostgreSQL databases (`pg_compare`).
 
+mod azurite;
 mod faulty;
 pub mod fixtures;
 mod garage;
@@ -10,14 +11,17 @@ mod memory;
 mod moto;
 mod pg;
 pub mod pg_compare;
+mod sftp;
 mod spark;
 
+pub use azurite::Azurite;
 pub use faulty::{Fault, FaultyTarget};
 pub use garage::Garage;
 pub use mariadb::Mariadb;
 pub use memory::MemoryTarget;
 pub use moto::Moto;
 pub use pg::Postgres;
+pub use sftp::Sftp;
 pub use spark::Spark;
 
 /// The directory named by `var` and the `KEY=value` lines of its `env` file, written by the

@@ -17,8 +17,9 @@ pub struct PasswordSource {
     pub file: Option<PathBuf>,
 }
 
-/// Where a node's S3 credentials come from. Only names of variables and files: the secrets
-/// themselves are read when the node is opened and never kept in the job.
+/// Where a node's credentials come from: S3 keys, an Azure account and key, an SSH key file.
+/// Only names of variables and files: the secrets themselves are read when the node is opened
+/// and never kept in the job. Each kind of node takes only its own fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialSource {
     /// Variable holding the access key id (default: `AWS_ACCESS_KEY_ID`).
@@ -31,36 +32,93 @@ pub struct CredentialSource {
     pub secret_access_key_file: Option<PathBuf>,
     /// Let the S3 client also look in ~/.aws and the instance metadata service.
     pub ambient: bool,
+    /// Azure: variable holding the storage account name (default: `AZURE_STORAGE_ACCOUNT`).
+    pub account_name_env: Option<String>,
+    /// Azure: variable holding the account key (default: `AZURE_STORAGE_KEY`).
+    pub account_key_env: Option<String>,
+    /// Azure: file holding the account key.
+    pub account_key_file: Option<PathBuf>,
+    /// SFTP: the private key file `ssh` logs in with (never read here, only checked readable).
+    pub key_file: Option<PathBuf>,
 }
+
+/// The standard variable of an Azure storage account name.
+pub(crate) const AZURE_ACCOUNT_VAR: &str = "AZURE_STORAGE_ACCOUNT";
+/// The standard variable of an Azure storage account key.
+pub(crate) const AZURE_KEY_VAR: &str = "AZURE_STORAGE_KEY";
 
 /// The access key id and secret key of the S3 node `node`.
 pub(crate) fn s3_credentials(node: &str, c: &CredentialSource) -> Result<(String, String)> {
     let id = one(
         node,
-        "access key id",
+        "S3 access key id",
         c.access_key_id_file.as_deref(),
         c.access_key_id_env.as_deref(),
         "AWS_ACCESS_KEY_ID",
-        c.ambient,
+        if c.ambient { Some("") } else { None },
     )?;
     let secret = one(
         node,
-        "secret key",
+        "S3 secret key",
         c.secret_access_key_file.as_deref(),
         c.secret_access_key_env.as_deref(),
         "AWS_SECRET_ACCESS_KEY",
-        c.ambient,
+        if c.ambient { Some("") } else { None },
     )?;
     Ok((id, secret))
 }
 
+/// The account name and key of the Azure node `node`. The name comes from the variable named in
+/// the entry, else from the endpoint (`from_endpoint`), else from `AZURE_STORAGE_ACCOUNT`.
+pub(crate) fn azure_credentials(
+    node: &str,
+    c: &CredentialSource,
+    from_endpoint: Option<&str>,
+) -> Result<(String, String)> {
+    let account = match (&c.account_name_env, from_endpoint) {
+        (None, Some(a)) => a.to_owned(),
+        _ => one(
+            node,
+            "Azure storage account name",
+            None,
+            c.account_name_env.as_deref(),
+            AZURE_ACCOUNT_VAR,
+            None,
+        )?,
+    };
+    let key = one(
+        node,
+        "Azure account key",
+        c.account_key_file.as_deref(),
+        c.account_key_env.as_deref(),
+        AZURE_KEY_VAR,
+        None,
+    )?;
+    Ok((account, key))
+}
+
+/// The SSH key file of the SFTP node `node`, checked readable (`ssh` reads it, not us); `None`
+/// when the entry names none (then `ssh`'s own identities are tried).
+pub(crate) fn sftp_key_file(node: &str, c: &CredentialSource) -> Result<Option<PathBuf>> {
+    let Some(f) = &c.key_file else {
+        return Ok(None);
+    };
+    std::fs::File::open(f).map_err(|e| {
+        Error::config(format!("cannot read the SSH key file {}: {e}", f.display()))
+            .with_context("node", node)
+    })?;
+    Ok(Some(f.clone()))
+}
+
+/// One secret, from `file`, else the variable `env`, else the variable `standard`, else
+/// `fallback` (an empty key lets the S3 client look for its own).
 fn one(
     node: &str,
     what: &str,
     file: Option<&std::path::Path>,
     env: Option<&str>,
     standard: &str,
-    ambient: bool,
+    fallback: Option<&str>,
 ) -> Result<String> {
     let err = |m: String| Error::config(m).with_context("node", node);
     if let Some(f) = file {
@@ -72,11 +130,11 @@ fn one(
         return std::env::var(var)
             .map_err(|_| err(format!("the {what} variable {var} is not set")));
     }
-    match std::env::var(standard) {
-        Ok(v) => Ok(v),
-        Err(_) if ambient => Ok(String::new()),
-        Err(_) => Err(err(format!(
-            "no S3 {what}: set {standard}, or name a variable or file for it in the node's entry"
+    match (std::env::var(standard), fallback) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(v)) => Ok(v.to_owned()),
+        (Err(_), None) => Err(err(format!(
+            "no {what}: set {standard}, or name a variable or file for it in the node's entry"
         ))),
     }
 }

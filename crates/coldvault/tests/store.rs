@@ -1,5 +1,5 @@
-//! The `Target` conformance suite (memory and fs targets; the S3 target joins it with remote
-//! nodes), and the retry, replication and substitution paths proven with `FaultyTarget`.
+//! The `Target` conformance suite (memory and fs targets, and the remote ones on the services
+//! `scripts/test` starts: S3 on Garage, Azure Blob on Azurite, SFTP on OpenSSH), and the retry, replication and substitution paths proven with `FaultyTarget`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use coldvault::store::{
     Backoff, FsTarget, ObjectKey, Payload, Replicator, RetryingTarget, SharedTarget, Target,
 };
 use coldvault::{ErrorKind, Status};
+use coldvault_testing::fixtures::unique;
 use coldvault_testing::{Fault, FaultyTarget, MemoryTarget};
 
 fn read_all(t: &dyn Target, key: &str) -> Vec<u8> {
@@ -230,20 +231,10 @@ fn rendezvous_placement_is_stable_and_spreads() {
 #[test]
 fn garage_s3_target_conforms() {
     let g = coldvault_testing::Garage::from_env();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let t = g.target("garage", &format!("conformance-{nanos:x}"));
+    let t = g.target("garage", &unique("conformance"));
     conformance(&t);
     // A payload larger than one multipart part goes up in parts and comes back whole.
-    let staged = tempfile::NamedTempFile::new().unwrap();
-    let big = coldvault_testing::fixtures::bytes(9, 20 << 20);
-    std::fs::write(staged.path(), &big).unwrap();
-    let k = ObjectKey::new("data/ee/big.tar.zst");
-    t.put(&k, Payload::File(staged.path())).unwrap();
-    assert_eq!(t.stat(&k).unwrap(), Some(big.len() as u64));
-    assert!(read_all(&t, k.as_str()) == big, "multipart round trip");
+    big_round_trip(&t);
 }
 
 #[test]
@@ -353,4 +344,64 @@ fn max_rate_holds_on_an_s3_node_both_ways() {
         .unwrap()
         .as_nanos();
     rate_holds(Arc::new(g.target("garage", &format!("rate-{nanos:x}"))));
+}
+
+/// A payload of several chunks (8 MiB each) goes up whole and comes back whole.
+fn big_round_trip(t: &dyn Target) {
+    let staged = tempfile::NamedTempFile::new().unwrap();
+    let big = coldvault_testing::fixtures::bytes(9, 20 << 20);
+    std::fs::write(staged.path(), &big).unwrap();
+    let k = ObjectKey::new("data/ee/big.tar.zst");
+    t.put(&k, Payload::File(staged.path())).unwrap();
+    assert_eq!(t.stat(&k).unwrap(), Some(big.len() as u64));
+    assert!(read_all(t, k.as_str()) == big, "chunked round trip");
+}
+
+#[test]
+fn azurite_azblob_target_conforms() {
+    let az = coldvault_testing::Azurite::from_env();
+    let t = az.target("azurite", &unique("conformance"));
+    conformance(&t);
+    big_round_trip(&t);
+}
+
+#[test]
+fn sftp_target_conforms_and_leaves_no_temporary_behind() {
+    let s = coldvault_testing::Sftp::from_env();
+    let prefix = unique("conformance");
+    let t = s.target("sftp", &prefix);
+    conformance(&t);
+    big_round_trip(&t);
+    let leftovers: Vec<_> = walk(&s.path(&prefix))
+        .into_iter()
+        .filter(|p| p.contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_sftp_temporary_is_never_listed_and_only_an_old_one_is_removed() {
+    let s = coldvault_testing::Sftp::from_env();
+    let prefix = unique("temporaries");
+    let t = s.target("sftp", &prefix);
+    t.put(&ObjectKey::new("data/ab/abc.tar.zst"), Payload::Bytes(b"x"))
+        .unwrap();
+    // What a writer that died mid-put leaves: one old, one as if still being written.
+    let dir = s.path(&prefix).join("data/ab");
+    let old = dir.join(".abc.tar.zst.tmp.00000000deadbeef");
+    let fresh = dir.join(".abd.tar.zst.tmp.00000000feedf00d");
+    std::fs::write(&old, b"half").unwrap();
+    std::fs::write(&fresh, b"half").unwrap();
+    let two_hours_ago =
+        filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() - 7200, 0);
+    filetime::set_file_mtime(&old, two_hours_ago).unwrap();
+    let keys: Vec<String> = t
+        .list("data/")
+        .unwrap()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    assert_eq!(keys, vec!["data/ab/abc.tar.zst"]);
+    assert_eq!(t.remove_temporaries().unwrap(), 1);
+    assert!(!old.exists() && fresh.exists());
 }

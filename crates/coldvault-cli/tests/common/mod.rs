@@ -25,6 +25,87 @@ impl Env {
         env
     }
 
+    /// A job over an odd tree (plus `tree_bytes` of bulk files) whose nodes are `entries`, each
+    /// the inside of one node's `{ ... }` in the job file (`name = "n", url = "..."`).
+    pub fn with_nodes(entries: &[String], replicas: usize, tree_bytes: usize) -> Env {
+        let env = Env::new(
+            "type = \"fs\"\npath = \"src\"",
+            "target_bytes = \"256KiB\"",
+            replicas,
+        );
+        coldvault_testing::fixtures::odd_tree(&env.path("src"), 600_000);
+        for i in 0..(tree_bytes / 100_000) {
+            std::fs::write(
+                env.path(&format!("src/dir/bulk{i:04}.bin")),
+                coldvault_testing::fixtures::bytes(i as u64, 100_000),
+            )
+            .unwrap();
+        }
+        let lines: Vec<String> = entries.iter().map(|e| format!("  {{ {e} }},")).collect();
+        let text = std::fs::read_to_string(&env.job).unwrap();
+        let start = text.find("nodes = [").unwrap();
+        let end = text[start..].find(']').unwrap() + start + 1;
+        let text = format!(
+            "{}nodes = [\n{}\n]{}",
+            &text[..start],
+            lines.join("\n"),
+            &text[end..]
+        );
+        std::fs::write(&env.job, text).unwrap();
+        env
+    }
+
+    /// Runs with `vars` set (a node's credentials) and returns (exit code, stdout, stderr).
+    pub fn run_envs(&self, args: &[&str], vars: &[(&str, String)]) -> (i32, String, String) {
+        let mut cmd = self.cmd(args);
+        cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+        outcome(cmd.output().unwrap())
+    }
+
+    /// Runs `args --json` with `vars` set, checks the exit code and returns the report.
+    pub fn json_envs(&self, args: &[&str], vars: &[(&str, String)], code: i32) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let (c, out, err) = self.run_envs(&a, vars);
+        assert_eq!(c, code, "{args:?}: exit {c}\n{out}\n{err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// Runs `args` with `set` set and `unset` removed from the environment, checks that it could
+    /// not run (exit 2) and that its error says each of `words`; returns the error.
+    pub fn assert_fails_saying(
+        &self,
+        args: &[&str],
+        set: &[(&str, String)],
+        unset: &[&str],
+        words: &[&str],
+    ) -> String {
+        let mut cmd = self.cmd(args);
+        cmd.envs(set.iter().map(|(k, v)| (k, v)));
+        for var in unset {
+            cmd.env_remove(var);
+        }
+        let (c, out, err) = outcome(cmd.output().unwrap());
+        assert_eq!(c, 2, "{args:?}: {out}{err}");
+        for w in words {
+            assert!(err.contains(w), "{args:?}: no {w:?} in {err}");
+        }
+        err
+    }
+
+    /// Restores the latest snapshot into `to`, with `vars` set (a node's credentials), and checks
+    /// it against `src`, byte for byte.
+    pub fn assert_restores_src_exactly(&self, vars: &[(&str, String)], to: &str) {
+        let to = self.path(to);
+        let (c, out, err) =
+            self.run_envs(&["restore", "latest", "--to", to.to_str().unwrap()], vars);
+        assert_eq!(c, 0, "{out}{err}");
+        assert_same_lines(
+            &coldvault_testing::fixtures::listing(&self.path("src")),
+            &coldvault_testing::fixtures::listing(&to),
+        );
+    }
+
     /// Runs `setup` (shell: mounting a tmpfs), then `coldvault backup --json` into `out.json` and
     /// its exit code into `rc`, then `after`, in a private mount namespace (`unshare -rm`, which
     /// needs no privileges); returns the exit code and the report's text.

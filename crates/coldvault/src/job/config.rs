@@ -113,6 +113,10 @@ pub(crate) struct NodeConfig {
     pub ambient_credentials: Option<bool>,
     pub storage_class: Option<String>,
     pub max_rate: Option<String>,
+    pub account_name_env: Option<String>,
+    pub account_key_env: Option<String>,
+    pub account_key_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

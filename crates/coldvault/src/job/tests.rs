@@ -104,12 +104,16 @@ fn unknown_keys_are_rejected_for_every_source_kind() {
             err(&table)
         );
     }
-    let node = GOOD.replace("url = \"file:n1\"", "url = \"file:n1\", weight = 2");
-    assert!(
-        err(&node).contains("unknown field `weight`"),
-        "{}",
-        err(&node)
-    );
+    for url in [
+        "file:n1",
+        "s3://b?endpoint=http://h:1",
+        "azblob://c/p?endpoint=http://h:1/acct",
+        "sftp://u@h:22/srv/backups",
+    ] {
+        let node = GOOD.replace("url = \"file:n1\"", &format!("url = \"{url}\", weight = 2"));
+        let e = err(&node);
+        assert!(e.contains("unknown field `weight`"), "{url}: {e}");
+    }
 }
 
 #[test]
@@ -165,6 +169,132 @@ fn s3_node_urls_parse() {
     assert!(e.contains("unknown parameter \"colour\""), "{e}");
     let e = err(&GOOD.replace("file:///tmp/n2", "s3:///prefix"));
     assert!(e.contains("no bucket"), "{e}");
+}
+
+#[test]
+fn azblob_node_urls_parse() {
+    let url = |u: &str| {
+        parse(&GOOD.replace("file:///tmp/n2", u)).map(|j| j.repository.nodes[1].url.clone())
+    };
+    assert_eq!(
+        url("azblob://coldvault/backups/x/?endpoint=http://127.0.0.1:10000/devstoreaccount1/")
+            .unwrap(),
+        NodeUrl::Azblob {
+            container: "coldvault".into(),
+            prefix: "backups/x".into(),
+            endpoint: Some("http://127.0.0.1:10000/devstoreaccount1".into()),
+        }
+    );
+    assert_eq!(
+        url("azblob://c").unwrap(),
+        NodeUrl::Azblob {
+            container: "c".into(),
+            prefix: String::new(),
+            endpoint: None,
+        }
+    );
+    let e = url("azblob:///p").unwrap_err().to_string();
+    assert!(e.contains("no container"), "{e}");
+    let e = url("azblob://c?account_key=SECRET")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown parameter \"account_key\""), "{e}");
+    let e = url("azblob://c?endpoint=ftp://x").unwrap_err().to_string();
+    assert!(e.contains("http://"), "{e}");
+}
+
+#[test]
+fn an_azure_account_is_read_from_its_endpoint() {
+    use crate::store::node::parse::azure_account;
+    let cases = [
+        ("https://acct.blob.core.windows.net", Some("acct")),
+        ("https://acct.blob.core.chinacloudapi.cn/", Some("acct")),
+        (
+            "http://127.0.0.1:10000/devstoreaccount1",
+            Some("devstoreaccount1"),
+        ),
+        ("https://backups.example.com", None),
+    ];
+    for (endpoint, account) in cases {
+        assert_eq!(azure_account(endpoint).as_deref(), account, "{endpoint}");
+    }
+}
+
+#[test]
+fn sftp_node_urls_parse() {
+    let url = |u: &str| {
+        parse(&GOOD.replace("file:///tmp/n2", u)).map(|j| j.repository.nodes[1].url.clone())
+    };
+    assert_eq!(
+        url("sftp://backup@nas.local:2222/srv/cold/").unwrap(),
+        NodeUrl::Sftp {
+            user: Some("backup".into()),
+            host: "nas.local".into(),
+            port: 2222,
+            path: "/srv/cold".into(),
+            known_hosts: crate::store::KnownHosts::Strict,
+        }
+    );
+    assert_eq!(
+        url("sftp://nas/srv?known_hosts=add").unwrap(),
+        NodeUrl::Sftp {
+            user: None,
+            host: "nas".into(),
+            port: 22,
+            path: "/srv".into(),
+            known_hosts: crate::store::KnownHosts::Add,
+        }
+    );
+    let e = url("sftp://u:hunter2@nas/srv").unwrap_err().to_string();
+    assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
+    for (bad, says) in [
+        ("sftp://nas", "no path"),
+        ("sftp://nas/", "no path"),
+        ("sftp://:22/srv", "no host"),
+        ("sftp://nas:ssh/srv", "not a number"),
+        (
+            "sftp://nas/srv?known_hosts=yes",
+            "strict (the default), add or accept",
+        ),
+        (
+            "sftp://nas/srv?password=x",
+            "unknown parameter \"password\"",
+        ),
+    ] {
+        let e = url(bad).unwrap_err().to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn credential_fields_are_only_for_their_kind_of_node() {
+    for (url, field, owner) in [
+        ("file:n1", "secret_access_key_env = \"X\"", "s3"),
+        ("file:n1", "key_file = \"id\"", "sftp"),
+        ("s3://b", "account_key_env = \"X\"", "azblob"),
+        ("azblob://c", "access_key_id_file = \"f\"", "s3"),
+        ("azblob://c", "key_file = \"id\"", "sftp"),
+        ("sftp://h/srv", "account_name_env = \"X\"", "azblob"),
+        ("sftp://h/srv", "ambient_credentials = true", "s3"),
+    ] {
+        let e = err(&GOOD.replace("url = \"file:n1\"", &format!("url = \"{url}\", {field}")));
+        let name = field.split(' ').next().unwrap();
+        assert!(
+            e.contains(&format!("{name} is only for {owner}:// nodes")),
+            "{url} {field}: {e}"
+        );
+    }
+    let text = GOOD.replace(
+        "{ name = \"disk2\", url = \"file:///tmp/n2\" }",
+        "{ name = \"disk2\", url = \"azblob://c\", account_key_env = \"MY_KEY\", account_key_file = \"k\" }",
+    );
+    let job = parse(&text).unwrap();
+    let c = &job.repository.nodes[1].credentials;
+    assert_eq!(c.account_key_env.as_deref(), Some("MY_KEY"));
+    assert!(
+        c.account_key_file.as_ref().unwrap().is_absolute(),
+        "from the job's directory"
+    );
 }
 
 #[test]

@@ -152,15 +152,19 @@ fn validate_repository(raw: config::RepositoryConfig, base: &Path) -> Result<Rep
             access_key_id_file: n.access_key_id_file.map(|f| base.join(f)),
             secret_access_key_file: n.secret_access_key_file.map(|f| base.join(f)),
             ambient: n.ambient_credentials.unwrap_or(false),
+            account_name_env: n.account_name_env,
+            account_key_env: n.account_key_env,
+            account_key_file: n.account_key_file.map(|f| base.join(f)),
+            key_file: n.key_file.map(|f| base.join(f)),
         };
-        if !url.takes_credentials() && credentials != CredentialSource::default() {
+        if let Some((field, owner)) = url.foreign_credentials(&credentials).first() {
             return Err(Error::config(format!(
-                "[repository] nodes: node {:?}: credentials are only for s3:// nodes",
+                "[repository] nodes: node {:?}: {field} is only for {owner}:// nodes",
                 n.name
             )));
         }
         let storage_class = match n.storage_class {
-            Some(_) if !url.takes_credentials() => {
+            Some(_) if url.scheme() != "s3" => {
                 return Err(Error::config(format!(
                     "[repository] nodes: node {:?}: storage_class is only for s3:// nodes",
                     n.name

@@ -7,7 +7,7 @@
 //! Replicator      per data file: pick nodes, write to each, succeed at `replicas` copies
 //!  RetryingTarget whole-object re-put from the payload; only temporary errors; backoff + jitter
 //!   FsTarget      a local directory (temporary name, fsync, rename, fsync the directory)
-//!   OpenDalTarget an S3-compatible bucket through OpenDAL (multipart upload, ranged reads)
+//!   OpenDalTarget an S3 bucket, Azure Blob container or SFTP directory through OpenDAL
 //! ```
 //!
 //! Invariants: an object is never visible under its final key before it is complete; putting an
@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 
-pub use self::opendal::{OpenDalTarget, S3Options};
+pub use self::opendal::{AzblobOptions, KnownHosts, OpenDalTarget, S3Options, SftpOptions};
 pub use damage::{damage_key, damaged_data_key, DamageBook, DamageRecord, FoundBy, DAMAGED_PREFIX};
 pub use fs::FsTarget;
 pub use layout::{
