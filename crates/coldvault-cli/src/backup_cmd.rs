@@ -91,7 +91,7 @@ impl Ended<'_> {
         if let Some(path) = self.metrics_file.or(self.job.run.metrics_file.as_deref()) {
             outcome.newest_snapshot = match report {
                 Some(r) if saved => humantime::parse_rfc3339(&r.time).ok(),
-                _ => newest_snapshot(self.job),
+                _ => newest_snapshot(self.job).or_else(|| metrics::newest_snapshot_in(path)),
             };
             if let Err(e) = metrics::write(path, &metrics::render(&outcome)) {
                 crate::logs::warn(e);

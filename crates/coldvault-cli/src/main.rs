@@ -524,7 +524,8 @@ fn run(command: Command) -> Result<u8, Failure> {
                         retrieved.already_requested
                     );
                 }
-                return Ok(0);
+                // Data files no node can give: the restore would fail on them (named above).
+                return Ok(if retrieved.unavailable == 0 { 0 } else { 1 });
             }
             let show = !json && !logs::json() && std::io::stdout().is_terminal();
             let mut report = with_progress(show, "restore", |p: &Progress| {

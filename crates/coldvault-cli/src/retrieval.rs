@@ -51,6 +51,9 @@ impl RetrievalArgs {
         parallel: usize,
     ) -> coldvault::Result<RetrievalReport> {
         let r = retrieve(repo, manifest, include, &self.settings(), parallel.max(4))?;
+        for p in &r.problems {
+            crate::logs::warn(format!("no node can give {p}"));
+        }
         if r.archived > 0 {
             crate::logs::event(
                 "retrieval",

@@ -60,7 +60,7 @@ fn an_archive_node_keeps_data_archived_and_a_restore_from_it_alone_retrieves_fir
     let env = job(&m, &prefix);
     json(&m, &env, &["init"], 0);
     json(&m, &env, &["backup"], 0);
-    let deep = m.target("deep", &format!("{prefix}/cold/e2e"), "DEEP_ARCHIVE");
+    let deep = m.target("deep", &format!("{prefix}/cold/e2e"), Some("DEEP_ARCHIVE"));
 
     // Data files are in the archive class and cannot be read; the rest is hot.
     let data = deep.list(DATA_PREFIX).unwrap();
@@ -139,7 +139,10 @@ fn an_archive_node_keeps_data_archived_and_a_restore_from_it_alone_retrieves_fir
         ],
     );
     assert_eq!(c, 0, "{out}{err}");
-    assert!(err.contains("0 of them readable now"), "{err}");
+    assert!(
+        err.contains("data files only on archive nodes; 0 of them readable now"),
+        "{err}"
+    );
     let again: serde_json::Value = {
         let (c, out, err) = run(
             &m,
@@ -196,7 +199,7 @@ fn a_restore_requests_the_retrieval_waits_and_restores_in_one_run() {
     let to = env.path("restored");
 
     // Without a retrieval the archive node's replicas cannot be read: the error says why.
-    let deep = m.target("deep", &format!("{prefix}/cold/e2e"), "DEEP_ARCHIVE");
+    let deep = m.target("deep", &format!("{prefix}/cold/e2e"), Some("DEEP_ARCHIVE"));
     let key = deep.list(DATA_PREFIX).unwrap().remove(0);
     let err = deep
         .get(&key)
@@ -205,6 +208,21 @@ fn a_restore_requests_the_retrieval_waits_and_restores_in_one_run() {
     assert!(
         err.to_string().contains("archive class DEEP_ARCHIVE"),
         "{err}"
+    );
+    // The server itself refuses a plain read (what a node without storage_class meets after a
+    // lifecycle rule), and the message says what to do.
+    let plain = m.target("plain", &format!("{prefix}/cold/e2e"), None);
+    let mut sink = Vec::new();
+    let refused = plain
+        .get(&key)
+        .and_then(|mut r| {
+            std::io::Read::read_to_end(&mut r, &mut sink)
+                .map_err(|e| coldvault::Error::target(e.to_string()))
+        })
+        .expect_err("moto served an archived object");
+    assert!(
+        refused.to_string().contains("InvalidObjectState"),
+        "{refused}"
     );
 
     let r = json(

@@ -63,7 +63,7 @@ fn the_metrics_file_tells_a_saved_run_from_one_that_could_not_run() {
     );
     let report = env.json(&["backup"], 0);
     let m = scrape(&path);
-    let job = "job=\"e2e\"";
+    let job = "coldvault_job=\"e2e\"";
     assert_eq!(m[&format!("coldvault_last_run_success{{{job}}}")], 1.0);
     assert_eq!(m[&format!("coldvault_last_run_exit_code{{{job}}}")], 0.0);
     assert_eq!(
@@ -104,6 +104,23 @@ fn the_metrics_file_tells_a_saved_run_from_one_that_could_not_run() {
         newest
     );
     assert!(!m.contains_key(&format!("coldvault_last_run_bytes_read{{{job}}}")));
+    // No node answers at all: the newest snapshot's time is carried forward from the last file,
+    // so an alert on its age keeps firing.
+    for n in ["a", "b"] {
+        std::fs::rename(
+            env.path(&format!("nodes/{n}")),
+            env.path(&format!("away-{n}")),
+        )
+        .unwrap();
+    }
+    let (c, _, err) = env.run(&["backup", "--metrics-file", path.to_str().unwrap()]);
+    assert_eq!(c, 2, "{err}");
+    let m = scrape(&path);
+    assert_eq!(m[&format!("coldvault_last_run_success{{{job}}}")], 0.0);
+    assert_eq!(
+        m[&format!("coldvault_newest_snapshot_timestamp_seconds{{{job}}}")],
+        newest
+    );
     // Written whole under a temporary name, then renamed: nothing else is left beside it.
     let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
         .unwrap()

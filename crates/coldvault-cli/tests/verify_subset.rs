@@ -134,3 +134,28 @@ fn a_bad_subset_is_refused_with_its_form() {
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("N must be between 1 and M"), "{err}");
 }
+
+#[test]
+fn a_share_is_read_from_the_nodes_that_answer_and_a_damaged_replica_is_not_covered() {
+    let env = env();
+    // Node c is unmounted: its replicas would be the never-read ones that come first.
+    std::fs::rename(env.path("nodes/c"), env.path("c-away")).unwrap();
+    let v = env.json(&["verify", "latest", "--read-data-subset", "50%"], 1);
+    assert!(v["bytes_read"].as_u64().unwrap() > 0, "{v}");
+    let read: Vec<_> = recorded(&env).into_keys().collect();
+    assert!(
+        !read.is_empty() && read.iter().all(|(n, _)| n != "c"),
+        "{read:?}"
+    );
+    std::fs::rename(env.path("c-away"), env.path("nodes/c")).unwrap();
+
+    // A replica whose bytes are wrong is read, found corrupt, and not counted as covered.
+    let victim = env.data_files("a").remove(0);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&victim, bytes).unwrap();
+    let v = env.json(&["verify", "latest", "--read-data"], 1);
+    assert!(v["problems"].to_string().contains("corrupt"), "{v}");
+    assert_eq!(v["coverage"]["never_read"], 1, "{v}");
+}

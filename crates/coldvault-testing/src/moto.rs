@@ -51,8 +51,13 @@ impl Moto {
     }
 
     /// A target on the test bucket under `root` (a job's directory on a node with `url`'s prefix
-    /// is `prefix/directory`) that writes data files in `class`.
-    pub fn target(&self, name: &str, root: &str, class: &str) -> coldvault::store::OpenDalTarget {
+    /// is `prefix/directory`) that writes data files in `class` (when given).
+    pub fn target(
+        &self,
+        name: &str,
+        root: &str,
+        class: Option<&str>,
+    ) -> coldvault::store::OpenDalTarget {
         coldvault::store::OpenDalTarget::s3(
             name,
             coldvault::store::S3Options {
@@ -64,7 +69,7 @@ impl Moto {
                 access_key_id: self.var("MOTO_ACCESS_KEY_ID"),
                 secret_access_key: self.var("MOTO_SECRET_ACCESS_KEY"),
                 ambient: false,
-                storage_class: Some(class.to_owned()),
+                storage_class: class.map(str::to_owned),
             },
         )
         .unwrap()

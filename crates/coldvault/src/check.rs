@@ -4,8 +4,9 @@
 //! free space for the tasks that run at once) and the Spark master when the job names one. Each
 //! check is one line that names what it checked and, when it fails, why.
 //!
-//! Nothing is stored: the one write on a node is a probe object deleted at once, under
-//! `check/`, and the one write in staging a probe file removed at once.
+//! Nothing is stored: the one write on a node is a probe object under `check/`, deleted at
+//! once (with the directory it made on a local node), and the one write in staging a probe
+//! file removed at once, with the directories made for it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -122,8 +123,18 @@ fn check_node(node: &SharedTarget, url: &NodeUrl, directory: &str) -> CheckLine 
     let written = node
         .put(&probe, Payload::Bytes(b"coldvault check"))
         .and_then(|()| node.delete(&probe));
+    if let NodeUrl::File { path } = url {
+        // A local node's put made the directory the probe went in: take it away again.
+        let _ = std::fs::remove_dir(path.join(directory).join("check"));
+    }
     if let Err(e) = written {
         return CheckLine::new(name, false, format!("not writable: {e}"));
+    }
+    // A backup reads through the class requests of an archive-class node: check they work too.
+    if node.storage_class().is_some() {
+        if let Err(e) = node.object_class(&ObjectKey::new(CONFIG_KEY)) {
+            return CheckLine::new(name, false, format!("cannot read storage classes: {e}"));
+        }
     }
     let space = match url {
         NodeUrl::File { path } => match free_bytes(&path.join(directory)).or(free_bytes(path)) {
@@ -178,9 +189,19 @@ fn check_new_root(name: &str, root: &Path) -> CheckLine {
 
 fn check_staging(dir: &Path, largest: Option<u64>, parallel: usize) -> CheckLine {
     let probe = dir.join(format!(".check-{}", std::process::id()));
+    // What did not exist is taken away again: the nearest existing ancestor stays as it was.
+    let made = dir
+        .ancestors()
+        .take_while(|a| !a.exists())
+        .last()
+        .map(Path::to_path_buf);
     let written = std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&probe, b"coldvault check"))
         .and_then(|()| std::fs::remove_file(&probe));
+    let free = free_bytes(dir);
+    if let Some(top) = made {
+        let _ = std::fs::remove_dir_all(top);
+    }
     if let Err(e) = written {
         return CheckLine::new(
             "staging",
@@ -188,7 +209,7 @@ fn check_staging(dir: &Path, largest: Option<u64>, parallel: usize) -> CheckLine
             format!("{} is not writable: {e}", dir.display()),
         );
     }
-    let Some(free) = free_bytes(dir) else {
+    let Some(free) = free else {
         return CheckLine::new("staging", true, format!("{} writable", dir.display()));
     };
     let need = largest.unwrap_or(0).saturating_mul(parallel as u64);

@@ -51,6 +51,8 @@ pub struct RetrievalReport {
     pub ready: u64,
     /// Data files with no replica found on any node (the restore will name them).
     pub unavailable: u64,
+    /// Why each unavailable data file is: what every node said of it.
+    pub problems: Vec<String>,
 }
 
 /// Where one data file stands.
@@ -63,8 +65,8 @@ enum State<'a> {
     Waiting,
     /// Only archived replicas: a retrieval must be requested on this node.
     Archived(&'a str),
-    /// No replica found.
-    Unavailable,
+    /// No replica found; what the nodes said.
+    Unavailable(Vec<String>),
 }
 
 /// True when `node` writes its data files in a class that must be retrieved before reading.
@@ -94,12 +96,17 @@ pub fn retrieve(
     let mut to_request = Vec::new();
     for (r, s) in receipts.iter().zip(states) {
         match s? {
+            State::Unavailable(said) => {
+                report.unavailable += 1;
+                report
+                    .problems
+                    .push(format!("{}: {}", r.key, said.join("; ")));
+            }
             State::Readable => {}
             State::Retrieved => {
                 report.archived += 1;
                 report.ready += 1;
             }
-            State::Unavailable => report.unavailable += 1,
             State::Waiting => {
                 report.archived += 1;
                 report.already_requested += 1;
@@ -135,19 +142,31 @@ fn state<'a>(repo: &Repository, data: &'a Receipt) -> Result<State<'a>> {
     let mut archived = None;
     let mut waiting = false;
     let mut retrieved = false;
+    let mut said = Vec::new();
     for name in &data.nodes {
         let Some(node) = repo.replicator().node(name) else {
             continue;
         };
         if !is_archive(node.as_ref()) {
-            if matches!(node.stat(&data.key), Ok(Some(size)) if size == data.size) {
-                return Ok(State::Readable);
+            match node.stat(&data.key) {
+                Ok(Some(size)) if size == data.size => return Ok(State::Readable),
+                Ok(Some(size)) => said.push(format!("{name}: {size} bytes")),
+                Ok(None) => said.push(format!("{name}: missing")),
+                Err(e) => said.push(format!("{name}: {e}")),
             }
             continue;
         }
         // Missing or unreachable here: another replica may do.
-        let Ok(Some(c)) = node.object_class(&data.key) else {
-            continue;
+        let c = match node.object_class(&data.key) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                said.push(format!("{name}: missing"));
+                continue;
+            }
+            Err(e) => {
+                said.push(format!("{name}: {e}"));
+                continue;
+            }
         };
         match c.readiness {
             Readiness::Readable
@@ -165,6 +184,6 @@ fn state<'a>(repo: &Repository, data: &'a Receipt) -> Result<State<'a>> {
         _ if retrieved => State::Retrieved,
         _ if waiting => State::Waiting,
         Some(node) => State::Archived(node),
-        None => State::Unavailable,
+        None => State::Unavailable(said),
     })
 }

@@ -17,7 +17,10 @@ pub fn render(outcome: &RunOutcome<'_>) -> String {
         let _ = writeln!(out, "# HELP coldvault_{name} {help}");
         let _ = writeln!(out, "# TYPE coldvault_{name} gauge");
         for (labels, value) in samples {
-            let _ = writeln!(out, "coldvault_{name}{{job=\"{job}\"{labels}}} {value}");
+            let _ = writeln!(
+                out,
+                "coldvault_{name}{{coldvault_job=\"{job}\"{labels}}} {value}"
+            );
         }
     };
     let one = |v: f64| vec![(String::new(), v)];
@@ -113,7 +116,12 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
             .map_or("metrics".into(), |n| n.to_string_lossy()),
         std::process::id()
     ));
-    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    let result = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(
@@ -131,6 +139,18 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
 fn epoch(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The newest snapshot's time in an earlier metrics file at `path`, to carry forward when the
+/// repository cannot say (every node down): the alert on its age must keep firing then.
+pub fn newest_snapshot_in(path: &Path) -> Option<SystemTime> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("coldvault_newest_snapshot_timestamp_seconds{"))?;
+    let secs: f64 = line.rsplit(' ').next()?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs))
 }
 
 /// A label value with `\`, `"` and newlines escaped, as the format wants.

@@ -146,9 +146,13 @@ impl FsTarget {
                 f.write_all(bytes)?;
                 f.sync_all()
             }
-            Payload::Paced(..) => {
+            Payload::Paced(inner, _) => {
                 let mut f = File::create(tmp)?;
                 io::copy(&mut payload.open()?, &mut f)?;
+                // As `fs::copy` does for an unpaced one: the staged file's mode.
+                if let Payload::File(src) = inner {
+                    f.set_permissions(fs::metadata(src)?.permissions())?;
+                }
                 f.sync_all()
             }
         }

@@ -65,14 +65,24 @@ impl ArchiveApi {
             .split_once("://")
             .ok_or_else(|| Error::config(format!("endpoint {endpoint:?} has no scheme")))?;
         let authority = authority.trim_end_matches('/');
-        let root = root.trim_matches('/');
+        // As OpenDAL builds its paths: no empty segments.
+        let root = root
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("/");
         let (host, base) = if o.virtual_host {
             (format!("{}.{authority}", o.bucket), format!("/{root}"))
         } else {
             (authority.to_owned(), format!("/{}/{root}", o.bucket))
         };
         Ok(ArchiveApi {
-            client: reqwest::Client::new(),
+            // As OpenDAL's layers do for every other request: no call may hang for ever.
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .map_err(|e| Error::config("cannot build the HTTP client").with_source(e))?,
             origin: format!("{scheme}://{host}"),
             base: base.trim_end_matches('/').to_owned(),
             host,
@@ -217,11 +227,12 @@ fn readiness(class: &str, restore: Option<&str>) -> Readiness {
 }
 
 fn status_error(status: reqwest::StatusCode, what: &str, key: &str) -> Error {
-    let status_kind = if status.is_server_error() || status.as_u16() == 429 {
-        Status::Temporary
-    } else {
-        Status::Permanent
-    };
+    let status_kind =
+        if (status.is_server_error() && status.as_u16() != 501) || status.as_u16() == 429 {
+            Status::Temporary
+        } else {
+            Status::Permanent
+        };
     let hint = if status.as_u16() == 403 {
         " (access denied: check the node's credentials)"
     } else {

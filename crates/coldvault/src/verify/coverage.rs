@@ -32,7 +32,14 @@ struct Record {
 #[derive(Debug, Default)]
 pub(crate) struct Coverage {
     nodes: HashMap<String, Record>,
+    /// Nodes whose record could not be read for a reason that may pass (unreachable): their
+    /// record is not written over, so a passing outage does not wipe its history.
+    keep: Vec<String>,
 }
+
+/// Reads older than this are dropped from a record when it is written: they no longer change
+/// which replica is read first, and a record must not grow with the repository's whole past.
+const FORGET_AFTER: u64 = 400 * 24 * 3600;
 
 impl Coverage {
     /// The records of `nodes`; what could not be read is a warning.
@@ -42,6 +49,15 @@ impl Coverage {
         for node in nodes {
             let record = match read_record(node) {
                 Ok(r) => r,
+                Err(e) if e.kind() != ErrorKind::Integrity => {
+                    warnings.push(format!(
+                        "the verify coverage record of node {} cannot be read ({e}); its \
+                         replicas count as never read, and the record is left as it is",
+                        node.name()
+                    ));
+                    coverage.keep.push(node.name().to_owned());
+                    Record::default()
+                }
                 Err(e) => {
                     warnings.push(format!(
                         "the verify coverage record of node {} cannot be used ({e}); its replicas \
@@ -68,14 +84,32 @@ impl Coverage {
         record.read.insert(key.to_owned(), when);
     }
 
+    /// Forgets that `node`'s replica of `key` was ever read (it was just found damaged).
+    pub(crate) fn forget(&mut self, node: &str, key: &str) {
+        if let Some(record) = self.nodes.get_mut(node) {
+            record.read.remove(key);
+        }
+    }
+
     /// Writes the records of `touched` nodes back; what could not be written is a warning.
     pub(crate) fn save(&self, repo: &Repository, touched: &[String]) -> Vec<String> {
         let mut warnings = Vec::new();
-        for name in touched {
+        let now = now_secs();
+        for name in touched.iter().filter(|n| !self.keep.contains(n)) {
             let (Some(node), Some(record)) = (repo.replicator().node(name), self.nodes.get(name))
             else {
                 continue;
             };
+            let record = Record {
+                node: record.node.clone(),
+                read: record
+                    .read
+                    .iter()
+                    .filter(|(_, &t)| now.saturating_sub(t) < FORGET_AFTER)
+                    .map(|(k, t)| (k.clone(), *t))
+                    .collect(),
+            };
+            let record = &record;
             let written =
                 crate::util::to_json(record, "the verify coverage record").and_then(|body| {
                     node.put(

@@ -271,7 +271,22 @@ pub fn verify(
         Some(_) => coverage::Coverage::load(repo.nodes()),
         None => Default::default(),
     };
-    let checks = plan_checks(&replicas, &coverage, reads, &archive);
+    // A share of the bytes is taken from nodes that answer: a node that is down would otherwise
+    // hold the never-read replicas that come first, run after run.
+    let down: HashSet<&str> = match reads {
+        Some(DataReads {
+            subset: Subset::Percent(_),
+            ..
+        }) => repo
+            .nodes()
+            .iter()
+            .filter(|n| n.list(crate::store::SNAPSHOTS_PREFIX).is_err())
+            .map(|n| n.name())
+            .collect(),
+        _ => HashSet::new(),
+    };
+    let readable = |node: &str| !archive(node) && !down.contains(node);
+    let checks = plan_checks(&replicas, &coverage, reads, &readable);
     let started = Instant::now();
     let deadline = reads.and_then(|r| r.max_duration);
     let results = map_parallel(&checks, parallel, |c| {
@@ -283,12 +298,9 @@ pub fn verify(
             .as_ref()
             .filter(|p| p.is_damage())
             .map(|p| record_damage(repo, c.data, p, FoundBy::Verify));
-        let read_whole = read
-            && found.unread.is_none()
-            && found
-                .problem
-                .as_ref()
-                .is_none_or(|p| p.problem == "corrupt");
+        // Only a replica whose checksum matched counts as covered: a damaged one is read again
+        // next time, however its damage record fared.
+        let read_whole = read && found.unread.is_none() && found.problem.is_none();
         Checked {
             found,
             recorded,
@@ -321,6 +333,9 @@ pub fn verify(
         } = done;
         if read_whole {
             coverage.note(c.node, c.data.key.as_str(), now);
+            touched.insert(c.node.to_owned());
+        } else if found.problem.as_ref().is_some_and(Problem::is_damage) {
+            coverage.forget(c.node, c.data.key.as_str());
             touched.insert(c.node.to_owned());
         }
         not_reached += u64::from(missed);
@@ -440,12 +455,12 @@ pub fn verify(
 
 /// Every replica, those to read first in the order to read them. `--read-data` and `N/M` read
 /// archive nodes' replicas too (they are reported as unread when archived); a share of the bytes
-/// is taken from the replicas that can be read.
+/// is taken from the replicas on `readable` nodes.
 fn plan_checks<'a>(
     replicas: &[(&'a Receipt, &'a str)],
     coverage: &coverage::Coverage,
     reads: Option<&DataReads>,
-    archive: &dyn Fn(&str) -> bool,
+    readable: &dyn Fn(&str) -> bool,
 ) -> Vec<Check<'a>> {
     let chosen = match reads {
         None => Vec::new(),
@@ -454,7 +469,7 @@ fn plan_checks<'a>(
                 Subset::Percent(_) => replicas
                     .iter()
                     .copied()
-                    .filter(|(_, n)| !archive(n))
+                    .filter(|(_, n)| readable(n))
                     .collect(),
                 _ => replicas.to_vec(),
             };

@@ -66,7 +66,9 @@ pub(super) fn preflight(job: &Job) -> Vec<CheckLine> {
     let refused = client.query(
         "SELECT t FROM unnest($1::text[]) AS t \
          WHERE NOT has_table_privilege(t, 'SELECT') \
-            OR (SELECT c.relrowsecurity FROM pg_class c WHERE c.oid = t::regclass) \
+            OR (SELECT c.relrowsecurity \
+                       AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE')) \
+                FROM pg_class c WHERE c.oid = t::regclass) \
                AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r \
                         WHERE r.rolname = current_user) \
          ORDER BY 1",
