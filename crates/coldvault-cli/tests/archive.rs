@@ -45,6 +45,13 @@ fn run(m: &Moto, env: &Env, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `restore latest --to TO` with `extra` arguments.
+fn restore(m: &Moto, env: &Env, to: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["restore", "latest", "--to", to.to_str().unwrap()];
+    args.extend(extra);
+    run(m, env, &args)
+}
+
 fn json(m: &Moto, env: &Env, args: &[&str], code: i32) -> serde_json::Value {
     let mut a = args.to_vec();
     a.push("--json");
@@ -127,35 +134,14 @@ fn an_archive_node_keeps_data_archived_and_a_restore_from_it_alone_retrieves_fir
     std::fs::remove_dir_all(env.path("nodes/a")).unwrap();
     std::fs::remove_dir_all(env.path("nodes/b")).unwrap();
     let to = env.path("restored");
-    let (c, out, err) = run(
-        &m,
-        &env,
-        &[
-            "restore",
-            "latest",
-            "--to",
-            to.to_str().unwrap(),
-            "--retrieval-only",
-        ],
-    );
+    let (c, out, err) = restore(&m, &env, &to, &["--retrieval-only"]);
     assert_eq!(c, 0, "{out}{err}");
     assert!(
         err.contains("data files only on archive nodes; 0 of them readable now"),
         "{err}"
     );
     let again: serde_json::Value = {
-        let (c, out, err) = run(
-            &m,
-            &env,
-            &[
-                "restore",
-                "latest",
-                "--to",
-                to.to_str().unwrap(),
-                "--retrieval-only",
-                "--json",
-            ],
-        );
+        let (c, out, err) = restore(&m, &env, &to, &["--retrieval-only", "--json"]);
         assert_eq!(c, 0, "{out}{err}");
         serde_json::from_str(&out).unwrap()
     };
@@ -169,18 +155,7 @@ fn an_archive_node_keeps_data_archived_and_a_restore_from_it_alone_retrieves_fir
     assert_eq!(again["ready"], again["archived"], "{again}");
     assert!(again["archived"].as_u64().unwrap() > 3, "{again}");
 
-    let (c, out, err) = run(
-        &m,
-        &env,
-        &[
-            "restore",
-            "latest",
-            "--to",
-            to.to_str().unwrap(),
-            "--retrieval-poll",
-            "1s",
-        ],
-    );
+    let (c, out, err) = restore(&m, &env, &to, &["--retrieval-poll", "1s"]);
     assert_eq!(c, 0, "{out}{err}");
     common::assert_same_lines(
         &fixtures::listing(&env.path("src")),
@@ -225,19 +200,9 @@ fn a_restore_requests_the_retrieval_waits_and_restores_in_one_run() {
         "{refused}"
     );
 
-    let r = json(
-        &m,
-        &env,
-        &[
-            "restore",
-            "latest",
-            "--to",
-            to.to_str().unwrap(),
-            "--retrieval-poll",
-            "1s",
-        ],
-        0,
-    );
+    let (c, out, err) = restore(&m, &env, &to, &["--retrieval-poll", "1s", "--json"]);
+    assert_eq!(c, 0, "{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     let retrieval = &r["retrieval"];
     assert!(retrieval["requested"].as_u64().unwrap() > 3, "{r}");
     assert_eq!(retrieval["requested"], retrieval["archived"], "{r}");

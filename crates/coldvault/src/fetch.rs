@@ -313,18 +313,27 @@ mod tests {
 
     /// Runs `check` with a fetcher over one remote node, and that node.
     fn with_remote(check: impl FnOnce(&Fetcher<'_>, &Remote)) {
+        with_node(Remote::default(), None, check);
+    }
+
+    /// Runs `check` with a fetcher (retrieving as `retrieval` says) over the one node `node`.
+    fn with_node<T: Target + 'static>(
+        node: T,
+        retrieval: Option<crate::retrieve::Retrieval>,
+        check: impl FnOnce(&Fetcher<'_>, &T),
+    ) {
         let dir = tempfile::tempdir().unwrap();
-        let remote = std::sync::Arc::new(Remote::default());
-        let repo = Repository::with_nodes("j", vec![remote.clone() as SharedTarget], 1);
+        let node = std::sync::Arc::new(node);
+        let repo = Repository::with_nodes("j", vec![node.clone() as SharedTarget], 1);
         let staging = Staging::create(dir.path(), "j").unwrap();
         let progress = Progress::default();
         let fetch = Fetcher {
             repo: &repo,
             staging: &staging,
             progress: &progress,
-            retrieval: None,
+            retrieval,
         };
-        check(&fetch, &remote);
+        check(&fetch, &node);
     }
 
     #[test]
@@ -425,11 +434,13 @@ mod tests {
             self.archived.store(false, Ordering::SeqCst);
             Ok(crate::store::RetrievalAnswer::Requested)
         }
-        fn object_class(&self, _key: &ObjectKey) -> Result<Option<crate::store::ObjectClass>> {
+        fn object_class(&self, key: &ObjectKey) -> Result<Option<crate::store::ObjectClass>> {
+            let size = self.inner.stat(key)?.unwrap_or(0);
             if self.archived.load(Ordering::SeqCst) {
                 return Ok(Some(crate::store::ObjectClass {
                     class: Some("DEEP_ARCHIVE".into()),
                     readiness: crate::store::Readiness::Archived,
+                    size,
                 }));
             }
             let left = self.polls.load(Ordering::SeqCst);
@@ -441,6 +452,7 @@ mod tests {
                 } else {
                     crate::store::Readiness::Readable
                 },
+                size,
             }))
         }
     }
@@ -459,39 +471,32 @@ mod tests {
             (true, None, 0, false),
             (true, Some(retrieval), 1, true),
         ] {
-            let dir = tempfile::tempdir().unwrap();
-            let node = std::sync::Arc::new(Retrieving {
+            let node = Retrieving {
                 inner: Remote::default(),
                 archived: archived.into(),
                 polls: 3.into(),
                 requests: 0.into(),
-            });
+            };
             let data = bytes(1000);
             node.put(&ObjectKey::new("data/r"), Payload::Bytes(&data))
                 .unwrap();
-            let repo = Repository::with_nodes("j", vec![node.clone() as SharedTarget], 1);
-            let staging = Staging::create(dir.path(), "j").unwrap();
-            let progress = Progress::default();
-            let fetch = Fetcher {
-                repo: &repo,
-                staging: &staging,
-                progress: &progress,
-                retrieval: settings,
-            };
-            let fetched = fetch.fetch(&receipt("data/r", &data));
-            let case = format!("archived {archived}, {settings:?}");
-            assert_eq!(node.requests.load(Ordering::SeqCst), requests, "{case}");
-            match fetched {
-                Ok((verified, _)) => {
-                    assert!(ok, "{case}: fetched");
-                    assert!(matches!(&verified.body, Body::Memory(b) if b[..] == data[..]));
-                    assert_eq!(progress.waiting_retrieval.load(Ordering::SeqCst), 0);
+            with_node(node, settings, |fetch, node| {
+                let fetched = fetch.fetch(&receipt("data/r", &data));
+                let case = format!("archived {archived}, {settings:?}");
+                assert_eq!(node.requests.load(Ordering::SeqCst), requests, "{case}");
+                match fetched {
+                    Ok((verified, _)) => {
+                        assert!(ok, "{case}: fetched");
+                        assert!(matches!(&verified.body, Body::Memory(b) if b[..] == data[..]));
+                        let waiting = &fetch.progress.waiting_retrieval;
+                        assert_eq!(waiting.load(Ordering::SeqCst), 0);
+                    }
+                    Err(e) => {
+                        assert!(!ok, "{case}: {e}");
+                        assert!(e.to_string().contains("not done yet"), "{e}");
+                    }
                 }
-                Err(e) => {
-                    assert!(!ok, "{case}: {e}");
-                    assert!(e.to_string().contains("not done yet"), "{e}");
-                }
-            }
+            });
         }
     }
 }

@@ -142,14 +142,17 @@ pub struct ObjectClass {
     pub class: Option<String>,
     /// Whether it can be read now.
     pub readiness: Readiness,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 impl ObjectClass {
-    /// An object of a store without classes: always readable.
-    pub fn readable() -> Self {
+    /// An object of `size` bytes in a store without classes: always readable.
+    pub fn readable(size: u64) -> Self {
         ObjectClass {
             class: None,
             readiness: Readiness::Readable,
+            size,
         }
     }
 }
@@ -226,7 +229,7 @@ pub trait Target: Send + Sync + fmt::Debug {
     /// An object's class and whether it can be read now; `None` when it does not exist. A store
     /// without classes answers with [`ObjectClass::readable`].
     fn object_class(&self, key: &ObjectKey) -> Result<Option<ObjectClass>> {
-        Ok(self.stat(key)?.map(|_| ObjectClass::readable()))
+        Ok(self.stat(key)?.map(ObjectClass::readable))
     }
     /// Asks for a readable copy of an archived object, kept `days` days.
     fn request_retrieval(

@@ -111,9 +111,13 @@ impl ArchiveApi {
         };
         let class = header("x-amz-storage-class").unwrap_or_else(|| "STANDARD".to_owned());
         let readiness = readiness(&class, header("x-amz-restore").as_deref());
+        let size = header("content-length")
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| Error::target(format!("HEAD {key} answered without a length")))?;
         Ok(Some(ObjectClass {
             class: Some(class),
             readiness,
+            size,
         }))
     }
 

@@ -299,7 +299,8 @@ impl Target for OpenDalTarget {
             Error::not_found(format!("no object {key} on {}", self.place))
                 .with_context("node", &self.name)
         };
-        if self.archive.is_some() {
+        // On an archive node one HEAD says both whether it can be read and how long it is.
+        let size = if self.archive.is_some() {
             let class = self.object_class(key)?.ok_or_else(missing)?;
             if class.readiness != Readiness::Readable {
                 return Err(Error::target(format!(
@@ -314,8 +315,10 @@ impl Target for OpenDalTarget {
                 ))
                 .with_context("node", &self.name));
             }
-        }
-        let size = self.stat(key)?.ok_or_else(missing)?;
+            class.size
+        } else {
+            self.stat(key)?.ok_or_else(missing)?
+        };
         Ok(Box::new(RangeReader::new(
             self.op().clone(),
             key.as_str().to_owned(),
@@ -359,7 +362,7 @@ impl Target for OpenDalTarget {
             Some(api) => runtime()?
                 .block_on(api.head(key.as_str()))
                 .map_err(|e| e.with_context("node", &self.name)),
-            None => Ok(self.stat(key)?.map(|_| ObjectClass::readable())),
+            None => Ok(self.stat(key)?.map(ObjectClass::readable)),
         }
     }
 
