@@ -213,7 +213,11 @@ fn a_resumed_run_does_not_reuse_a_receipt_whose_data_file_is_recorded_damaged() 
     walk(&env.node_dir("a").join("runs"), &mut receipts);
     assert_eq!(receipts.len(), 1);
     let r: Value = common::read_doc(&receipts[0]);
-    let data = &r["entry"]["data"];
+    // The data file the run stored: the range's delta (its data file is the parent's).
+    let data = r["entry"]["deltas"]
+        .as_array()
+        .and_then(|d| d.last())
+        .map_or(&r["entry"]["data"], |d| &d["data"]);
     let key = data["key"].as_str().unwrap();
     // Damaged on every node, and recorded so (as a verify of a snapshot naming the same bytes
     // would have left it).

@@ -55,10 +55,15 @@ pub struct BackupReport {
     pub files: u64,
     /// Rows read.
     pub rows: u64,
-    /// Bytes read from the source.
+    /// Bytes this run read from the source (tasks taken unchanged from the parent read none).
     pub bytes_read: u64,
-    /// Bytes of data files (one copy each).
+    /// Bytes of the snapshot's data files (one copy each), shared with earlier snapshots or not.
     pub bytes_stored: u64,
+    /// Bytes of the data files this run's tasks stored (one copy each): what the snapshot adds,
+    /// unless a data file with the same bytes was there already.
+    pub bytes_added: u64,
+    /// File-tree ranges stored as their changes since the parent (a delta) rather than whole.
+    pub delta_tasks: u64,
     /// Tasks whose data an interrupted run had stored already, reused without reading them.
     pub reused_tasks: u64,
     /// File-tree tasks whose entries are unchanged since the parent snapshot (same size,
@@ -124,8 +129,12 @@ pub fn backup_to(
     let repo = &repo;
     // The key before any task: a key that cannot be had stops the run here, once, not per task.
     repo.crypt()?;
+    // One listing of the manifests: the parent (the newest snapshot), whose ranges the plan
+    // keeps, and the bound on the run receipts that may be reused.
+    let listing = repo.list();
+    let parent = listing.snapshots.last().map(|(m, _)| m);
     // Plan first: a missing table or a `where` that does not parse fails before anything is stored.
-    let mut plan = Plan::new(job)?;
+    let mut plan = Plan::after(job, parent)?;
     let staging = Staging::create(&job.run.staging, &job.name)?;
     let kinds: Vec<&crate::plan::TaskKind> = plan.tasks.iter().map(|t| &t.kind).collect();
     let reader = source.open_run(job, &kinds, parallel)?;
@@ -135,7 +144,7 @@ pub fn backup_to(
         }
     }
     let mut consistency = reader.consistency();
-    let mut reuse = reuse(repo, &plan, &time);
+    let mut reuse = reuse(repo, job, &plan, &time, listing);
     let mut warnings: Vec<Warning> = warnings.into_iter().map(Warning::repository).collect();
     warnings.extend(reuse.warning.take().map(Warning::repository));
     if let (Some(run), Some(c)) = (&reuse.resumed_run, consistency.as_mut()) {
@@ -225,6 +234,11 @@ pub fn backup_to(
         .filter_map(|t| reuse.entries.remove(&t.id))
         .collect();
     let totals = Manifest::totals_of(&entries);
+    let ran: std::collections::BTreeSet<&TaskId> = plan.tasks.iter().map(|t| &t.id).collect();
+    let ran: Vec<&TaskEntry> = entries.iter().filter(|e| ran.contains(&e.id)).collect();
+    let bytes_read = ran.iter().map(|e| e.stats.bytes_read).sum();
+    let bytes_added = ran.iter().flat_map(|e| e.latest()).map(|r| r.size).sum();
+    let delta_tasks = ran.iter().filter(|e| !e.deltas.is_empty()).count() as u64;
     warnings.extend(
         crate::catalog::once_each(entries.iter().flat_map(|e| &e.warnings))
             .into_iter()
@@ -240,8 +254,10 @@ pub fn backup_to(
         damaged_tasks: reuse.damaged as u64,
         files: totals.read.files,
         rows: totals.read.rows,
-        bytes_read: totals.read.bytes_read,
+        bytes_read,
         bytes_stored: totals.bytes_stored,
+        bytes_added,
+        delta_tasks,
         failed_tasks,
         manifest_nodes: Vec::new(),
         left_out: warnings.iter().filter(|w| w.problem.left_out()).count() as u64,
@@ -307,8 +323,10 @@ fn collect(
         let r = reply.into_task_report()?;
         match (r.entry, r.error) {
             (Some(e), _) => {
-                for node in &e.data.nodes {
-                    *written.entry(node.clone()).or_default() += e.data.size;
+                for r in e.latest() {
+                    for node in &r.nodes {
+                        *written.entry(node.clone()).or_default() += r.size;
+                    }
                 }
                 entries.insert(e.id.clone(), e);
             }
@@ -373,10 +391,14 @@ struct Reuse {
     warning: Option<String>,
 }
 
-fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
-    // One listing of the manifests serves both: the parent is the newest snapshot, and only
-    // receipts newer than it belong to an unfinished run.
-    let mut listing = repo.list();
+fn reuse(
+    repo: &Repository,
+    job: &Job,
+    plan: &Plan,
+    time: &str,
+    mut listing: crate::repo::Listing,
+) -> Reuse {
+    // Only receipts newer than the parent belong to an unfinished run.
     let warning = (!listing.unreadable.is_empty()).then(|| {
         format!(
             "{} earlier snapshot manifest(s) could not be read ({}): no task is taken from them, \
@@ -390,7 +412,7 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
     });
     let parent = listing.snapshots.pop().map(|(m, _)| m);
     let receipts = repo.unfinished_run(parent.as_ref().map_or("", |m| m.time.as_str()));
-    let (parent, damaged) = parent_tasks(repo, plan, parent);
+    let (parent, damaged, mut ranges) = parent_tasks(repo, job, plan, parent);
     let mut r = Reuse {
         todo: Vec::with_capacity(plan.tasks.len()),
         entries: BTreeMap::new(),
@@ -434,6 +456,9 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
             }
             _ => r.todo.push(TaskSpec {
                 run_started: Some(time.to_owned()),
+                parent: range_of(&t.kind)
+                    .and_then(|k| ranges.remove(&k))
+                    .map(Box::new),
                 ..t.clone()
             }),
         }
@@ -441,35 +466,76 @@ fn reuse(repo: &Repository, plan: &Plan, time: &str) -> Reuse {
     r
 }
 
+/// A file-tree range's boundaries, by which a range is known from one plan to the next (its
+/// split files may change).
+type RangeKey = (Option<crate::path::RelPath>, Option<crate::path::RelPath>);
+
+fn range_of(kind: &crate::plan::TaskKind) -> Option<RangeKey> {
+    match kind {
+        crate::plan::TaskKind::Files(f) => Some((f.start.clone(), f.end.clone())),
+        _ => None,
+    }
+}
+
+/// Whether the parent's entry `e` for a range may take one more delta: it has an index, fewer
+/// than `max_deltas` deltas, and deltas adding up to no more than `rewrite_percent` of its data
+/// file. Otherwise the range is read whole.
+fn extendable(job: &Job, e: &TaskEntry) -> bool {
+    let deltas: u64 = e.restore_bytes() - e.data.size;
+    e.index.is_some()
+        && (e.deltas.len() as u64) < job.split.max_deltas
+        && u128::from(deltas) * 100
+            <= u128::from(e.data.size) * u128::from(job.split.rewrite_percent)
+}
+
 /// The entries of the newest snapshot that `plan`'s tasks may take as they are: same task, same
-/// metadata fingerprint, data file still on every node it names and recorded damaged on none;
-/// and how many were left out only for recorded damage.
+/// metadata fingerprint, data files still on every node they name and recorded damaged on none;
+/// how many were left out only for recorded damage; and, by range, the parent's entries that a
+/// changed range may extend with a delta ([`extendable`], every data file held).
 fn parent_tasks(
     repo: &Repository,
+    job: &Job,
     plan: &Plan,
     parent: Option<Manifest>,
-) -> (BTreeMap<TaskId, TaskEntry>, usize) {
+) -> (
+    BTreeMap<TaskId, TaskEntry>,
+    usize,
+    BTreeMap<RangeKey, TaskEntry>,
+) {
     let mut out = BTreeMap::new();
+    let mut ranges = BTreeMap::new();
     let mut damaged = 0;
     let Some(parent) = parent else {
-        return (out, damaged);
+        return (out, damaged, ranges);
     };
     let wanted: BTreeMap<_, _> = plan.tasks.iter().map(|t| (&t.id, t)).collect();
+    let planned_ranges: std::collections::BTreeSet<RangeKey> = plan
+        .tasks
+        .iter()
+        .filter_map(|t| range_of(&t.kind))
+        .collect();
+    let damage = repo.replicator().damage();
     for e in parent.tasks {
-        let Some(t) = wanted.get(&e.id) else { continue };
-        // An entry with warnings (a file left out or stored as changing) is read again.
-        if t.fingerprint.is_none()
-            || e.fingerprint != t.fingerprint
-            || e.kind != t.kind
-            || !e.warnings.is_empty()
-        {
-            continue;
-        }
-        if repo.replicator().damage().recorded_anywhere(&e.data.key) {
+        let is_damaged = e
+            .receipts()
+            .iter()
+            .any(|r| damage.recorded_anywhere(&r.key));
+        let unchanged = wanted.get(&e.id).is_some_and(|t| {
+            // An entry with warnings (a file left out or stored as changing) is read again.
+            t.fingerprint.is_some()
+                && e.fingerprint == t.fingerprint
+                && e.kind == t.kind
+                && e.warnings.is_empty()
+        });
+        if unchanged && is_damaged {
             damaged += 1;
-        } else if repo.holds(&e.data) {
+        } else if unchanged && repo.holds_entry(&e) {
             out.insert(e.id.clone(), e);
+        } else if let Some(key) = range_of(&e.kind).filter(|k| planned_ranges.contains(k)) {
+            if !is_damaged && extendable(job, &e) && repo.holds_entry(&e) {
+                ranges.insert(key, e);
+            }
         }
     }
-    (out, damaged)
+    (out, damaged, ranges)
 }

@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::{Manifest, TaskEntry};
+use crate::catalog::Manifest;
 use crate::error::Result;
 use crate::repo::Repository;
 use crate::stage::Staging;
@@ -53,7 +53,7 @@ pub struct RepairReport {
 }
 
 struct Outcome {
-    entry: TaskEntry,
+    data: Receipt,
     copied: Vec<Copied>,
     unrepairable: Option<String>,
     warnings: Vec<String>,
@@ -68,8 +68,10 @@ pub fn repair(
     parallel: usize,
 ) -> Result<RepairReport> {
     let replicas = manifest.replicas;
-    let outcomes = map_parallel(&manifest.tasks, parallel, |t| {
-        repair_one(repo, t, replicas, staging)
+    // Every data file of every task: a range's deltas, deleted lists and index too.
+    let receipts: Vec<&Receipt> = manifest.tasks.iter().flat_map(|t| t.receipts()).collect();
+    let outcomes = map_parallel(&receipts, parallel, |data| {
+        repair_one(repo, data, replicas, staging)
     });
     let mut report = RepairReport {
         snapshot: manifest.id.to_string(),
@@ -81,9 +83,10 @@ pub fn repair(
         warnings: Vec::new(),
     };
     let mut changed = false;
-    for (slot, o) in manifest.tasks.iter_mut().zip(outcomes) {
-        changed |= slot.data.nodes != o.entry.data.nodes;
-        *slot = o.entry;
+    let slots = manifest.tasks.iter_mut().flat_map(|t| t.receipts_mut());
+    for (slot, o) in slots.zip(outcomes) {
+        changed |= slot.nodes != o.data.nodes;
+        *slot = o.data;
         report.copied.extend(o.copied);
         report.unrepairable.extend(o.unrepairable);
         report.warnings.extend(o.warnings);
@@ -109,8 +112,7 @@ pub fn repair(
     Ok(report)
 }
 
-fn repair_one(repo: &Repository, t: &TaskEntry, replicas: usize, staging: &Staging) -> Outcome {
-    let data = &t.data;
+fn repair_one(repo: &Repository, data: &Receipt, replicas: usize, staging: &Staging) -> Outcome {
     let mut good: Vec<String> = Vec::new();
     let mut found: Vec<Problem> = Vec::new();
     for n in &data.nodes {
@@ -120,7 +122,7 @@ fn repair_one(repo: &Repository, t: &TaskEntry, replicas: usize, staging: &Stagi
         }
     }
     let bad: Vec<String> = found.iter().map(|p| p.node.clone()).collect();
-    let mut out = copy_from_healthy(repo, t, replicas, staging, good, &bad);
+    let mut out = copy_from_healthy(repo, data, replicas, staging, good, &bad);
     out.warnings = settle_records(repo, data, &found, &out.copied);
     out
 }
@@ -158,15 +160,14 @@ fn settle_records(
 /// rank, until `replicas` nodes hold it.
 fn copy_from_healthy(
     repo: &Repository,
-    t: &TaskEntry,
+    data: &Receipt,
     replicas: usize,
     staging: &Staging,
     mut good: Vec<String>,
     bad: &[String],
 ) -> Outcome {
-    let data = &t.data;
     let mut out = Outcome {
-        entry: t.clone(),
+        data: data.clone(),
         copied: Vec::new(),
         unrepairable: None,
         warnings: Vec::new(),
@@ -234,6 +235,6 @@ fn copy_from_healthy(
         ));
     }
     good.sort_by_key(|n| order.iter().position(|o| o == n));
-    out.entry.data.nodes = good;
+    out.data.nodes = good;
     out
 }

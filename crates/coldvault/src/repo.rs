@@ -602,9 +602,14 @@ impl Repository {
             .map_err(|e| e.with_context("receipt", key))
     }
 
+    /// Whether every data file of `entry` is held ([`Repository::holds`]): what may be reused
+    /// as is, or extended by a delta.
+    pub fn holds_entry(&self, entry: &crate::catalog::TaskEntry) -> bool {
+        entry.receipts().into_iter().all(|r| self.holds(r))
+    }
+
     /// True when every node `data` names holds it with its size and no node whose damage records
-    /// were listed ([`crate::store::DamageBook::load`]) records it damaged: what may be reused as
-    /// is.
+    /// were listed ([`crate::store::DamageBook::load`]) records it damaged.
     pub fn holds(&self, data: &crate::store::Receipt) -> bool {
         !self.replicator.damage().recorded_anywhere(&data.key)
             && data.nodes.iter().all(|n| {
@@ -638,7 +643,7 @@ impl Repository {
                 if r.run_started.as_str() <= newest || out.contains_key(r.entry.id.as_str()) {
                     continue;
                 }
-                if self.holds(&r.entry.data) {
+                if self.holds_entry(&r.entry) {
                     out.insert(r.entry.id.to_string(), r);
                 }
             }

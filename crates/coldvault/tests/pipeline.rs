@@ -184,7 +184,7 @@ fn a_corrupt_replica_is_found_by_verify_and_passed_over_by_restore() {
         .iter()
         .filter(|p| p.problem == "corrupt")
         .collect();
-    assert_eq!(corrupt.len(), m.tasks.len());
+    assert_eq!(corrupt.len(), m.receipts().len());
     assert!(full.problems.iter().all(|p| p.node == "b"));
     let rr = run_restore(&s);
     assert_same_tree(&s.src, &s.out);

@@ -124,6 +124,75 @@ pub struct TaskEntry {
     /// What the task left out, found changing, or could not keep (a socket), naming each entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
+    /// A file-tree range: the index of its entries as this snapshot holds them (each path with a
+    /// digest of its metadata), which the next backup compares the tree with to store only what
+    /// changed. Not needed to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Receipt>,
+    /// A file-tree range stored as changes: `data` holds the range as a backup read it whole,
+    /// and each delta, oldest first, what changed in a later backup. Restoring applies them in
+    /// order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<Delta>,
+}
+
+/// What changed in a file-tree range since the snapshot before: the entries added or changed (a
+/// tar data file of them alone) and the paths no longer there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The entries added or changed, as a tar data file.
+    pub data: Receipt,
+    /// The paths of the range that are gone (NUL-terminated, in walk order); absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Receipt>,
+}
+
+impl TaskEntry {
+    /// Every data file the entry names: what a restore reads ([`TaskEntry::layers`]) and its
+    /// index.
+    pub fn receipts(&self) -> Vec<&Receipt> {
+        let mut all = self.layers();
+        all.extend(&self.index);
+        all
+    }
+
+    /// The data files a restore of the entry reads: its data file, then each delta's data file
+    /// and deleted list, oldest first.
+    pub fn layers(&self) -> Vec<&Receipt> {
+        let mut all = vec![&self.data];
+        for d in &self.deltas {
+            all.push(&d.data);
+            all.extend(&d.deleted);
+        }
+        all
+    }
+
+    /// [`TaskEntry::receipts`], to change (a repair's new node lists).
+    pub fn receipts_mut(&mut self) -> Vec<&mut Receipt> {
+        let mut all = vec![&mut self.data];
+        for d in &mut self.deltas {
+            all.push(&mut d.data);
+            all.extend(&mut d.deleted);
+        }
+        all.extend(&mut self.index);
+        all
+    }
+
+    /// The data files the run that made the entry stored: its last delta (with its deleted
+    /// list), or its data file when it has no delta; and its index.
+    pub fn latest(&self) -> Vec<&Receipt> {
+        let mut all = match self.deltas.last() {
+            Some(d) => std::iter::once(&d.data).chain(&d.deleted).collect(),
+            None => vec![&self.data],
+        };
+        all.extend(&self.index);
+        all
+    }
+
+    /// The bytes of the data files a restore of the entry reads (one copy each).
+    pub fn restore_bytes(&self) -> u64 {
+        self.layers().iter().map(|r| r.size).sum()
+    }
 }
 
 /// Totals over the tasks of a snapshot.
@@ -237,7 +306,7 @@ impl Manifest {
 
     /// Every data file the snapshot needs: the tasks' and the schema's.
     pub fn receipts(&self) -> Vec<&Receipt> {
-        let mut all: Vec<&Receipt> = self.tasks.iter().map(|t| &t.data).collect();
+        let mut all: Vec<&Receipt> = self.tasks.iter().flat_map(|t| t.receipts()).collect();
         if let Some(pg) = &self.postgres {
             all.extend([&pg.pre_data, &pg.post_data]);
             all.extend(pg.drops.iter().chain(&pg.large_objects));
@@ -268,7 +337,7 @@ impl Manifest {
         };
         for task in tasks {
             t.read.add(&task.stats);
-            t.bytes_stored += task.data.size;
+            t.bytes_stored += task.receipts().iter().map(|r| r.size).sum::<u64>();
         }
         t
     }

@@ -81,6 +81,8 @@ pub(crate) enum SizeConfig {
 pub(crate) struct SplitConfig {
     pub target_bytes: Option<SizeConfig>,
     pub max_rows: Option<u64>,
+    pub rewrite_percent: Option<i64>,
+    pub max_deltas: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -146,6 +146,12 @@ pub struct Split {
     pub target_bytes: u64,
     /// About this many rows of a table per task.
     pub max_rows: u64,
+    /// A file-tree range whose deltas add up to more than this percentage of its data file is
+    /// read whole again by the next backup.
+    pub rewrite_percent: u64,
+    /// A file-tree range with this many deltas is read whole again by the next backup; 0 reads
+    /// every changed range whole.
+    pub max_deltas: u64,
 }
 
 /// `[repository]`: the job's directory on each of several nodes (the repository itself, opened,

@@ -64,6 +64,22 @@ pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
     if max_rows == 0 {
         return Err(Error::config("[split] max_rows must be at least 1"));
     }
+    let rewrite_percent = match raw.split.rewrite_percent.unwrap_or(25) {
+        n @ 1..=1000 => n as u64,
+        n => {
+            return Err(Error::config(format!(
+                "[split] rewrite_percent = {n}: must be between 1 and 1000"
+            )))
+        }
+    };
+    let max_deltas = match raw.split.max_deltas.unwrap_or(32) {
+        n @ 0..=1000 => n as u64,
+        n => {
+            return Err(Error::config(format!(
+                "[split] max_deltas = {n}: must be between 0 and 1000"
+            )))
+        }
+    };
     let repository = validate_repository(raw.repository, base)?;
     let run = validate_run(raw.run, base)?;
     Ok(Job {
@@ -72,6 +88,8 @@ pub(super) fn validate(raw: JobConfig, base: &Path) -> Result<Job> {
         split: Split {
             target_bytes,
             max_rows,
+            rewrite_percent,
+            max_deltas,
         },
         repository,
         run,

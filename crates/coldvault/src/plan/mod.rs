@@ -35,6 +35,10 @@ pub struct TaskSpec {
     /// A file-tree task's fingerprint of the metadata of what it reads (not part of its id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// A file-tree range's entry in the parent snapshot, when the task stores only what changed
+    /// since: its data file and deltas are kept, and a delta is added (not part of its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Box<crate::catalog::TaskEntry>>,
 }
 
 /// The tasks of a job.
@@ -51,7 +55,13 @@ pub struct Plan {
 impl Plan {
     /// Plans `job` by reading its source's structure (not its data).
     pub fn new(job: &Job) -> Result<Plan> {
-        let planned = crate::source::kind_of(job).plan(job)?;
+        Plan::after(job, None)
+    }
+
+    /// Plans `job` after the snapshot `parent`, whose file-tree ranges are kept where they can
+    /// be, so that a range can store only what changed in it.
+    pub fn after(job: &Job, parent: Option<&crate::catalog::Manifest>) -> Result<Plan> {
+        let planned = crate::source::kind_of(job).plan(job, parent)?;
         let tasks = planned
             .tasks
             .into_iter()
@@ -64,6 +74,7 @@ impl Plan {
                     snapshot: None,
                     run_started: None,
                     fingerprint: p.fingerprint,
+                    parent: None,
                 })
             })
             .collect::<Result<_>>()?;

@@ -96,6 +96,17 @@ impl From<ReadStats> for TaskRead {
     }
 }
 
+/// What a file-tree range writes beside its tar stream: the index of the entries the snapshot
+/// holds of it, and, when only changes are stored, the paths of the parent's index that are gone.
+pub(crate) struct Changes<'a> {
+    /// The parent's index of the range (decoded), when only changes are stored.
+    pub parent: Option<Box<dyn std::io::BufRead + 'a>>,
+    /// Where the range's index goes.
+    pub index: &'a mut dyn Write,
+    /// Where the paths gone since the parent go.
+    pub deleted: &'a mut dyn Write,
+}
+
 /// What a backup run keeps of its source besides the data files.
 #[derive(Default)]
 pub(crate) struct RunRecord {
@@ -108,8 +119,10 @@ pub(crate) trait SourceKind: Sync {
     /// The name in job files and manifests.
     fn name(&self) -> &'static str;
 
-    /// Plans the tasks of the job's selection, reading structure, never data.
-    fn plan(&self, job: &Job) -> Result<SourcePlan>;
+    /// Plans the tasks of the job's selection, reading structure, never data. `parent` is the
+    /// newest snapshot, whose ranges a file tree keeps where it can (so that its tasks can store
+    /// only what changed).
+    fn plan(&self, job: &Job, parent: Option<&Manifest>) -> Result<SourcePlan>;
 
     /// What `check` looks at besides planning: the client programs and privileges a backup of
     /// this source needs.
@@ -187,6 +200,22 @@ pub(crate) trait RunSource: Send + Sync {
         snapshot: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<TaskRead>;
+
+    /// Reads a file-tree range like [`RunSource::read`], and writes its index into `changes`;
+    /// with the parent's index there, only the entries added or changed go into `out`, and the
+    /// paths gone into `changes.deleted`. Only file trees have ranges.
+    fn read_changes(
+        &self,
+        kind: &TaskKind,
+        _attempt: u32,
+        _out: &mut dyn Write,
+        _changes: &mut Changes<'_>,
+    ) -> Result<TaskRead> {
+        Err(crate::Error::internal(format!(
+            "a {} task read as changes",
+            kind.name()
+        )))
+    }
 
     /// Work done beside the tasks under the same point in time (PostgreSQL's schema dump), which
     /// stores what it makes through `repo`.

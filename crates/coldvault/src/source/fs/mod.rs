@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 mod acl;
+mod changes;
 mod check;
 mod entry;
 mod notes;
@@ -36,8 +37,8 @@ pub(crate) use select::compile_excludes;
 use select::{Selector, Verdict};
 
 use super::{
-    EntryRestored, EntryWork, RestoreRun, Restored, RunRecord, RunSource, SourceKind, SourcePlan,
-    TaskRead,
+    Changes, EntryRestored, EntryWork, RestoreRun, Restored, RunRecord, RunSource, SourceKind,
+    SourcePlan, TaskRead,
 };
 use crate::catalog::{FileMeta, FileVersion, Problem, TaskEntry, TaskId, TaskKind, Warning};
 use crate::error::{Error, Result};
@@ -72,7 +73,7 @@ impl SourceKind for FsSource {
             .tasks
             .iter()
             .filter(|t| restore::wanted(&include, &t.kind))
-            .map(|t| &t.data)
+            .flat_map(|t| t.layers())
             .collect())
     }
 
@@ -80,10 +81,12 @@ impl SourceKind for FsSource {
         "fs"
     }
 
-    fn plan(&self, job: &Job) -> Result<SourcePlan> {
+    fn plan(&self, job: &Job, parent: Option<&crate::catalog::Manifest>) -> Result<SourcePlan> {
         let (root, select) = tree(job)?;
         let selector = Selector::new(job, root, select)?;
-        let (tasks, excluded) = plan::plan_fingerprinted(root, &selector, job.split.target_bytes)?;
+        let cuts = parent.map(plan::Cuts::of);
+        let (tasks, excluded) =
+            plan::plan_fingerprinted(root, &selector, job.split.target_bytes, cuts)?;
         let mut notes = selector.notes;
         if excluded > 0 {
             notes.push(format!(
@@ -163,7 +166,7 @@ impl RunSource for TreeReader<'_> {
         };
         match kind {
             TaskKind::Files(t) => {
-                let stats = r.files(t.start.as_ref(), t.end.as_ref(), &t.split_files, out)?;
+                let stats = r.files(t.start.as_ref(), t.end.as_ref(), &t.split_files, out, None)?;
                 Ok(TaskRead {
                     stats,
                     file: None,
@@ -191,6 +194,37 @@ impl RunSource for TreeReader<'_> {
                 other.name()
             ))),
         }
+    }
+
+    fn read_changes(
+        &self,
+        kind: &TaskKind,
+        attempt: u32,
+        out: &mut dyn Write,
+        changes: &mut Changes<'_>,
+    ) -> Result<TaskRead> {
+        let TaskKind::Files(t) = kind else {
+            return Err(Error::internal(format!(
+                "a {} task read as changes",
+                kind.name()
+            )));
+        };
+        let mut r = Reading {
+            walk: Walk::new(self.root, &self.select, self.fail_unreadable),
+            careful: &self.careful,
+            attempt,
+            spool_dir: self.spool_dir,
+        };
+        let mut compare =
+            changes::Compare::new(changes.parent.take(), changes.index, changes.deleted)?;
+        let (start, end) = (t.start.as_ref(), t.end.as_ref());
+        let stats = r.files(start, end, &t.split_files, out, Some(&mut compare))?;
+        compare.finish()?;
+        Ok(TaskRead {
+            stats,
+            file: None,
+            warnings: r.walk.warnings,
+        })
     }
 
     fn finish(self: Box<Self>) -> Result<RunRecord> {

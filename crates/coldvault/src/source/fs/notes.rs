@@ -32,6 +32,11 @@ impl Notes {
     }
 
     /// The warnings, in the order they were noted.
+    /// Adds what `other` noted.
+    pub(crate) fn extend(&mut self, other: Notes) {
+        self.0.extend(other.0);
+    }
+
     pub(crate) fn into_warnings(self) -> Vec<Warning> {
         self.0
     }

@@ -111,6 +111,8 @@ mod tests {
             }),
             fingerprint: None,
             warnings: Vec::new(),
+            index: None,
+            deltas: Vec::new(),
         }
     }
 

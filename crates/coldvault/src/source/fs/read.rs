@@ -22,6 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::changes::{Compare, Record};
 use super::notes::Notes;
 use super::special::{self, Links};
 use super::{read_err, sparse, xattr, Walk};
@@ -77,12 +78,15 @@ fn append_link<W: Write>(
 
 impl Reading<'_> {
     /// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`.
+    /// With `compare`, writes the range's index there too, and stores only the entries it says
+    /// are new or changed since the parent (the others are counted, not read).
     pub(super) fn files(
         &mut self,
         start: Option<&RelPath>,
         end: Option<&RelPath>,
         split_files: &[RelPath],
         out: &mut dyn Write,
+        mut compare: Option<&mut Compare<'_>>,
     ) -> Result<ReadStats> {
         let mut stats = ReadStats::default();
         let mut notes = Notes::default();
@@ -92,9 +96,21 @@ impl Reading<'_> {
         if start.is_none() {
             // The first task carries the root directory itself, as "./", for its mode and times.
             let meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
-            let extra = Extra::attrs_of(root, &RelPath::root(), &mut notes);
-            let dir = tar::EntryType::Directory;
-            append(&mut builder, b"./", &meta, dir, 0, io::empty(), &extra)?;
+            let rec = compare
+                .as_ref()
+                .map(|_| Record::of(&RelPath::root(), &meta));
+            let store = match (compare.as_deref_mut(), &rec) {
+                (Some(c), Some(r)) => c.must_store(r)?,
+                _ => true,
+            };
+            if store {
+                let extra = Extra::attrs_of(root, &RelPath::root(), &mut notes);
+                let dir = tar::EntryType::Directory;
+                append(&mut builder, b"./", &meta, dir, 0, io::empty(), &extra)?;
+            }
+            if let (Some(c), Some(r)) = (compare.as_deref_mut(), &rec) {
+                c.held(r)?;
+            }
         }
         let mut files = FileReads {
             careful: self.careful,
@@ -106,48 +122,32 @@ impl Reading<'_> {
         };
         self.walk.run(start, end, &mut |rel, path, meta| {
             let ft = meta.file_type();
-            let name = rel.as_bytes();
-            if ft.is_file() && split_files.binary_search(rel).is_ok() {
+            let rec = compare.as_ref().map(|_| Record::of(rel, meta));
+            let split = ft.is_file() && split_files.binary_search(rel).is_ok();
+            if let (Some(c), Some(r)) = (compare.as_deref_mut(), &rec) {
+                if split {
+                    c.must_store(r)?;
+                    return c.not_held(rel);
+                }
+                if !c.must_store(r)? {
+                    count_unchanged(&mut stats, meta);
+                    return c.held(r);
+                }
+            } else if split {
                 return Ok(());
             }
-            if ft.is_file() {
-                if let Some(first) = links.earlier(meta) {
-                    stats.files += 1;
-                    return append_link(&mut builder, rel, meta, first);
-                }
-            }
-            let extra = Extra::attrs_of(path, rel, &mut notes);
-            if ft.is_dir() {
-                stats.dirs += 1;
-                let dir = tar::EntryType::Directory;
-                append(&mut builder, name, meta, dir, 0, io::empty(), &extra)
-            } else if ft.is_symlink() {
-                let target = match fs::read_link(path) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let left = (rel.clone(), path.to_owned(), "cannot read link", e);
-                        files.left.push(left);
-                        return Ok(());
-                    }
-                };
-                stats.symlinks += 1;
-                let extra = Extra {
-                    link: Some(target.as_os_str().as_bytes().to_vec()),
-                    ..extra
-                };
-                let kind = tar::EntryType::Symlink;
-                append(&mut builder, name, meta, kind, 0, io::empty(), &extra)
-            } else if ft.is_file() {
-                if files.append(&mut builder, rel, path, &mut stats, extra)? {
-                    links.stored(rel, meta);
-                }
-                Ok(())
-            } else if let Some((kind, device)) = special::node_of(meta) {
-                let extra = Extra { device, ..extra };
-                append(&mut builder, name, meta, kind, 0, io::empty(), &extra)
-            } else {
-                special::leave_out(rel, meta, &mut stats, &mut notes);
-                Ok(())
+            let mut e = Emit {
+                builder: &mut builder,
+                stats: &mut stats,
+                notes: &mut notes,
+                links: &mut links,
+                files: &mut files,
+            };
+            let stored = e.entry(rel, path, meta)?;
+            match (compare.as_deref_mut(), &rec) {
+                (Some(c), Some(r)) if stored => c.held(r),
+                (Some(c), Some(_)) => c.not_held(rel),
+                _ => Ok(()),
             }
         })?;
         for (rel, path, what, e) in std::mem::take(&mut files.left) {
@@ -226,6 +226,77 @@ impl Reading<'_> {
             ..ReadStats::default()
         };
         Ok((stats, Some(meta)))
+    }
+}
+
+/// Counts an entry the parent holds unchanged (its bytes are not read).
+fn count_unchanged(stats: &mut ReadStats, meta: &Metadata) {
+    let ft = meta.file_type();
+    if ft.is_file() {
+        stats.files += 1;
+    } else if ft.is_dir() {
+        stats.dirs += 1;
+    } else if ft.is_symlink() {
+        stats.symlinks += 1;
+    }
+}
+
+/// Writes one entry of a range into its tar stream.
+struct Emit<'e, 'f, W: Write> {
+    builder: &'e mut tar::Builder<W>,
+    stats: &'e mut ReadStats,
+    notes: &'e mut Notes,
+    links: &'e mut Links,
+    files: &'e mut FileReads<'f>,
+}
+
+impl<W: Write> Emit<'_, '_, W> {
+    /// Appends the entry at `rel`; returns whether it is in the stream (not left out).
+    fn entry(&mut self, rel: &RelPath, path: &Path, meta: &Metadata) -> Result<bool> {
+        let ft = meta.file_type();
+        let name = rel.as_bytes();
+        let builder = &mut *self.builder;
+        if ft.is_file() {
+            if let Some(first) = self.links.earlier(meta) {
+                self.stats.files += 1;
+                append_link(builder, rel, meta, first)?;
+                return Ok(true);
+            }
+        }
+        let extra = Extra::attrs_of(path, rel, self.notes);
+        if ft.is_dir() {
+            self.stats.dirs += 1;
+            let dir = tar::EntryType::Directory;
+            append(builder, name, meta, dir, 0, io::empty(), &extra)?;
+        } else if ft.is_symlink() {
+            let target = match fs::read_link(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    let left = (rel.clone(), path.to_owned(), "cannot read link", e);
+                    self.files.left.push(left);
+                    return Ok(false);
+                }
+            };
+            self.stats.symlinks += 1;
+            let extra = Extra {
+                link: Some(target.as_os_str().as_bytes().to_vec()),
+                ..extra
+            };
+            let kind = tar::EntryType::Symlink;
+            append(builder, name, meta, kind, 0, io::empty(), &extra)?;
+        } else if ft.is_file() {
+            if !self.files.append(builder, rel, path, self.stats, extra)? {
+                return Ok(false);
+            }
+            self.links.stored(rel, meta);
+        } else if let Some((kind, device)) = special::node_of(meta) {
+            let extra = Extra { device, ..extra };
+            append(builder, name, meta, kind, 0, io::empty(), &extra)?;
+        } else {
+            special::leave_out(rel, meta, self.stats, self.notes);
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 
@@ -470,7 +541,7 @@ const RACY: std::time::Duration = std::time::Duration::from_millis(250);
 /// clock's coarse tick. So a file changed that recently may be a write half done even when its
 /// size and times are the same before and after a read, and it is read again after the wait
 /// (git treats an index entry as "racily clean" the same way).
-fn racy(m: &Metadata) -> Option<std::time::Duration> {
+pub(super) fn racy(m: &Metadata) -> Option<std::time::Duration> {
     use std::os::unix::fs::MetadataExt;
     let changed = std::time::UNIX_EPOCH
         + std::time::Duration::new(

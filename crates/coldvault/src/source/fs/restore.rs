@@ -165,10 +165,13 @@ impl<'a> Restorer<'a> {
         ctx: &Fetcher<'_>,
         t: &TaskEntry,
     ) -> Result<(ReadStats, Vec<String>, Notes)> {
+        if !t.deltas.is_empty() {
+            return self.restore_chain(ctx, t);
+        }
         let (data, problems) = ctx.fetch(&t.data)?;
         let mut reader = data.open()?;
         let (stats, notes) = match &t.kind {
-            TaskKind::Files { .. } => self.extract(&mut reader, ctx)?,
+            TaskKind::Files { .. } => self.extract(&mut reader, ctx, None)?,
             TaskKind::FilePart(p) => {
                 let (path, offset) = (&p.path, &p.offset);
                 let meta = t.file.clone().ok_or_else(|| {
@@ -248,12 +251,55 @@ impl<'a> Restorer<'a> {
         }
     }
 
+    /// Restores a range stored as a data file and deltas: the newest delta first, then each
+    /// older one and the data file, each leaving out the paths a newer layer holds or deleted.
+    /// Every path is written once, from the layer that holds its version in the snapshot.
+    fn restore_chain(
+        &self,
+        ctx: &Fetcher<'_>,
+        t: &TaskEntry,
+    ) -> Result<(ReadStats, Vec<String>, Notes)> {
+        let mut shadow = Shadow::default();
+        let (mut stats, mut problems, mut notes) =
+            (ReadStats::default(), Vec::new(), Notes::default());
+        let newest_first = t.deltas.iter().rev().map(|d| (&d.data, d.deleted.as_ref()));
+        for (data, deleted) in newest_first.chain([(&t.data, None)]) {
+            let (verified, p) = ctx.fetch(data)?;
+            problems.extend(p);
+            let mut written = Vec::new();
+            let (s, n) = self.extract(&mut verified.open()?, ctx, Some((&shadow, &mut written)))?;
+            stats.add(&s);
+            notes.extend(n);
+            shadow.paths.extend(written);
+            if let Some(deleted) = deleted {
+                let (verified, p) = ctx.fetch(deleted)?;
+                problems.extend(p);
+                let mut r = io::BufReader::new(verified.open()?);
+                shadow.paths.extend(super::changes::read_deleted(&mut r)?);
+            }
+        }
+        Ok((stats, problems, notes))
+    }
+
     /// Extracts one tar data file; returns what it wrote and what it could not restore as it was.
-    fn extract(&self, reader: &mut dyn Read, ctx: &Fetcher<'_>) -> Result<(ReadStats, Notes)> {
+    /// With `layer` (a delta or the data file under deltas), leaves out the paths the newer
+    /// layers shadow and lists the paths this one holds.
+    fn extract(
+        &self,
+        reader: &mut dyn Read,
+        ctx: &Fetcher<'_>,
+        mut layer: Option<(&Shadow, &mut Vec<RelPath>)>,
+    ) -> Result<(ReadStats, Notes)> {
         let mut x = Extraction::default();
         let mut tar = Untar::new(reader);
         while let Some(head) = tar.next()? {
             let info = entry::info(&head)?;
+            if let Some((shadow, written)) = layer.as_mut() {
+                if shadow.paths.contains(&info.rel) {
+                    continue;
+                }
+                written.push(info.rel.clone());
+            }
             let kind = tar::EntryType::new(head.kind);
             if info.rel.is_root() {
                 // The tree's root ("./"): only its directory metadata, for the target itself.
@@ -405,6 +451,12 @@ impl<'a> Restorer<'a> {
             ..ReadStats::default()
         })
     }
+}
+
+/// The paths of a range that newer layers of its chain hold or deleted.
+#[derive(Default)]
+struct Shadow {
+    paths: std::collections::HashSet<RelPath>,
 }
 
 /// What extracting one data file keeps track of.

@@ -80,7 +80,7 @@ fn extract_into(dir: &Path, tar: &[u8]) -> (std::path::PathBuf, Result<(ReadStat
     };
     let include = Include::new(&[]).unwrap();
     let restorer = Restorer::new(&target, &include, true);
-    let result = restorer.extract(&mut &tar[..], &ctx);
+    let result = restorer.extract(&mut &tar[..], &ctx, None);
     (target, result)
 }
 

@@ -27,7 +27,7 @@ fn walk(
 /// Plans the tree at `root`, taking everything: (kind, estimated bytes, estimated items).
 fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
     Ok(
-        super::plan::plan_fingerprinted(root, &everything(), target)?
+        super::plan::plan_fingerprinted(root, &everything(), target, None)?
             .0
             .into_iter()
             .map(|p| (p.kind, p.bytes, p.items))

@@ -48,7 +48,7 @@ impl SourceKind for PostgresSource {
         "postgres"
     }
 
-    fn plan(&self, job: &Job) -> Result<SourcePlan> {
+    fn plan(&self, job: &Job, _parent: Option<&crate::catalog::Manifest>) -> Result<SourcePlan> {
         Ok(super::planned(plan(database(job)?, job.split.max_rows)?))
     }
 

@@ -65,7 +65,7 @@ impl SourceKind for SqliteSource {
         "sqlite"
     }
 
-    fn plan(&self, job: &Job) -> Result<SourcePlan> {
+    fn plan(&self, job: &Job, _parent: Option<&crate::catalog::Manifest>) -> Result<SourcePlan> {
         let (path, tables) = selection(job)?;
         Ok(super::planned(plan(path, tables, job.split.max_rows)?))
     }

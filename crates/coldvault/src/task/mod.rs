@@ -3,16 +3,19 @@
 //! one pass), then sends the store request to the replicator, which answers with a receipt or a
 //! failure naming the nodes.
 
+mod range;
+
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::TaskEntry;
+use crate::catalog::{TaskEntry, TaskKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::Fetcher;
 use crate::job::Job;
 use crate::plan::TaskSpec;
 use crate::progress::CountingWriter;
 use crate::source::{RunSource, LAST_ATTEMPT};
-use crate::store::{data_key, Payload};
+use crate::stage::{StagedFile, Stager};
+use crate::store::{data_key, Payload, Receipt};
 
 /// The outcome of one task.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,7 +61,8 @@ pub(crate) fn run_task(
         match &result {
             Ok(e) => serde_json::json!({
                 "task": task.id.as_str(), "kind": task.kind.name(), "ok": true,
-                "bytes_read": e.stats.bytes_read, "bytes_stored": e.data.size,
+                "bytes_read": e.stats.bytes_read,
+                "bytes_stored": e.latest().iter().map(|r| r.size).sum::<u64>(),
                 "nodes": e.data.nodes, "warnings": e.warnings.len(),
             }),
             Err(e) => serde_json::json!({
@@ -83,12 +87,13 @@ fn stage_and_store(
     reader: &dyn RunSource,
     task: &TaskSpec,
 ) -> Result<TaskEntry> {
+    if let TaskKind::Files(_) = task.kind {
+        return range::stage_and_store(job, ctx, reader, task);
+    }
     let repo = ctx.repo;
     let mut attempt = 0;
     let (read, staged) = loop {
-        let stager =
-            ctx.staging
-                .stager(task.id.as_str(), job.run.zstd_level, repo.crypt()?.as_ref())?;
+        let stager = stager(job, ctx, task.id.as_str())?;
         let mut out = CountingWriter {
             inner: stager,
             progress: ctx.progress,
@@ -107,13 +112,7 @@ fn stage_and_store(
         }
     };
     crate::failpoint::hit("staged");
-    let key = data_key(staged.checksum(), task.kind.data_ext());
-    let data = repo.replicator().put(
-        &key,
-        Payload::File(staged.path()),
-        staged.size(),
-        staged.checksum(),
-    )?;
+    let data = store(ctx, &staged, task.kind.data_ext())?;
     crate::failpoint::hit("stored");
     let entry = TaskEntry {
         id: task.id.clone(),
@@ -123,7 +122,36 @@ fn stage_and_store(
         file: read.file,
         fingerprint: task.fingerprint.clone(),
         warnings: read.warnings,
+        index: None,
+        deltas: Vec::new(),
     };
+    write_receipt(repo, task, &entry)?;
+    Ok(entry)
+}
+
+/// A stager for the staged file `name` of a task.
+pub(crate) fn stager(job: &Job, ctx: &Fetcher<'_>, name: &str) -> Result<Stager> {
+    ctx.staging
+        .stager(name, job.run.zstd_level, ctx.repo.crypt()?.as_ref())
+}
+
+/// Stores a staged file as a data file with extension `ext`.
+pub(crate) fn store(ctx: &Fetcher<'_>, staged: &StagedFile, ext: &str) -> Result<Receipt> {
+    let key = data_key(staged.checksum(), ext);
+    ctx.repo.replicator().put(
+        &key,
+        Payload::File(staged.path()),
+        staged.size(),
+        staged.checksum(),
+    )
+}
+
+/// Writes the run receipt of a stored task, which an interrupted run's successor reuses.
+pub(crate) fn write_receipt(
+    repo: &crate::repo::Repository,
+    task: &TaskSpec,
+    entry: &TaskEntry,
+) -> Result<()> {
     if let Some(run) = &task.run_started {
         repo.write_receipt(&crate::repo::RunReceipt {
             run_started: run.clone(),
@@ -131,5 +159,5 @@ fn stage_and_store(
         })?;
         crate::failpoint::hit("receipt");
     }
-    Ok(entry)
+    Ok(())
 }

@@ -1,0 +1,349 @@
+//! Incremental backups at the grain of a file: a changed range stores only the entries added or
+//! changed in it and the paths gone (a delta), every snapshot restores exactly by itself — with
+//! coldvault, and by hand with `jq`, `zstd`, `tar` and `xargs` — chains are rewritten whole past
+//! their bounds, and `forget --prune` keeps every data file a remaining snapshot needs.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use coldvault_testing::fixtures;
+use common::Env;
+use serde_json::Value;
+
+/// A tree of 8 directories of 20 files of 3 kB (about 480 kB), in ranges of 64 KiB.
+fn env(split_extra: &str) -> Env {
+    let env = Env::new(
+        "type = \"fs\"\npath = \"src\"",
+        &format!("target_bytes = \"64KiB\"\n{split_extra}"),
+        2,
+    );
+    for d in 0..8 {
+        let dir = env.path(&format!("src/d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..20 {
+            fs::write(
+                dir.join(format!("f{f:02}")),
+                fixtures::bytes(d * 100 + f, 3000),
+            )
+            .unwrap();
+        }
+    }
+    fs::hard_link(env.path("src/d1/f01"), env.path("src/d1/link")).unwrap();
+    std::os::unix::fs::symlink("d2/f02", env.path("src/sym")).unwrap();
+    // Old enough that their times prove them unchanged (a change in the last 250 ms does not).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    env
+}
+
+fn backup(env: &Env) -> Value {
+    let b = env.json(&["backup"], 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    b
+}
+
+fn ids(env: &Env) -> Vec<String> {
+    let s = env.json(&["snapshots"], 0);
+    s["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn restore(env: &Env, id: &str, to: &str) -> Vec<String> {
+    let to = env.path(to);
+    let _ = fs::remove_dir_all(&to);
+    env.json(&["restore", id, "--to", to.to_str().unwrap()], 0);
+    fixtures::listing(&to)
+}
+
+/// The changes a test makes between backups, one set per round: edits, additions, deletions, a
+/// directory removed, a file turned into a directory and a directory into a file.
+fn change(env: &Env, round: u64) {
+    let p = |rel: &str| env.path(&format!("src/{rel}"));
+    match round {
+        1 => {
+            fs::write(p("d0/f03"), fixtures::bytes(9001, 3100)).unwrap();
+            fs::write(p("d3/new"), b"added").unwrap();
+            fs::remove_file(p("d5/f07")).unwrap();
+            fs::set_permissions(p("d6/f00"), fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        2 => {
+            fs::remove_dir_all(p("d4")).unwrap();
+            fs::write(p("d4"), b"a file where a directory was").unwrap();
+            fs::remove_file(p("d7/f19")).unwrap();
+            fs::create_dir(p("d7/f19")).unwrap();
+            fs::write(p("d7/f19/inside"), b"a directory where a file was").unwrap();
+            fs::write(p("d1/f01"), fixtures::bytes(9002, 2000)).unwrap();
+        }
+        _ => {
+            fs::remove_file(p("d4")).unwrap();
+            fs::create_dir(p("d4")).unwrap();
+            fs::write(p("d4/back"), b"and back").unwrap();
+            fs::write(p("d3/new"), b"added, then changed").unwrap();
+            fs::remove_file(p("sym")).unwrap();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
+#[test]
+fn a_change_reads_and_stores_only_the_files_it_touched_and_every_snapshot_restores_exactly() {
+    let env = env("");
+    let first = backup(&env);
+    let tree_bytes = first["bytes_read"].as_u64().unwrap();
+    assert_eq!(first["delta_tasks"], 0, "{first}");
+    let mut listings = vec![fixtures::listing(&env.path("src"))];
+    for round in 1..=3 {
+        change(&env, round);
+        let b = backup(&env);
+        assert!(b["delta_tasks"].as_u64().unwrap() >= 1, "{b}");
+        let read = b["bytes_read"].as_u64().unwrap();
+        assert!(
+            read <= 12_000,
+            "round {round}: read {read} of {tree_bytes} bytes: {b}"
+        );
+        let added = b["bytes_added"].as_u64().unwrap();
+        assert!(
+            added * 10 < first["bytes_added"].as_u64().unwrap(),
+            "round {round}: {b}"
+        );
+        listings.push(fixtures::listing(&env.path("src")));
+    }
+    // The newest manifest holds ranges with deltas, one with a deleted list.
+    let m = env.manifest("a");
+    let tasks = m["tasks"].as_array().unwrap();
+    let deltas: Vec<&Value> = tasks
+        .iter()
+        .filter_map(|t| t["deltas"].as_array())
+        .flatten()
+        .collect();
+    assert!(deltas.len() >= 3, "{m}");
+    assert!(deltas.iter().any(|d| d["deleted"].is_object()), "{m}");
+    assert!(tasks.iter().all(|t| t["index"].is_object()), "{m}");
+    for (i, id) in ids(&env).iter().enumerate() {
+        let got = restore(&env, id, &format!("restored{i}"));
+        common::assert_same_lines(&listings[i], &got);
+    }
+    let v = env.json(&["verify", "latest", "--read-data"], 0);
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+/// The restore by hand that the README gives for a file tree: per range, its data file, then
+/// per delta the paths gone (`xargs -0 rm -rf`) and the delta's entries. tar may only complain
+/// of entries under a path that a later range turned into a file (they are gone in the snapshot).
+const BY_HAND: &str = r#"
+set -eu
+M=$1; DIR=$2; TO=$3
+mkdir -p "$TO"
+jq -r '.body.tasks[] | select(.kind=="files")
+       | .data.key, (.deltas[]? | "-\(.deleted.key // "")", .data.key)' "$M" |
+  while read -r k; do
+    case "$k" in
+      -) ;;
+      -*) zstdcat "$DIR/${k#-}" | (cd "$TO" && xargs -0 -r rm -rf --) ;;
+      *) zstdcat "$DIR/$k" | tar -x -C "$TO" -f - 2>>"$TO.tar-errors" || true ;;
+    esac
+  done
+if grep -v -e 'Cannot open: Not a directory' -e 'Exiting with failure status' "$TO.tar-errors"; then
+  exit 1
+fi
+"#;
+
+/// The listing without directories' times, which a restore by hand does not keep (a later data
+/// file that creates entries in a directory moves its time).
+fn without_dir_times(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let parts: Vec<&str> = l.rsplitn(4, ' ').collect();
+            let head = parts[3];
+            if head.rsplit(' ').nth(1) == Some("dir") {
+                format!("{head} - {} {}", parts[1], parts[0])
+            } else {
+                l.clone()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_of_deltas_restores_by_hand_with_jq_zstd_tar_and_xargs() {
+    let env = env("");
+    backup(&env);
+    change(&env, 1);
+    backup(&env);
+    change(&env, 2);
+    backup(&env);
+    let want = fixtures::listing(&env.path("src"));
+    change(&env, 3);
+    backup(&env);
+    let id = &ids(&env)[2];
+    // Each data file is on 2 of the 3 nodes: gather them in one directory first.
+    let dir = env.path("gathered");
+    for n in ["a", "b", "c"] {
+        for f in env.data_files(n) {
+            let to = dir.join(f.strip_prefix(env.node_dir(n)).unwrap());
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            fs::copy(&f, &to).unwrap();
+        }
+    }
+    let manifest = env.node_dir("a").join(format!("snapshots/{id}.json"));
+    let to = env.path("by-hand");
+    let out = std::process::Command::new("bash")
+        .args(["-c", BY_HAND, "by-hand"])
+        .arg(&manifest)
+        .arg(&dir)
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::assert_same_lines(
+        &without_dir_times(&want),
+        &without_dir_times(&fixtures::listing(&to)),
+    );
+}
+
+#[test]
+fn forget_and_prune_between_backups_keep_every_data_file_a_remaining_snapshot_needs() {
+    let env = env("");
+    backup(&env);
+    let mut want = Vec::new();
+    for round in 1..=3 {
+        change(&env, round);
+        backup(&env);
+        want.push(fixtures::listing(&env.path("src")));
+        // The oldest snapshot goes, though the newer ones are built on the data files it wrote.
+        let f = env.json(&["forget", "--keep-last", "2", "--prune"], 0);
+        let removed = f["remove"].as_array().map_or(0, Vec::len);
+        assert_eq!(removed, usize::from(round >= 2), "{f}");
+    }
+    let ids = ids(&env);
+    assert_eq!(ids.len(), 2);
+    for (i, id) in ids.iter().enumerate() {
+        let got = restore(&env, id, &format!("r{i}"));
+        common::assert_same_lines(&want[i + 1], &got);
+    }
+    let v = env.json(&["verify", "latest", "--read-data"], 0);
+    assert_eq!(v["ok"], true, "{v}");
+    // What prune left is exactly what the two snapshots name.
+    let named: std::collections::BTreeSet<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|n| {
+            let mut files = Vec::new();
+            common::walk(&env.node_dir(n).join("snapshots"), &mut files);
+            files
+        })
+        .flat_map(|f| {
+            let m = common::read_doc(&f);
+            let mut keys = Vec::new();
+            for t in m["tasks"].as_array().unwrap() {
+                keys.push(t["data"]["key"].as_str().unwrap().to_owned());
+                keys.extend(t["index"]["key"].as_str().map(str::to_owned));
+                for d in t["deltas"].as_array().into_iter().flatten() {
+                    keys.push(d["data"]["key"].as_str().unwrap().to_owned());
+                    keys.extend(d["deleted"]["key"].as_str().map(str::to_owned));
+                }
+            }
+            keys
+        })
+        .collect();
+    let held: std::collections::BTreeSet<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|n| {
+            let dir = env.node_dir(n);
+            env.data_files(n)
+                .into_iter()
+                .map(move |p| p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    assert_eq!(named, held);
+}
+
+fn chain_lengths(env: &Env) -> Vec<usize> {
+    env.manifest("a")["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "files")
+        .map(|t| t["deltas"].as_array().map_or(0, Vec::len))
+        .collect()
+}
+
+#[test]
+fn a_range_is_read_whole_again_after_max_deltas() {
+    let env = env("max_deltas = 2");
+    backup(&env);
+    let f = env.path("src/d0/f00");
+    for round in 1..=3u64 {
+        fs::write(&f, fixtures::bytes(5000 + round, 3000)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let b = backup(&env);
+        let longest = *chain_lengths(&env).iter().max().unwrap();
+        if round < 3 {
+            assert_eq!(b["delta_tasks"], 1, "{b}");
+            assert_eq!(longest, round as usize);
+        } else {
+            assert_eq!(b["delta_tasks"], 0, "read whole: {b}");
+            assert_eq!(longest, 0);
+        }
+    }
+    env.assert_latest_restores_exactly();
+}
+
+#[test]
+fn a_range_whose_deltas_pass_rewrite_percent_is_read_whole_again() {
+    let env = env("rewrite_percent = 10");
+    backup(&env);
+    // Rewriting a third of a range's files passes 10% of it: the next change reads it whole.
+    for f in 0..7 {
+        fs::write(
+            env.path(&format!("src/d0/f{f:02}")),
+            fixtures::bytes(7000 + f, 3000),
+        )
+        .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = backup(&env);
+    assert_eq!(b["delta_tasks"], 1, "{b}");
+    fs::write(env.path("src/d0/f10"), b"one more").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = backup(&env);
+    assert_eq!(b["delta_tasks"], 0, "{b}");
+    assert!(chain_lengths(&env).iter().all(|n| *n == 0));
+    env.assert_latest_restores_exactly();
+}
+
+#[test]
+fn a_damaged_index_makes_the_next_backup_read_its_range_whole() {
+    let env = env("");
+    backup(&env);
+    let m = env.manifest("a");
+    let index = m["tasks"][0]["index"]["key"].as_str().unwrap().to_owned();
+    for n in ["a", "b", "c"] {
+        let p = env.node_dir(n).join(&index);
+        if p.exists() {
+            let mut bytes = fs::read(&p).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xff;
+            fs::write(&p, bytes).unwrap();
+        }
+    }
+    let v = env.json(&["verify", "latest", "--read-data"], 1);
+    assert!(
+        v.to_string().contains(&index),
+        "verify names the index: {v}"
+    );
+    fs::write(env.path("src/d0/extra"), b"x").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = backup(&env);
+    assert_eq!(b["delta_tasks"], 0, "{b}");
+    env.assert_latest_restores_exactly();
+}
