@@ -27,9 +27,11 @@ use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::store::Receipt;
 
-/// The manifest and marker format this build writes and the newest it reads: 2 stores each in a
-/// self-checking envelope ([`checked`]); 1 (read still) had none.
-pub const FORMAT_VERSION: u32 = 2;
+/// The manifest and marker format this build writes and the newest it reads: 3 may hold ranges
+/// stored as deltas (which a reader of 2 would restore as their first data file alone: it must
+/// refuse them); 2 stores each document in a self-checking envelope ([`checked`]); 1 (read
+/// still) had none.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A snapshot's id: 16 hex digits; a unique prefix names it too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -6,6 +6,11 @@
 //! range. A reader of `[start, end)` skips every subtree that lies wholly outside its range and stops
 //! at the first path at or after `end`. Memory is bounded by the depth of the tree times the size of
 //! the largest directory, never by the number of files.
+//!
+//! A range's read also writes its index ([`changes`]); read against the parent's index, it stores
+//! only the entries added or changed (a delta) and lists the paths gone. A plan after a parent keeps
+//! the parent's range boundaries ([`plan::Cuts`]), so that ranges are the same from one backup to
+//! the next.
 
 use std::collections::BTreeSet;
 use std::fs::{self, Metadata};
