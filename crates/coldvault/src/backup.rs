@@ -197,11 +197,12 @@ pub fn backup_to(
     });
     let mut failed_tasks = Vec::new();
     let mut written = BTreeMap::new();
+    let mut bytes_read = 0;
     collect(
         replies?,
         &mut reuse.entries,
         &mut failed_tasks,
-        &mut written,
+        &mut (&mut written, &mut bytes_read),
     )?;
     beside?;
     // Tasks whose entries disagree (parts of one file read from different versions) are read
@@ -224,7 +225,7 @@ pub fn backup_to(
             run(&tasks)?,
             &mut reuse.entries,
             &mut failed_tasks,
-            &mut written,
+            &mut (&mut written, &mut bytes_read),
         )?;
     }
     drop(staging);
@@ -236,7 +237,6 @@ pub fn backup_to(
     let totals = Manifest::totals_of(&entries);
     let ran: std::collections::BTreeSet<&TaskId> = plan.tasks.iter().map(|t| &t.id).collect();
     let ran: Vec<&TaskEntry> = entries.iter().filter(|e| ran.contains(&e.id)).collect();
-    let bytes_read = ran.iter().map(|e| e.stats.bytes_read).sum();
     let bytes_added = ran.iter().flat_map(|e| e.latest()).map(|r| r.size).sum();
     let delta_tasks = ran.iter().filter(|e| !e.deltas.is_empty()).count() as u64;
     warnings.extend(
@@ -311,16 +311,18 @@ pub fn backup_to(
 /// How often tasks whose entries disagree are read again before the source gives up on them.
 const REREAD_ROUNDS: usize = 2;
 
-/// Files the replies' entries under their tasks, their failures in `failed`, and the bytes
-/// their data files placed on each node in `written`.
+/// Files the replies' entries under their tasks, their failures in `failed`, and in `counts`
+/// the bytes their data files placed on each node and the bytes they read.
 fn collect(
     replies: Vec<crate::worker::WorkReply>,
     entries: &mut BTreeMap<TaskId, TaskEntry>,
     failed: &mut Vec<FailedTask>,
-    written: &mut BTreeMap<String, u64>,
+    counts: &mut (&mut BTreeMap<String, u64>, &mut u64),
 ) -> Result<()> {
+    let (written, read) = counts;
     for reply in replies {
         let r = reply.into_task_report()?;
+        **read += r.bytes_read;
         match (r.entry, r.error) {
             (Some(e), _) => {
                 for r in e.latest() {

@@ -105,6 +105,9 @@ pub(crate) struct Changes<'a> {
     pub index: &'a mut dyn Write,
     /// Where the paths gone since the parent go.
     pub deleted: &'a mut dyn Write,
+    /// Set by the read: the bytes of the regular files it found unchanged and did not read
+    /// (counted in its stats all the same: the snapshot holds them).
+    pub unchanged_bytes: u64,
 }
 
 /// What a backup run keeps of its source besides the data files.

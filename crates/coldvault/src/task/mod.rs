@@ -25,6 +25,10 @@ pub struct TaskReport {
     /// What was stored, when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<TaskEntry>,
+    /// Bytes this run read from the source for the task (a delta's reads, not the unchanged
+    /// entries its stats count).
+    #[serde(default)]
+    pub bytes_read: u64,
     /// Why it failed, when it did: kind, status and context kept as data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Error>,
@@ -36,6 +40,7 @@ impl TaskReport {
         TaskReport {
             task: task.clone(),
             entry: None,
+            bytes_read: 0,
             error: Some(error),
         }
     }
@@ -59,9 +64,9 @@ pub(crate) fn run_task(
     crate::event::emit(
         "task_finished",
         match &result {
-            Ok(e) => serde_json::json!({
+            Ok((e, read)) => serde_json::json!({
                 "task": task.id.as_str(), "kind": task.kind.name(), "ok": true,
-                "bytes_read": e.stats.bytes_read,
+                "bytes_read": read,
                 "bytes_stored": e.latest().iter().map(|r| r.size).sum::<u64>(),
                 "nodes": e.data.nodes, "warnings": e.warnings.len(),
             }),
@@ -72,9 +77,10 @@ pub(crate) fn run_task(
         },
     );
     match result {
-        Ok(entry) => TaskReport {
+        Ok((entry, bytes_read)) => TaskReport {
             task: task.clone(),
             entry: Some(entry),
+            bytes_read,
             error: None,
         },
         Err(e) => TaskReport::failed(task, e),
@@ -86,7 +92,7 @@ fn stage_and_store(
     ctx: &Fetcher<'_>,
     reader: &dyn RunSource,
     task: &TaskSpec,
-) -> Result<TaskEntry> {
+) -> Result<(TaskEntry, u64)> {
     if let TaskKind::Files(_) = task.kind {
         return range::stage_and_store(job, ctx, reader, task);
     }
@@ -126,7 +132,8 @@ fn stage_and_store(
         deltas: Vec::new(),
     };
     write_receipt(repo, task, &entry)?;
-    Ok(entry)
+    let read = entry.stats.bytes_read;
+    Ok((entry, read))
 }
 
 /// A stager for the staged file `name` of a task.

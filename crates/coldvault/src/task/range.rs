@@ -18,13 +18,14 @@ use crate::progress::CountingWriter;
 use crate::source::{Changes, RunSource, LAST_ATTEMPT};
 
 /// Reads the range of `task` (whole, or its changes since `task.parent`), stages and stores its
-/// data files, and answers with its entry.
+/// data files, and answers with its entry and the bytes it read (its stats also count the bytes
+/// of the unchanged files, which the snapshot holds).
 pub(super) fn stage_and_store(
     job: &Job,
     ctx: &Fetcher<'_>,
     reader: &dyn RunSource,
     task: &TaskSpec,
-) -> Result<TaskEntry> {
+) -> Result<(TaskEntry, u64)> {
     let parent = task.parent.as_deref();
     let parent_index = match parent.and_then(|p| p.index.as_ref()) {
         Some(index) => match ctx.fetch(index) {
@@ -42,7 +43,7 @@ pub(super) fn stage_and_store(
     };
     let id = task.id.as_str();
     let mut attempt = 0;
-    let (read, tar, index, deleted) = loop {
+    let (read, unchanged, tar, index, deleted) = loop {
         let mut out = CountingWriter {
             inner: stager(job, ctx, id)?,
             progress: ctx.progress,
@@ -53,16 +54,15 @@ pub(super) fn stage_and_store(
             Some(v) => Some(Box::new(BufReader::new(v.open()?))),
             None => None,
         };
-        let read = reader.read_changes(
-            &task.kind,
-            attempt,
-            &mut out,
-            &mut Changes {
-                parent,
-                index: &mut index,
-                deleted: &mut deleted,
-            },
-        );
+        let mut changes = Changes {
+            parent,
+            index: &mut index,
+            deleted: &mut deleted,
+            unchanged_bytes: 0,
+        };
+        let read = reader.read_changes(&task.kind, attempt, &mut out, &mut changes);
+        let unchanged = changes.unchanged_bytes;
+        drop(changes);
         match read {
             Err(e) if e.kind() == ErrorKind::Changed && attempt < LAST_ATTEMPT => {
                 attempt += 1;
@@ -73,7 +73,13 @@ pub(super) fn stage_and_store(
                 crate::failpoint::hit("read");
                 let gone = deleted.raw_bytes() > 0;
                 let deleted = gone.then(|| deleted.finish()).transpose()?;
-                break (read, out.inner.finish()?, index.finish()?, deleted);
+                break (
+                    read,
+                    unchanged,
+                    out.inner.finish()?,
+                    index.finish()?,
+                    deleted,
+                );
             }
         }
     };
@@ -103,5 +109,6 @@ pub(super) fn stage_and_store(
         deltas,
     };
     write_receipt(ctx.repo, task, &entry)?;
-    Ok(entry)
+    let read_now = entry.stats.bytes_read.saturating_sub(unchanged);
+    Ok((entry, read_now))
 }

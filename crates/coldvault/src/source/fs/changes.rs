@@ -129,6 +129,8 @@ pub(super) struct Compare<'a> {
     in_parent: bool,
     /// Paths written to the deleted list.
     pub gone: u64,
+    /// Bytes of the regular files found unchanged (not read).
+    pub unchanged_bytes: u64,
 }
 
 impl<'a> Compare<'a> {
@@ -149,6 +151,7 @@ impl<'a> Compare<'a> {
             deleted,
             in_parent: false,
             gone: 0,
+            unchanged_bytes: 0,
         })
     }
 

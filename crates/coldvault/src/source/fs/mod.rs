@@ -224,6 +224,7 @@ impl RunSource for TreeReader<'_> {
             changes::Compare::new(changes.parent.take(), changes.index, changes.deleted)?;
         let (start, end) = (t.start.as_ref(), t.end.as_ref());
         let stats = r.files(start, end, &t.split_files, out, Some(&mut compare))?;
+        changes.unchanged_bytes = compare.unchanged_bytes;
         compare.finish()?;
         Ok(TaskRead {
             stats,

@@ -130,7 +130,7 @@ impl Reading<'_> {
                     return c.not_held(rel);
                 }
                 if !c.must_store(r)? {
-                    count_unchanged(&mut stats, meta);
+                    c.unchanged_bytes += count_unchanged(&mut stats, meta);
                     return c.held(r);
                 }
             } else if split {
@@ -229,16 +229,20 @@ impl Reading<'_> {
     }
 }
 
-/// Counts an entry the parent holds unchanged (its bytes are not read).
-fn count_unchanged(stats: &mut ReadStats, meta: &Metadata) {
+/// Counts an entry the parent holds unchanged, its bytes not read but held by the snapshot;
+/// returns them.
+fn count_unchanged(stats: &mut ReadStats, meta: &Metadata) -> u64 {
     let ft = meta.file_type();
     if ft.is_file() {
         stats.files += 1;
+        stats.bytes_read += meta.len();
+        return meta.len();
     } else if ft.is_dir() {
         stats.dirs += 1;
     } else if ft.is_symlink() {
         stats.symlinks += 1;
     }
+    0
 }
 
 /// Writes one entry of a range into its tar stream.
