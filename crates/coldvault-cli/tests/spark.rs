@@ -80,6 +80,28 @@ fn a_file_tree_job_runs_and_restores_on_spark_exactly() {
         &fixtures::listing(&to),
     );
     assert_eq!(std::fs::read_dir(env.path("staging")).unwrap().count(), 0);
+
+    // A change: executors fetch the parent's index and store only deltas; the restore of the
+    // chain on executors gives the new tree.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(env.path("src/dir/a.txt"), b"changed on the way to spark").unwrap();
+    std::fs::write(env.path("src/added"), b"new").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (c, out, err) = run(&s, &env, &["backup", "--json"]);
+    assert_eq!(c, 0, "{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(r["delta_tasks"].as_u64().unwrap() >= 1, "{r}");
+    let to = env.path("restored-2");
+    let (c, out, err) = run(
+        &s,
+        &env,
+        &["restore", "latest", "--to", to.to_str().unwrap()],
+    );
+    assert_eq!(c, 0, "{out}{err}");
+    common::assert_same_lines(
+        &fixtures::listing(&env.path("src")),
+        &fixtures::listing(&to),
+    );
 }
 
 #[test]
