@@ -69,15 +69,21 @@ fn an_archive_node_keeps_data_archived_and_a_restore_from_it_alone_retrieves_fir
     json(&m, &env, &["backup"], 0);
     let deep = m.target("deep", &format!("{prefix}/cold/e2e"), Some("DEEP_ARCHIVE"));
 
-    // Data files are in the archive class and cannot be read; the rest is hot.
+    // Data files are in the archive class and cannot be read; the rest is hot, and so are the
+    // file-tree indexes, which the next backup reads.
     let data = deep.list(DATA_PREFIX).unwrap();
     assert!(data.len() > 3, "{data:?}");
+    let (indexes, data): (Vec<_>, Vec<_>) = data
+        .into_iter()
+        .partition(|k| k.as_str().ends_with(".index.zst"));
+    assert!(!indexes.is_empty() && data.len() > 3, "{data:?}");
     for key in &data {
         let c = deep.object_class(key).unwrap().unwrap();
         assert_eq!(c.class.as_deref(), Some("DEEP_ARCHIVE"), "{key}");
         assert_eq!(c.readiness, Readiness::Archived, "{key}");
     }
     let mut hot = deep.list("snapshots/").unwrap();
+    hot.extend(indexes);
     hot.push(ObjectKey::new("config.json"));
     for key in &hot {
         let c = deep.object_class(key).unwrap().unwrap();
@@ -90,7 +96,8 @@ fn an_archive_node_keeps_data_archived_and_a_restore_from_it_alone_retrieves_fir
         b"a file added for the second backup\n",
     )
     .unwrap();
-    json(&m, &env, &["backup"], 0);
+    let b = json(&m, &env, &["backup"], 0);
+    assert!(b["delta_tasks"].as_u64().unwrap() >= 1, "{b}");
     let snaps = json(&m, &env, &["snapshots"], 0);
     assert_eq!(snaps["snapshots"].as_array().unwrap().len(), 2, "{snaps}");
     let v = json(&m, &env, &["verify", "latest"], 0);

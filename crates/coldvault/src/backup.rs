@@ -196,14 +196,8 @@ pub fn backup_to(
         (replies, beside)
     });
     let mut failed_tasks = Vec::new();
-    let mut written = BTreeMap::new();
-    let mut bytes_read = 0;
-    collect(
-        replies?,
-        &mut reuse.entries,
-        &mut failed_tasks,
-        &mut (&mut written, &mut bytes_read),
-    )?;
+    let mut counts = RunCounts::default();
+    collect(replies?, &mut reuse.entries, &mut failed_tasks, &mut counts)?;
     beside?;
     // Tasks whose entries disagree (parts of one file read from different versions) are read
     // again, a bounded number of rounds; what still disagrees is marked left out by the source.
@@ -225,7 +219,7 @@ pub fn backup_to(
             run(&tasks)?,
             &mut reuse.entries,
             &mut failed_tasks,
-            &mut (&mut written, &mut bytes_read),
+            &mut counts,
         )?;
     }
     drop(staging);
@@ -235,10 +229,6 @@ pub fn backup_to(
         .filter_map(|t| reuse.entries.remove(&t.id))
         .collect();
     let totals = Manifest::totals_of(&entries);
-    let ran: std::collections::BTreeSet<&TaskId> = plan.tasks.iter().map(|t| &t.id).collect();
-    let ran: Vec<&TaskEntry> = entries.iter().filter(|e| ran.contains(&e.id)).collect();
-    let bytes_added = ran.iter().flat_map(|e| e.latest()).map(|r| r.size).sum();
-    let delta_tasks = ran.iter().filter(|e| !e.deltas.is_empty()).count() as u64;
     warnings.extend(
         crate::catalog::once_each(entries.iter().flat_map(|e| &e.warnings))
             .into_iter()
@@ -254,10 +244,10 @@ pub fn backup_to(
         damaged_tasks: reuse.damaged as u64,
         files: totals.read.files,
         rows: totals.read.rows,
-        bytes_read,
+        bytes_read: counts.read,
         bytes_stored: totals.bytes_stored,
-        bytes_added,
-        delta_tasks,
+        bytes_added: counts.added,
+        delta_tasks: counts.deltas,
         failed_tasks,
         manifest_nodes: Vec::new(),
         left_out: warnings.iter().filter(|w| w.problem.left_out()).count() as u64,
@@ -269,7 +259,7 @@ pub fn backup_to(
             .iter()
             .map(|n| NodeRun {
                 node: n.name().to_owned(),
-                bytes_written: written.get(n.name()).copied().unwrap_or(0),
+                bytes_written: counts.written.get(n.name()).copied().unwrap_or(0),
                 retries: n.retries(),
             })
             .collect(),
@@ -311,25 +301,39 @@ pub fn backup_to(
 /// How often tasks whose entries disagree are read again before the source gives up on them.
 const REREAD_ROUNDS: usize = 2;
 
-/// Files the replies' entries under their tasks, their failures in `failed`, and in `counts`
-/// the bytes their data files placed on each node and the bytes they read.
+/// What the tasks a run ran did, added up.
+#[derive(Default)]
+struct RunCounts {
+    /// Bytes their data files placed on each node.
+    written: BTreeMap<String, u64>,
+    /// Bytes read from the source.
+    read: u64,
+    /// Bytes of the data files they stored (one copy each).
+    added: u64,
+    /// Ranges stored as a delta.
+    deltas: u64,
+}
+
+/// Files the replies' entries under their tasks, their failures in `failed`, and what they did
+/// in `counts`.
 fn collect(
     replies: Vec<crate::worker::WorkReply>,
     entries: &mut BTreeMap<TaskId, TaskEntry>,
     failed: &mut Vec<FailedTask>,
-    counts: &mut (&mut BTreeMap<String, u64>, &mut u64),
+    counts: &mut RunCounts,
 ) -> Result<()> {
-    let (written, read) = counts;
     for reply in replies {
         let r = reply.into_task_report()?;
-        **read += r.bytes_read;
+        counts.read += r.bytes_read;
+        for d in &r.stored {
+            counts.added += d.size;
+            for node in &d.nodes {
+                *counts.written.entry(node.clone()).or_default() += d.size;
+            }
+        }
         match (r.entry, r.error) {
             (Some(e), _) => {
-                for r in e.latest() {
-                    for node in &r.nodes {
-                        *written.entry(node.clone()).or_default() += r.size;
-                    }
-                }
+                counts.deltas += u64::from(!r.stored.is_empty() && !e.deltas.is_empty());
                 entries.insert(e.id.clone(), e);
             }
             (None, error) => {

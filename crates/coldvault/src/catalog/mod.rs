@@ -180,17 +180,6 @@ impl TaskEntry {
         all
     }
 
-    /// The data files the run that made the entry stored: its last delta (with its deleted
-    /// list), or its data file when it has no delta; and its index.
-    pub fn latest(&self) -> Vec<&Receipt> {
-        let mut all = match self.deltas.last() {
-            Some(d) => std::iter::once(&d.data).chain(&d.deleted).collect(),
-            None => vec![&self.data],
-        };
-        all.extend(&self.index);
-        all
-    }
-
     /// The bytes of the data files a restore of the entry reads (one copy each).
     pub fn restore_bytes(&self) -> u64 {
         self.layers().iter().map(|r| r.size).sum()

@@ -108,6 +108,10 @@ pub(crate) struct Changes<'a> {
     /// Set by the read: the bytes of the regular files it found unchanged and did not read
     /// (counted in its stats all the same: the snapshot holds them).
     pub unchanged_bytes: u64,
+    /// Set by the read: how many entries it stored and how many paths it found gone. A read
+    /// against a parent that stored none and found none gone changed nothing of the range.
+    pub changed: u64,
+    pub gone: u64,
 }
 
 /// What a backup run keeps of its source besides the data files.

@@ -28,6 +28,16 @@ pub fn receipt_key(task: &str) -> ObjectKey {
     ObjectKey::new(format!("{RUNS_PREFIX}{task}.json"))
 }
 
+/// The extension of a file-tree range's index: a data file that backups read, kept out of an
+/// archive class (see [`archived`]).
+pub const INDEX_EXT: &str = "index.zst";
+
+/// Whether a node with an archive storage class writes `key` in that class: every data file but
+/// the indexes, which the next backup reads without asking for a retrieval.
+pub fn archived(key: &str) -> bool {
+    key.starts_with(DATA_PREFIX) && !key.ends_with(INDEX_EXT)
+}
+
 /// The key of a data file with BLAKE3 `checksum` (hex) and extension `ext`.
 pub fn data_key(checksum: &str, ext: &str) -> ObjectKey {
     ObjectKey::new(format!("{DATA_PREFIX}{}/{checksum}.{ext}", &checksum[..2]))

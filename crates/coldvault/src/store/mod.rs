@@ -35,7 +35,8 @@ pub use self::opendal::{AzblobOptions, KnownHosts, OpenDalTarget, S3Options, Sft
 pub use damage::{damage_key, damaged_data_key, DamageBook, DamageRecord, FoundBy, DAMAGED_PREFIX};
 pub use fs::FsTarget;
 pub use layout::{
-    data_key, manifest_key, receipt_key, CONFIG_KEY, DATA_PREFIX, RUNS_PREFIX, SNAPSHOTS_PREFIX,
+    archived, data_key, manifest_key, receipt_key, CONFIG_KEY, DATA_PREFIX, INDEX_EXT, RUNS_PREFIX,
+    SNAPSHOTS_PREFIX,
 };
 pub use limit::{LimitedTarget, Paced, RateLimiter};
 pub use node::NodeUrl;

@@ -29,6 +29,9 @@ pub struct TaskReport {
     /// entries its stats count).
     #[serde(default)]
     pub bytes_read: u64,
+    /// The data files this run stored for the task (none when a range's parent entry stands).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stored: Vec<Receipt>,
     /// Why it failed, when it did: kind, status and context kept as data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Error>,
@@ -41,6 +44,7 @@ impl TaskReport {
             task: task.clone(),
             entry: None,
             bytes_read: 0,
+            stored: Vec::new(),
             error: Some(error),
         }
     }
@@ -64,11 +68,11 @@ pub(crate) fn run_task(
     crate::event::emit(
         "task_finished",
         match &result {
-            Ok((e, read)) => serde_json::json!({
+            Ok(s) => serde_json::json!({
                 "task": task.id.as_str(), "kind": task.kind.name(), "ok": true,
-                "bytes_read": read,
-                "bytes_stored": e.latest().iter().map(|r| r.size).sum::<u64>(),
-                "nodes": e.data.nodes, "warnings": e.warnings.len(),
+                "bytes_read": s.bytes_read,
+                "bytes_stored": s.stored.iter().map(|r| r.size).sum::<u64>(),
+                "nodes": s.entry.data.nodes, "warnings": s.entry.warnings.len(),
             }),
             Err(e) => serde_json::json!({
                 "task": task.id.as_str(), "kind": task.kind.name(), "ok": false,
@@ -77,10 +81,11 @@ pub(crate) fn run_task(
         },
     );
     match result {
-        Ok((entry, bytes_read)) => TaskReport {
+        Ok(s) => TaskReport {
             task: task.clone(),
-            entry: Some(entry),
-            bytes_read,
+            entry: Some(s.entry),
+            bytes_read: s.bytes_read,
+            stored: s.stored,
             error: None,
         },
         Err(e) => TaskReport::failed(task, e),
@@ -92,7 +97,7 @@ fn stage_and_store(
     ctx: &Fetcher<'_>,
     reader: &dyn RunSource,
     task: &TaskSpec,
-) -> Result<(TaskEntry, u64)> {
+) -> Result<Stored> {
     if let TaskKind::Files(_) = task.kind {
         return range::stage_and_store(job, ctx, reader, task);
     }
@@ -132,8 +137,18 @@ fn stage_and_store(
         deltas: Vec::new(),
     };
     write_receipt(repo, task, &entry)?;
-    let read = entry.stats.bytes_read;
-    Ok((entry, read))
+    Ok(Stored {
+        bytes_read: entry.stats.bytes_read,
+        stored: vec![entry.data.clone()],
+        entry,
+    })
+}
+
+/// What a task did: its entry, the bytes it read and the data files it stored.
+pub(crate) struct Stored {
+    pub entry: TaskEntry,
+    pub bytes_read: u64,
+    pub stored: Vec<Receipt>,
 }
 
 /// A stager for the staged file `name` of a task.

@@ -8,7 +8,7 @@
 
 use std::io::BufReader;
 
-use super::{stager, store, write_receipt};
+use super::{stager, store, write_receipt, Stored};
 use crate::catalog::{Delta, TaskEntry};
 use crate::error::{ErrorKind, Result};
 use crate::fetch::Fetcher;
@@ -25,7 +25,7 @@ pub(super) fn stage_and_store(
     ctx: &Fetcher<'_>,
     reader: &dyn RunSource,
     task: &TaskSpec,
-) -> Result<(TaskEntry, u64)> {
+) -> Result<Stored> {
     let parent = task.parent.as_deref();
     let parent_index = match parent.and_then(|p| p.index.as_ref()) {
         Some(index) => match ctx.fetch(index) {
@@ -43,7 +43,7 @@ pub(super) fn stage_and_store(
     };
     let id = task.id.as_str();
     let mut attempt = 0;
-    let (read, unchanged, tar, index, deleted) = loop {
+    let (read, counts, tar, index, deleted) = loop {
         let mut out = CountingWriter {
             inner: stager(job, ctx, id)?,
             progress: ctx.progress,
@@ -59,9 +59,11 @@ pub(super) fn stage_and_store(
             index: &mut index,
             deleted: &mut deleted,
             unchanged_bytes: 0,
+            changed: 0,
+            gone: 0,
         };
         let read = reader.read_changes(&task.kind, attempt, &mut out, &mut changes);
-        let unchanged = changes.unchanged_bytes;
+        let counts = (changes.unchanged_bytes, changes.changed, changes.gone);
         drop(changes);
         match read {
             Err(e) if e.kind() == ErrorKind::Changed && attempt < LAST_ATTEMPT => {
@@ -71,25 +73,44 @@ pub(super) fn stage_and_store(
             Err(e) => return Err(e),
             Ok(read) => {
                 crate::failpoint::hit("read");
-                let gone = deleted.raw_bytes() > 0;
-                let deleted = gone.then(|| deleted.finish()).transpose()?;
-                break (
-                    read,
-                    unchanged,
-                    out.inner.finish()?,
-                    index.finish()?,
-                    deleted,
-                );
+                break (read, counts, out.inner, index, deleted);
             }
         }
     };
+    let (unchanged, changed, gone) = counts;
+    let parent = parent.filter(|_| parent_index.is_some());
+    if let Some(p) = parent.filter(|_| changed == 0 && gone == 0) {
+        // Nothing of the range changed (its fingerprint moved for what it cannot store, a
+        // socket, a file still unreadable): the parent's entry stands, with this read's account.
+        let entry = TaskEntry {
+            id: task.id.clone(),
+            kind: task.kind.clone(),
+            stats: read.stats,
+            fingerprint: task.fingerprint.clone(),
+            warnings: read.warnings,
+            ..p.clone()
+        };
+        write_receipt(ctx.repo, task, &entry)?;
+        return Ok(Stored {
+            entry,
+            bytes_read: 0,
+            stored: Vec::new(),
+        });
+    }
+    let deleted = (gone > 0).then(|| deleted.finish()).transpose()?;
+    let (tar, index) = (tar.finish()?, index.finish()?);
     crate::failpoint::hit("staged");
     let ext = task.kind.data_ext();
     let data = store(ctx, &tar, ext)?;
-    let index = store(ctx, &index, "index.zst")?;
+    let index = store(ctx, &index, crate::store::INDEX_EXT)?;
     let deleted = deleted.map(|d| store(ctx, &d, "deleted.zst")).transpose()?;
     crate::failpoint::hit("stored");
-    let (data, deltas) = match parent.filter(|_| parent_index.is_some()) {
+    let stored: Vec<_> = [&data, &index]
+        .into_iter()
+        .chain(&deleted)
+        .cloned()
+        .collect();
+    let (data, deltas) = match parent {
         Some(p) => {
             let mut deltas = p.deltas.clone();
             deltas.push(Delta { data, deleted });
@@ -109,6 +130,9 @@ pub(super) fn stage_and_store(
         deltas,
     };
     write_receipt(ctx.repo, task, &entry)?;
-    let read_now = entry.stats.bytes_read.saturating_sub(unchanged);
-    Ok((entry, read_now))
+    Ok(Stored {
+        bytes_read: entry.stats.bytes_read.saturating_sub(unchanged),
+        stored,
+        entry,
+    })
 }

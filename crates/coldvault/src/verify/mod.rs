@@ -173,7 +173,10 @@ pub(crate) fn inspect_replica(
         Err(e) => return Inspection::problem(problem("unreachable", e.to_string())),
     }
     let mut found = Inspection::default();
-    if let Some(want) = node.storage_class() {
+    if let Some(want) = node
+        .storage_class()
+        .filter(|_| crate::store::archived(data.key.as_str()))
+    {
         match node.object_class(&data.key) {
             Ok(Some(c)) => {
                 let class = c.class.unwrap_or_default();

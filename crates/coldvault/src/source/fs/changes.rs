@@ -10,7 +10,10 @@
 //!
 //! A read against the parent's index walks both in step (the walk and the index share one
 //! order), so memory does not grow with the range: an entry whose digest is the parent's is
-//! neither read nor stored; one that is new or changed is; a parent's path that the walk no
+//! neither read nor stored; one that is new or changed is, and so is every regular file with
+//! more than one link (a layer's hard-link entry names a path of the same layer, and the paths
+//! of a group can part ways: one newly excluded, or indexed inside the racy window and another
+//! not); a parent's path that the walk no
 //! longer has (or now has as another type, or cannot read) is written to the deleted list, one
 //! path per record, NUL-terminated, as `find -print0` writes them. Invariant: the parent's
 //! entries, minus the deleted paths, plus the entries stored, are exactly the index written.
@@ -30,6 +33,8 @@ pub(super) struct Record {
     pub path: RelPath,
     pub digest: String,
     pub kind: u8,
+    /// A regular file with other links: stored in every delta of its range (not in the index).
+    pub linked: bool,
 }
 
 impl Record {
@@ -56,6 +61,7 @@ impl Record {
             path: rel.clone(),
             digest,
             kind,
+            linked: ft.is_file() && std::os::unix::fs::MetadataExt::nlink(meta) > 1,
         }
     }
 
@@ -113,6 +119,7 @@ impl<'a> IndexReader<'a> {
             path: RelPath::from_untrusted(&rec[35..])?,
             digest: digest.to_owned(),
             kind: rec[33],
+            linked: false,
         }))
     }
 }
@@ -127,6 +134,10 @@ pub(super) struct Compare<'a> {
     deleted: &'a mut dyn Write,
     /// Whether the entry being decided was in the parent's index.
     in_parent: bool,
+    /// Whether the entry being decided is to be stored.
+    storing: bool,
+    /// Entries stored (new or changed).
+    pub changed: u64,
     /// Paths written to the deleted list.
     pub gone: u64,
     /// Bytes of the regular files found unchanged (not read).
@@ -150,6 +161,8 @@ impl<'a> Compare<'a> {
             index,
             deleted,
             in_parent: false,
+            storing: false,
+            changed: 0,
             gone: 0,
             unchanged_bytes: 0,
         })
@@ -158,6 +171,12 @@ impl<'a> Compare<'a> {
     /// Whether the entry of `rec` must be stored: new, or changed since the parent. The
     /// parent's paths the walk has passed are written as gone; one that changed its type too.
     pub(super) fn must_store(&mut self, rec: &Record) -> Result<bool> {
+        let store = self.decide(rec)?;
+        self.storing = store;
+        Ok(store)
+    }
+
+    fn decide(&mut self, rec: &Record) -> Result<bool> {
         self.pass(&rec.path)?;
         self.in_parent = false;
         let Some(next) = self.next.take() else {
@@ -174,17 +193,19 @@ impl<'a> Compare<'a> {
             self.in_parent = false;
             return Ok(true);
         }
-        Ok(next.digest != rec.digest || rec.digest == UNPROVEN)
+        Ok(next.digest != rec.digest || rec.digest == UNPROVEN || rec.linked)
     }
 
     /// Records the entry just decided as held by the snapshot (stored, or unchanged).
     pub(super) fn held(&mut self, rec: &Record) -> Result<()> {
+        self.changed += u64::from(std::mem::take(&mut self.storing));
         rec.write(self.index).map_err(index_err)
     }
 
     /// Records the entry just decided as not held (it could not be read, or another task
     /// stores it): when the parent held it, it is gone from the range.
     pub(super) fn not_held(&mut self, rel: &RelPath) -> Result<()> {
+        self.storing = false;
         if std::mem::take(&mut self.in_parent) {
             self.gone(rel)?;
         }
@@ -256,6 +277,7 @@ mod tests {
             path: RelPath::from_untrusted(path.as_bytes()).unwrap(),
             digest: std::iter::repeat_n(digest, 32).collect(),
             kind,
+            linked: false,
         }
     }
 

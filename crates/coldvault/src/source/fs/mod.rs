@@ -225,7 +225,8 @@ impl RunSource for TreeReader<'_> {
         let (start, end) = (t.start.as_ref(), t.end.as_ref());
         let stats = r.files(start, end, &t.split_files, out, Some(&mut compare))?;
         changes.unchanged_bytes = compare.unchanged_bytes;
-        compare.finish()?;
+        changes.changed = compare.changed;
+        changes.gone = compare.finish()?;
         Ok(TaskRead {
             stats,
             file: None,

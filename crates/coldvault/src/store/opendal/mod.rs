@@ -10,8 +10,9 @@
 //! the last is consumed: memory is bounded per transfer, never by object size.
 //!
 //! An S3 node with a `storage_class` writes data files (`data/…`) in that class and everything
-//! else (markers, manifests, receipts, locks, keys, records) in the bucket's default class, so
-//! planning, listing and verifying without reading data never need a retrieval. Its objects'
+//! else (markers, manifests, receipts, locks, keys, records, and the file-tree indexes a backup
+//! reads) in the bucket's default class, so planning, backing up, listing and verifying without
+//! reading data never need a retrieval. Its objects'
 //! classes and retrievals go through [`super::s3_archive`].
 //!
 //! A put is atomic on every service: an S3 multipart upload and an Azure block list become
@@ -31,7 +32,7 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::Operator;
 
 use super::s3_archive::{ArchiveApi, RetrievalAnswer};
-use super::{ObjectClass, ObjectKey, Payload, Readiness, RetrievalTier, Target, DATA_PREFIX};
+use super::{ObjectClass, ObjectKey, Payload, Readiness, RetrievalTier, Target};
 use crate::error::{Error, ErrorKind, Result, Status};
 use reader::RangeReader;
 pub use services::{AzblobOptions, KnownHosts, S3Options, SftpOptions};
@@ -143,7 +144,7 @@ impl OpenDalTarget {
 
     async fn upload(&self, key: &str, payload: Payload<'_>) -> opendal::Result<()> {
         let op = match &self.data_op {
-            Some(data_op) if key.starts_with(DATA_PREFIX) => data_op,
+            Some(data_op) if super::archived(key) => data_op,
             _ => self.op(),
         };
         match payload {
