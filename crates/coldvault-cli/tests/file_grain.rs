@@ -398,8 +398,9 @@ fn a_hard_link_whose_first_path_is_newly_excluded_is_kept() {
         .unwrap()
         .replace("path = \"src\"", "path = \"src\"\nexclude = [\"/a\"]");
     fs::write(&env.job, text).unwrap();
+    // The range is read whole: an older layer holds `b` as a link to `a`.
     let b = backup(&env);
-    assert!(b["delta_tasks"].as_u64().unwrap() >= 1, "{b}");
+    assert_eq!(b["delta_tasks"], 0, "{b}");
     restore(&env, "latest", "restored");
     assert_eq!(fs::read(env.path("restored/b")).unwrap(), b"linked bytes");
     assert!(!env.path("restored/a").exists());

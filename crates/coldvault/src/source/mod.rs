@@ -112,6 +112,9 @@ pub(crate) struct Changes<'a> {
     /// against a parent that stored none and found none gone changed nothing of the range.
     pub changed: u64,
     pub gone: u64,
+    /// Set by the read: a path the parent indexed as a file with other links is gone, so
+    /// older layers may name it in link entries: the range must be read whole.
+    pub linked_gone: bool,
 }
 
 /// What a backup run keeps of its source besides the data files.

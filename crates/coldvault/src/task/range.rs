@@ -27,7 +27,7 @@ pub(super) fn stage_and_store(
     task: &TaskSpec,
 ) -> Result<Stored> {
     let parent = task.parent.as_deref();
-    let parent_index = match parent.and_then(|p| p.index.as_ref()) {
+    let mut parent_index = match parent.and_then(|p| p.index.as_ref()) {
         Some(index) => match ctx.fetch(index) {
             Ok((verified, _)) => Some(verified),
             Err(e) => {
@@ -61,11 +61,19 @@ pub(super) fn stage_and_store(
             unchanged_bytes: 0,
             changed: 0,
             gone: 0,
+            linked_gone: false,
         };
         let read = reader.read_changes(&task.kind, attempt, &mut out, &mut changes);
         let counts = (changes.unchanged_bytes, changes.changed, changes.gone);
+        let linked_gone = changes.linked_gone;
         drop(changes);
         match read {
+            Ok(_) if linked_gone && parent_index.is_some() => {
+                // A path of a hard-link group left the range while others stayed: the
+                // parent's layers may link to it. Read the range whole.
+                parent_index = None;
+                continue;
+            }
             Err(e) if e.kind() == ErrorKind::Changed && attempt < LAST_ATTEMPT => {
                 attempt += 1;
                 continue;

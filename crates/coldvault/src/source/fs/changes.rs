@@ -3,17 +3,23 @@
 //! Every range's read writes an index of the entries the snapshot holds of it, in walk order:
 //! one record per entry, `<digest> <type> <path>\0`, where the digest is 32 hex digits of the
 //! BLAKE3 of the entry's path and metadata (mode, owner, size, modification and change times,
-//! inode, device: what [`super::plan`] fingerprints), the type one of `f` (a regular file), `d`,
-//! `l` (a symlink) or `o` (anything else), and the path relative to the root (`.` for the root
-//! itself). An entry changed too recently for its times to prove the next change gets the digest
-//! [`UNPROVEN`], which matches nothing: the next backup reads it again (git's "racily clean").
+//! inode, device: what [`super::plan`] fingerprints), the type one of `f` (a regular file), `h`
+//! (a regular file with other links), `d`, `l` (a symlink) or `o` (anything else), and the path
+//! relative to the root (`.` for the root itself). An entry changed too recently before the read
+//! began for its times to prove the next change gets the digest [`UNPROVEN`], which matches
+//! nothing: the next backup reads it again (git's "racily clean"). The read's start, not each
+//! entry's visit, is the reference: the paths of one hard-link group share their times, so they
+//! are unproven, changed or unchanged together.
+//!
+//! Hard links: a layer's link entry names a path stored in the same layer, and the paths of a
+//! group change together, so a group is stored whole in a delta or not at all. One thing parts
+//! them: a path of a group leaving the index while the others stay (removed from the selection,
+//! say) — their link entries in older layers name a path no longer restored. The read notes it
+//! ([`Compare::linked_gone`]) and the range is read whole instead.
 //!
 //! A read against the parent's index walks both in step (the walk and the index share one
 //! order), so memory does not grow with the range: an entry whose digest is the parent's is
-//! neither read nor stored; one that is new or changed is, and so is every regular file with
-//! more than one link (a layer's hard-link entry names a path of the same layer, and the paths
-//! of a group can part ways: one newly excluded, or indexed inside the racy window and another
-//! not); a parent's path that the walk no
+//! neither read nor stored; one that is new or changed is; a parent's path that the walk no
 //! longer has (or now has as another type, or cannot read) is written to the deleted list, one
 //! path per record, NUL-terminated, as `find -print0` writes them. Invariant: the parent's
 //! entries, minus the deleted paths, plus the entries stored, are exactly the index written.
@@ -33,14 +39,12 @@ pub(super) struct Record {
     pub path: RelPath,
     pub digest: String,
     pub kind: u8,
-    /// A regular file with other links: stored in every delta of its range (not in the index).
-    pub linked: bool,
 }
 
 impl Record {
-    /// The record of the entry at `rel` as `meta` shows it.
-    pub(super) fn of(rel: &RelPath, meta: &Metadata) -> Record {
-        let digest = if super::read::racy(meta).is_some() {
+    /// The record of the entry at `rel` as `meta` shows it, in a read begun at `since`.
+    pub(super) fn of(rel: &RelPath, meta: &Metadata, since: std::time::SystemTime) -> Record {
+        let digest = if super::read::racy_at(meta, since).is_some() {
             UNPROVEN.to_owned()
         } else {
             let mut h = blake3::Hasher::new();
@@ -48,7 +52,9 @@ impl Record {
             h.finalize().to_hex()[..32].to_owned()
         };
         let ft = meta.file_type();
-        let kind = if ft.is_file() {
+        let kind = if ft.is_file() && std::os::unix::fs::MetadataExt::nlink(meta) > 1 {
+            b'h'
+        } else if ft.is_file() {
             b'f'
         } else if ft.is_dir() {
             b'd'
@@ -61,7 +67,6 @@ impl Record {
             path: rel.clone(),
             digest,
             kind,
-            linked: ft.is_file() && std::os::unix::fs::MetadataExt::nlink(meta) > 1,
         }
     }
 
@@ -119,7 +124,6 @@ impl<'a> IndexReader<'a> {
             path: RelPath::from_untrusted(&rec[35..])?,
             digest: digest.to_owned(),
             kind: rec[33],
-            linked: false,
         }))
     }
 }
@@ -132,8 +136,14 @@ pub(super) struct Compare<'a> {
     next: Option<Record>,
     index: &'a mut dyn Write,
     deleted: &'a mut dyn Write,
-    /// Whether the entry being decided was in the parent's index.
+    /// Whether the entry being decided was in the parent's index, and there a file with links.
     in_parent: bool,
+    parent_linked: bool,
+    /// When the read began: what "changed too recently" is measured against.
+    pub since: std::time::SystemTime,
+    /// A path the parent indexed as a file with other links is gone: older layers may hold link
+    /// entries naming it, so the range must be read whole.
+    pub linked_gone: bool,
     /// Whether the entry being decided is to be stored.
     storing: bool,
     /// Entries stored (new or changed).
@@ -161,6 +171,9 @@ impl<'a> Compare<'a> {
             index,
             deleted,
             in_parent: false,
+            parent_linked: false,
+            since: std::time::SystemTime::now(),
+            linked_gone: false,
             storing: false,
             changed: 0,
             gone: 0,
@@ -188,12 +201,13 @@ impl<'a> Compare<'a> {
         }
         self.advance()?;
         self.in_parent = true;
+        self.parent_linked = next.kind == b'h';
         if next.kind != rec.kind {
             self.gone(&rec.path)?;
             self.in_parent = false;
             return Ok(true);
         }
-        Ok(next.digest != rec.digest || rec.digest == UNPROVEN || rec.linked)
+        Ok(next.digest != rec.digest || rec.digest == UNPROVEN)
     }
 
     /// Records the entry just decided as held by the snapshot (stored, or unchanged).
@@ -207,6 +221,7 @@ impl<'a> Compare<'a> {
     pub(super) fn not_held(&mut self, rel: &RelPath) -> Result<()> {
         self.storing = false;
         if std::mem::take(&mut self.in_parent) {
+            self.linked_gone |= self.parent_linked;
             self.gone(rel)?;
         }
         Ok(())
@@ -215,6 +230,7 @@ impl<'a> Compare<'a> {
     /// Writes the parent's paths after the walk's last entry as gone.
     pub(super) fn finish(mut self) -> Result<u64> {
         while let Some(next) = self.next.take() {
+            self.linked_gone |= next.kind == b'h';
             self.gone(&next.path)?;
             self.advance()?;
         }
@@ -223,9 +239,9 @@ impl<'a> Compare<'a> {
 
     /// Writes the parent's paths before `rel` as gone.
     fn pass(&mut self, rel: &RelPath) -> Result<()> {
-        while self.next.as_ref().is_some_and(|n| n.path < *rel) {
-            let n = self.next.take().map(|n| n.path).unwrap_or_default();
-            self.gone(&n)?;
+        while let Some(n) = self.next.take_if(|n| n.path < *rel) {
+            self.linked_gone |= n.kind == b'h';
+            self.gone(&n.path)?;
             self.advance()?;
         }
         Ok(())
@@ -277,7 +293,6 @@ mod tests {
             path: RelPath::from_untrusted(path.as_bytes()).unwrap(),
             digest: std::iter::repeat_n(digest, 32).collect(),
             kind,
-            linked: false,
         }
     }
 
@@ -363,6 +378,40 @@ mod tests {
         assert_eq!(c.finish().unwrap(), 1);
         assert_eq!(deleted, b"a\0");
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn a_linked_path_leaving_the_range_is_noted_and_a_linked_path_staying_is_not() {
+        let parent = index_of(&[
+            rec("a", 'a', b'h'),
+            rec("b", 'a', b'h'),
+            rec("c", 'c', b'h'),
+        ]);
+        let linked_gone = |walk: &[Record]| {
+            let (mut index, mut deleted) = (Vec::new(), Vec::new());
+            let mut c = Compare::new(
+                Some(Box::new(&parent[..]) as Box<dyn BufRead>),
+                &mut index,
+                &mut deleted,
+            )
+            .unwrap();
+            for r in walk {
+                c.must_store(r).unwrap();
+                c.held(r).unwrap();
+            }
+            let gone = c.linked_gone;
+            c.finish().unwrap();
+            gone
+        };
+        // `c` lost its last other link: it is there, a plain file now, stored again.
+        let walk = [
+            rec("a", 'a', b'h'),
+            rec("b", 'a', b'h'),
+            rec("c", 'd', b'f'),
+        ];
+        assert!(!linked_gone(&walk));
+        // `a` left the range while `b`, linked to it in older layers, stays.
+        assert!(linked_gone(&[rec("b", 'a', b'h'), rec("c", 'c', b'h')]));
     }
 
     #[test]

@@ -226,6 +226,7 @@ impl RunSource for TreeReader<'_> {
         let stats = r.files(start, end, &t.split_files, out, Some(&mut compare))?;
         changes.unchanged_bytes = compare.unchanged_bytes;
         changes.changed = compare.changed;
+        changes.linked_gone = compare.linked_gone;
         changes.gone = compare.finish()?;
         Ok(TaskRead {
             stats,

@@ -98,7 +98,7 @@ impl Reading<'_> {
             let meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
             let rec = compare
                 .as_ref()
-                .map(|_| Record::of(&RelPath::root(), &meta));
+                .map(|c| Record::of(&RelPath::root(), &meta, c.since));
             let store = match (compare.as_deref_mut(), &rec) {
                 (Some(c), Some(r)) => c.must_store(r)?,
                 _ => true,
@@ -122,7 +122,7 @@ impl Reading<'_> {
         };
         self.walk.run(start, end, &mut |rel, path, meta| {
             let ft = meta.file_type();
-            let rec = compare.as_ref().map(|_| Record::of(rel, meta));
+            let rec = compare.as_ref().map(|c| Record::of(rel, meta, c.since));
             let split = ft.is_file() && split_files.binary_search(rel).is_ok();
             if let (Some(c), Some(r)) = (compare.as_deref_mut(), &rec) {
                 if split {
@@ -545,7 +545,12 @@ const RACY: std::time::Duration = std::time::Duration::from_millis(250);
 /// clock's coarse tick. So a file changed that recently may be a write half done even when its
 /// size and times are the same before and after a read, and it is read again after the wait
 /// (git treats an index entry as "racily clean" the same way).
-pub(super) fn racy(m: &Metadata) -> Option<std::time::Duration> {
+fn racy(m: &Metadata) -> Option<std::time::Duration> {
+    racy_at(m, std::time::SystemTime::now())
+}
+
+/// [`racy`] at the time `now`.
+pub(super) fn racy_at(m: &Metadata, now: std::time::SystemTime) -> Option<std::time::Duration> {
     use std::os::unix::fs::MetadataExt;
     let changed = std::time::UNIX_EPOCH
         + std::time::Duration::new(
@@ -554,9 +559,7 @@ pub(super) fn racy(m: &Metadata) -> Option<std::time::Duration> {
         );
     // A change time ahead of this clock (another machine's, on a network file system) proves
     // nothing: wait as for a change just now.
-    let age = std::time::SystemTime::now()
-        .duration_since(changed)
-        .unwrap_or_default();
+    let age = now.duration_since(changed).unwrap_or_default();
     RACY.checked_sub(age).filter(|w| !w.is_zero())
 }
 
