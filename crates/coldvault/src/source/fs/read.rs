@@ -143,9 +143,18 @@ impl Reading<'_> {
                 links: &mut links,
                 files: &mut files,
             };
+            let unsettled = e.files.unsettled.len();
             let stored = e.entry(rel, path, meta)?;
-            match (compare.as_deref_mut(), &rec) {
-                (Some(c), Some(r)) if stored => c.held(r),
+            // Stored as a read during which it kept changing: its bytes may be of no version
+            // its metadata names, so the next backup reads it again whatever its times say.
+            let settled = files.unsettled.len() == unsettled;
+            match (compare.as_deref_mut(), rec) {
+                (Some(c), Some(mut r)) if stored => {
+                    if !settled {
+                        r.digest = super::changes::UNPROVEN.to_owned();
+                    }
+                    c.held(&r)
+                }
                 (Some(c), Some(_)) => c.not_held(rel),
                 _ => Ok(()),
             }
