@@ -68,17 +68,21 @@ fn a_file_tree_job_runs_and_restores_on_spark_exactly() {
         r["snapshot"].is_string() && r["tasks"].as_u64().unwrap() > 4,
         "{r}"
     );
-    let to = env.path("restored");
-    let (c, out, err) = run(
-        &s,
-        &env,
-        &["restore", "latest", "--to", to.to_str().unwrap()],
-    );
-    assert_eq!(c, 0, "{out}{err}");
-    common::assert_same_lines(
-        &fixtures::listing(&env.path("src")),
-        &fixtures::listing(&to),
-    );
+    // Restores the latest snapshot on Spark into `to` and compares it with the tree.
+    let restores_exactly = |to: &str| {
+        let to = env.path(to);
+        let (c, out, err) = run(
+            &s,
+            &env,
+            &["restore", "latest", "--to", to.to_str().unwrap()],
+        );
+        assert_eq!(c, 0, "{out}{err}");
+        common::assert_same_lines(
+            &fixtures::listing(&env.path("src")),
+            &fixtures::listing(&to),
+        );
+    };
+    restores_exactly("restored");
     assert_eq!(std::fs::read_dir(env.path("staging")).unwrap().count(), 0);
 
     // A change: executors fetch the parent's index and store only deltas; the restore of the
@@ -91,17 +95,7 @@ fn a_file_tree_job_runs_and_restores_on_spark_exactly() {
     assert_eq!(c, 0, "{out}{err}");
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["delta_tasks"].as_u64().unwrap() >= 1, "{r}");
-    let to = env.path("restored-2");
-    let (c, out, err) = run(
-        &s,
-        &env,
-        &["restore", "latest", "--to", to.to_str().unwrap()],
-    );
-    assert_eq!(c, 0, "{out}{err}");
-    common::assert_same_lines(
-        &fixtures::listing(&env.path("src")),
-        &fixtures::listing(&to),
-    );
+    restores_exactly("restored-2");
 }
 
 #[test]

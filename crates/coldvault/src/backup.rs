@@ -487,10 +487,9 @@ fn range_of(kind: &crate::plan::TaskKind) -> Option<RangeKey> {
 /// than `max_deltas` deltas, and deltas adding up to no more than `rewrite_percent` of its data
 /// file. Otherwise the range is read whole.
 fn extendable(job: &Job, e: &TaskEntry) -> bool {
-    let deltas: u64 = e.restore_bytes() - e.data.size;
     e.index.is_some()
         && (e.deltas.len() as u64) < job.split.max_deltas
-        && u128::from(deltas) * 100
+        && u128::from(e.delta_bytes()) * 100
             <= u128::from(e.data.size) * u128::from(job.split.rewrite_percent)
 }
 

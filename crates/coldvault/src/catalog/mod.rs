@@ -180,9 +180,10 @@ impl TaskEntry {
         all
     }
 
-    /// The bytes of the data files a restore of the entry reads (one copy each).
-    pub fn restore_bytes(&self) -> u64 {
-        self.layers().iter().map(|r| r.size).sum()
+    /// The bytes of its deltas and deleted lists (one copy each): what its chain adds to its
+    /// data file.
+    pub fn delta_bytes(&self) -> u64 {
+        self.layers()[1..].iter().map(|r| r.size).sum()
     }
 }
 

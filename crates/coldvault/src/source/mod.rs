@@ -105,15 +105,23 @@ pub(crate) struct Changes<'a> {
     pub index: &'a mut dyn Write,
     /// Where the paths gone since the parent go.
     pub deleted: &'a mut dyn Write,
-    /// Set by the read: the bytes of the regular files it found unchanged and did not read
-    /// (counted in its stats all the same: the snapshot holds them).
+    /// Set by the read: what it found.
+    pub tally: ChangeTally,
+}
+
+/// What a file-tree range's read against its parent's index found.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ChangeTally {
+    /// Bytes of the regular files found unchanged and not read (counted in the read's stats all
+    /// the same: the snapshot holds them).
     pub unchanged_bytes: u64,
-    /// Set by the read: how many entries it stored and how many paths it found gone. A read
-    /// against a parent that stored none and found none gone changed nothing of the range.
+    /// Entries stored: new or changed. With none stored and none gone, nothing of the range
+    /// changed.
     pub changed: u64,
+    /// Paths written to the deleted list.
     pub gone: u64,
-    /// Set by the read: a path the parent indexed as a file with other links is gone, so
-    /// older layers may name it in link entries: the range must be read whole.
+    /// A path the parent indexed as a file with other links is gone: older layers may name it
+    /// in link entries, so the range must be read whole.
     pub linked_gone: bool,
 }
 

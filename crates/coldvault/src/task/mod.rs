@@ -102,26 +102,16 @@ fn stage_and_store(
         return range::stage_and_store(job, ctx, reader, task);
     }
     let repo = ctx.repo;
-    let mut attempt = 0;
-    let (read, staged) = loop {
-        let stager = stager(job, ctx, task.id.as_str())?;
+    let (read, out) = with_attempts(|attempt| {
         let mut out = CountingWriter {
-            inner: stager,
+            inner: stager(job, ctx, task.id.as_str())?,
             progress: ctx.progress,
         };
-        // A source that changed under the read is read again; the staged bytes are dropped.
-        match reader.read(&task.kind, attempt, task.snapshot.as_deref(), &mut out) {
-            Err(e) if e.kind() == ErrorKind::Changed && attempt < LAST_ATTEMPT => {
-                attempt += 1;
-                continue;
-            }
-            Err(e) => return Err(e),
-            Ok(read) => {
-                crate::failpoint::hit("read");
-                break (read, out.inner.finish()?);
-            }
-        }
-    };
+        let read = reader.read(&task.kind, attempt, task.snapshot.as_deref(), &mut out)?;
+        Ok((read, out.inner))
+    })?;
+    crate::failpoint::hit("read");
+    let staged = out.finish()?;
     crate::failpoint::hit("staged");
     let data = store(ctx, &staged, task.kind.data_ext())?;
     crate::failpoint::hit("stored");
@@ -149,6 +139,18 @@ pub(crate) struct Stored {
     pub entry: TaskEntry,
     pub bytes_read: u64,
     pub stored: Vec<Receipt>,
+}
+
+/// Runs `read` (attempt 0, 1, ...) again while it fails because the source changed under it,
+/// up to [`LAST_ATTEMPT`], which must not fail that way; what an attempt staged is dropped.
+pub(crate) fn with_attempts<T>(mut read: impl FnMut(u32) -> Result<T>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        match read(attempt) {
+            Err(e) if e.kind() == ErrorKind::Changed && attempt < LAST_ATTEMPT => attempt += 1,
+            done => return done,
+        }
+    }
 }
 
 /// A stager for the staged file `name` of a task.

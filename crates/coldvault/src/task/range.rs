@@ -8,14 +8,15 @@
 
 use std::io::BufReader;
 
-use super::{stager, store, write_receipt, Stored};
+use super::{stager, store, with_attempts, write_receipt, Stored};
 use crate::catalog::{Delta, TaskEntry};
-use crate::error::{ErrorKind, Result};
-use crate::fetch::Fetcher;
+use crate::error::Result;
+use crate::fetch::{Fetcher, Verified};
 use crate::job::Job;
 use crate::plan::TaskSpec;
 use crate::progress::CountingWriter;
-use crate::source::{Changes, RunSource, LAST_ATTEMPT};
+use crate::source::{ChangeTally, Changes, RunSource, TaskRead};
+use crate::stage::Stager;
 
 /// Reads the range of `task` (whole, or its changes since `task.parent`), stages and stores its
 /// data files, and answers with its entry and the bytes it read (its stats also count the bytes
@@ -41,53 +42,27 @@ pub(super) fn stage_and_store(
         },
         None => None,
     };
-    let id = task.id.as_str();
-    let mut attempt = 0;
-    let (read, counts, tar, index, deleted) = loop {
-        let mut out = CountingWriter {
-            inner: stager(job, ctx, id)?,
-            progress: ctx.progress,
-        };
-        let mut index = stager(job, ctx, &format!("{id}.index"))?;
-        let mut deleted = stager(job, ctx, &format!("{id}.deleted"))?;
-        let parent: Option<Box<dyn std::io::BufRead>> = match &parent_index {
-            Some(v) => Some(Box::new(BufReader::new(v.open()?))),
-            None => None,
-        };
-        let mut changes = Changes {
-            parent,
-            index: &mut index,
-            deleted: &mut deleted,
-            unchanged_bytes: 0,
-            changed: 0,
-            gone: 0,
-            linked_gone: false,
-        };
-        let read = reader.read_changes(&task.kind, attempt, &mut out, &mut changes);
-        let counts = (changes.unchanged_bytes, changes.changed, changes.gone);
-        let linked_gone = changes.linked_gone;
-        drop(changes);
-        match read {
-            Ok(_) if linked_gone && parent_index.is_some() => {
-                // A path of a hard-link group left the range while others stayed: the
-                // parent's layers may link to it. Read the range whole.
-                parent_index = None;
-                continue;
-            }
-            Err(e) if e.kind() == ErrorKind::Changed && attempt < LAST_ATTEMPT => {
-                attempt += 1;
-                continue;
-            }
-            Err(e) => return Err(e),
-            Ok(read) => {
-                crate::failpoint::hit("read");
-                break (read, counts, out.inner, index, deleted);
-            }
-        }
+    let first = read_range(job, ctx, reader, task, parent_index.as_ref())?;
+    let r = if first.tally.linked_gone && parent_index.is_some() {
+        // A path of a hard-link group left the range while others stayed: the parent's layers
+        // may link to it. Read the range whole (into the same staged files: the first read's
+        // are removed first).
+        drop(first);
+        parent_index = None;
+        read_range(job, ctx, reader, task, None)?
+    } else {
+        first
     };
-    let (unchanged, changed, gone) = counts;
+    crate::failpoint::hit("read");
+    let RangeRead {
+        read,
+        tally,
+        tar,
+        index,
+        deleted,
+    } = r;
     let parent = parent.filter(|_| parent_index.is_some());
-    if let Some(p) = parent.filter(|_| changed == 0 && gone == 0) {
+    if let Some(p) = parent.filter(|_| tally.changed == 0 && tally.gone == 0) {
         // Nothing of the range changed (its fingerprint moved for what it cannot store, a
         // socket, a file still unreadable): the parent's entry stands, with this read's account.
         let entry = TaskEntry {
@@ -105,7 +80,7 @@ pub(super) fn stage_and_store(
             stored: Vec::new(),
         });
     }
-    let deleted = (gone > 0).then(|| deleted.finish()).transpose()?;
+    let deleted = (tally.gone > 0).then(|| deleted.finish()).transpose()?;
     let (tar, index) = (tar.finish()?, index.finish()?);
     crate::failpoint::hit("staged");
     let ext = task.kind.data_ext();
@@ -139,8 +114,57 @@ pub(super) fn stage_and_store(
     };
     write_receipt(ctx.repo, task, &entry)?;
     Ok(Stored {
-        bytes_read: entry.stats.bytes_read.saturating_sub(unchanged),
+        bytes_read: entry.stats.bytes_read.saturating_sub(tally.unchanged_bytes),
         stored,
         entry,
+    })
+}
+
+/// One read of a range, its three files staged but not finished.
+struct RangeRead {
+    read: TaskRead,
+    tally: ChangeTally,
+    tar: Stager,
+    index: Stager,
+    deleted: Stager,
+}
+
+/// Reads the range of `task` into its tar, index and deleted list, against `parent_index` when
+/// there is one; read again while the tree changes under it ([`with_attempts`]).
+fn read_range(
+    job: &Job,
+    ctx: &Fetcher<'_>,
+    reader: &dyn RunSource,
+    task: &TaskSpec,
+    parent_index: Option<&Verified>,
+) -> Result<RangeRead> {
+    let id = task.id.as_str();
+    with_attempts(|attempt| {
+        let mut out = CountingWriter {
+            inner: stager(job, ctx, id)?,
+            progress: ctx.progress,
+        };
+        let mut index = stager(job, ctx, &format!("{id}.index"))?;
+        let mut deleted = stager(job, ctx, &format!("{id}.deleted"))?;
+        let parent: Option<Box<dyn std::io::BufRead>> = match parent_index {
+            Some(v) => Some(Box::new(BufReader::new(v.open()?))),
+            None => None,
+        };
+        let mut changes = Changes {
+            parent,
+            index: &mut index,
+            deleted: &mut deleted,
+            tally: ChangeTally::default(),
+        };
+        let read = reader.read_changes(&task.kind, attempt, &mut out, &mut changes)?;
+        let tally = changes.tally;
+        drop(changes);
+        Ok(RangeRead {
+            read,
+            tally,
+            tar: out.inner,
+            index,
+            deleted,
+        })
     })
 }

@@ -15,7 +15,7 @@
 //! group change together, so a group is stored whole in a delta or not at all. One thing parts
 //! them: a path of a group leaving the index while the others stay (removed from the selection,
 //! say) — their link entries in older layers name a path no longer restored. The read notes it
-//! ([`Compare::linked_gone`]) and the range is read whole instead.
+//! ([`ChangeTally::linked_gone`]) and the range is read whole instead.
 //!
 //! A read against the parent's index walks both in step (the walk and the index share one
 //! order), so memory does not grow with the range: an entry whose digest is the parent's is
@@ -29,6 +29,7 @@ use std::io::{BufRead, Write};
 
 use crate::error::{Error, Result};
 use crate::path::RelPath;
+use crate::source::ChangeTally;
 
 /// The digest of an entry whose times cannot prove it unchanged next time.
 pub(super) const UNPROVEN: &str = "00000000000000000000000000000000";
@@ -141,17 +142,10 @@ pub(super) struct Compare<'a> {
     parent_linked: bool,
     /// When the read began: what "changed too recently" is measured against.
     pub since: std::time::SystemTime,
-    /// A path the parent indexed as a file with other links is gone: older layers may hold link
-    /// entries naming it, so the range must be read whole.
-    pub linked_gone: bool,
     /// Whether the entry being decided is to be stored.
     storing: bool,
-    /// Entries stored (new or changed).
-    pub changed: u64,
-    /// Paths written to the deleted list.
-    pub gone: u64,
-    /// Bytes of the regular files found unchanged (not read).
-    pub unchanged_bytes: u64,
+    /// What the read found so far.
+    pub tally: ChangeTally,
 }
 
 impl<'a> Compare<'a> {
@@ -173,11 +167,8 @@ impl<'a> Compare<'a> {
             in_parent: false,
             parent_linked: false,
             since: std::time::SystemTime::now(),
-            linked_gone: false,
             storing: false,
-            changed: 0,
-            gone: 0,
-            unchanged_bytes: 0,
+            tally: ChangeTally::default(),
         })
     }
 
@@ -212,7 +203,7 @@ impl<'a> Compare<'a> {
 
     /// Records the entry just decided as held by the snapshot (stored, or unchanged).
     pub(super) fn held(&mut self, rec: &Record) -> Result<()> {
-        self.changed += u64::from(std::mem::take(&mut self.storing));
+        self.tally.changed += u64::from(std::mem::take(&mut self.storing));
         rec.write(self.index).map_err(index_err)
     }
 
@@ -221,26 +212,27 @@ impl<'a> Compare<'a> {
     pub(super) fn not_held(&mut self, rel: &RelPath) -> Result<()> {
         self.storing = false;
         if std::mem::take(&mut self.in_parent) {
-            self.linked_gone |= self.parent_linked;
+            self.tally.linked_gone |= self.parent_linked;
             self.gone(rel)?;
         }
         Ok(())
     }
 
-    /// Writes the parent's paths after the walk's last entry as gone.
-    pub(super) fn finish(mut self) -> Result<u64> {
+    /// Writes the parent's paths after the walk's last entry as gone; returns what the read
+    /// found.
+    pub(super) fn finish(mut self) -> Result<ChangeTally> {
         while let Some(next) = self.next.take() {
-            self.linked_gone |= next.kind == b'h';
+            self.tally.linked_gone |= next.kind == b'h';
             self.gone(&next.path)?;
             self.advance()?;
         }
-        Ok(self.gone)
+        Ok(self.tally)
     }
 
     /// Writes the parent's paths before `rel` as gone.
     fn pass(&mut self, rel: &RelPath) -> Result<()> {
         while let Some(n) = self.next.take_if(|n| n.path < *rel) {
-            self.linked_gone |= n.kind == b'h';
+            self.tally.linked_gone |= n.kind == b'h';
             self.gone(&n.path)?;
             self.advance()?;
         }
@@ -256,7 +248,7 @@ impl<'a> Compare<'a> {
     }
 
     fn gone(&mut self, rel: &RelPath) -> Result<()> {
-        self.gone += 1;
+        self.tally.gone += 1;
         write_path(self.deleted, rel).map_err(index_err)
     }
 }
@@ -304,8 +296,16 @@ mod tests {
         out
     }
 
-    /// Runs a compare of `walk` against `parent`: (stored paths, index written, deleted list).
-    fn compare(parent: &[Record], walk: &[Record]) -> (Vec<String>, Vec<u8>, Vec<u8>) {
+    /// What a compare of a walk against a parent's index did.
+    struct Compared {
+        stored: Vec<String>,
+        index: Vec<u8>,
+        deleted: Vec<u8>,
+        tally: ChangeTally,
+    }
+
+    /// Runs a compare of `walk` against `parent`, every entry held.
+    fn compare(parent: &[Record], walk: &[Record]) -> Compared {
         let parent = index_of(parent);
         let (mut index, mut deleted) = (Vec::new(), Vec::new());
         let mut stored = Vec::new();
@@ -321,8 +321,13 @@ mod tests {
             }
             c.held(r).unwrap();
         }
-        c.finish().unwrap();
-        (stored, index, deleted)
+        let tally = c.finish().unwrap();
+        Compared {
+            stored,
+            index,
+            deleted,
+            tally,
+        }
     }
 
     #[test]
@@ -344,10 +349,10 @@ mod tests {
             rec("c", 'c', b'f'),
             rec("d", 'd', b'f'),
         ];
-        let (stored, index, deleted) = compare(&parent, &walk);
-        assert_eq!(stored, ["b", "bb", "c"]);
-        assert_eq!(index, index_of(&walk));
-        let gone = read_deleted(&mut &deleted[..]).unwrap();
+        let c = compare(&parent, &walk);
+        assert_eq!(c.stored, ["b", "bb", "c"]);
+        assert_eq!(c.index, index_of(&walk));
+        let gone = read_deleted(&mut &c.deleted[..]).unwrap();
         let gone: Vec<String> = gone.iter().map(|p| p.lossy()).collect();
         assert_eq!(gone, ["c", "c/x", "z"], "a type change is gone too");
     }
@@ -356,8 +361,8 @@ mod tests {
     fn an_unproven_entry_is_stored_again_even_with_the_same_digest() {
         let mut r = rec("f", '0', b'f');
         r.digest = UNPROVEN.to_owned();
-        let (stored, _, _) = compare(std::slice::from_ref(&r), std::slice::from_ref(&r));
-        assert_eq!(stored, ["f"]);
+        let c = compare(std::slice::from_ref(&r), std::slice::from_ref(&r));
+        assert_eq!(c.stored, ["f"]);
     }
 
     #[test]
@@ -375,34 +380,19 @@ mod tests {
             assert!(c.must_store(&r).unwrap());
             c.not_held(&r.path).unwrap();
         }
-        assert_eq!(c.finish().unwrap(), 1);
+        assert_eq!(c.finish().unwrap().gone, 1);
         assert_eq!(deleted, b"a\0");
         assert!(index.is_empty());
     }
 
     #[test]
     fn a_linked_path_leaving_the_range_is_noted_and_a_linked_path_staying_is_not() {
-        let parent = index_of(&[
+        let parent = [
             rec("a", 'a', b'h'),
             rec("b", 'a', b'h'),
             rec("c", 'c', b'h'),
-        ]);
-        let linked_gone = |walk: &[Record]| {
-            let (mut index, mut deleted) = (Vec::new(), Vec::new());
-            let mut c = Compare::new(
-                Some(Box::new(&parent[..]) as Box<dyn BufRead>),
-                &mut index,
-                &mut deleted,
-            )
-            .unwrap();
-            for r in walk {
-                c.must_store(r).unwrap();
-                c.held(r).unwrap();
-            }
-            let gone = c.linked_gone;
-            c.finish().unwrap();
-            gone
-        };
+        ];
+        let linked_gone = |walk: &[Record]| compare(&parent, walk).tally.linked_gone;
         // `c` lost its last other link: it is there, a plain file now, stored again.
         let walk = [
             rec("a", 'a', b'h'),

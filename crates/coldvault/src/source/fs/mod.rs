@@ -155,6 +155,18 @@ struct TreeReader<'a> {
     spool_dir: &'a Path,
 }
 
+impl TreeReader<'_> {
+    /// A read of one task, attempt `attempt`.
+    fn reading(&self, attempt: u32) -> Reading<'_> {
+        Reading {
+            walk: Walk::new(self.root, &self.select, self.fail_unreadable),
+            careful: &self.careful,
+            attempt,
+            spool_dir: self.spool_dir,
+        }
+    }
+}
+
 impl RunSource for TreeReader<'_> {
     fn read(
         &self,
@@ -163,21 +175,8 @@ impl RunSource for TreeReader<'_> {
         _snapshot: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<TaskRead> {
-        let mut r = Reading {
-            walk: Walk::new(self.root, &self.select, self.fail_unreadable),
-            careful: &self.careful,
-            attempt,
-            spool_dir: self.spool_dir,
-        };
+        let mut r = self.reading(attempt);
         match kind {
-            TaskKind::Files(t) => {
-                let stats = r.files(t.start.as_ref(), t.end.as_ref(), &t.split_files, out, None)?;
-                Ok(TaskRead {
-                    stats,
-                    file: None,
-                    warnings: r.walk.warnings,
-                })
-            }
             TaskKind::FilePart(p) => {
                 let (mut stats, mut file) = r.part(p, out)?;
                 // A file is counted once, by its first part: counts match the tree's.
@@ -194,6 +193,9 @@ impl RunSource for TreeReader<'_> {
                     warnings: r.walk.warnings,
                 })
             }
+            TaskKind::Files(_) => Err(Error::internal(
+                "a file-tree range read without its index (ranges go through read_changes)",
+            )),
             other => Err(Error::internal(format!(
                 "a {} task for a file-tree source",
                 other.name()
@@ -214,20 +216,12 @@ impl RunSource for TreeReader<'_> {
                 kind.name()
             )));
         };
-        let mut r = Reading {
-            walk: Walk::new(self.root, &self.select, self.fail_unreadable),
-            careful: &self.careful,
-            attempt,
-            spool_dir: self.spool_dir,
-        };
+        let mut r = self.reading(attempt);
         let mut compare =
             changes::Compare::new(changes.parent.take(), changes.index, changes.deleted)?;
         let (start, end) = (t.start.as_ref(), t.end.as_ref());
-        let stats = r.files(start, end, &t.split_files, out, Some(&mut compare))?;
-        changes.unchanged_bytes = compare.unchanged_bytes;
-        changes.changed = compare.changed;
-        changes.linked_gone = compare.linked_gone;
-        changes.gone = compare.finish()?;
+        let stats = r.files(start, end, &t.split_files, out, &mut compare)?;
+        changes.tally = compare.finish()?;
         Ok(TaskRead {
             stats,
             file: None,

@@ -77,16 +77,16 @@ fn append_link<W: Write>(
 }
 
 impl Reading<'_> {
-    /// Writes the entries in `[start, end)` as a tar (pax) stream, leaving out `split_files`.
-    /// With `compare`, writes the range's index there too, and stores only the entries it says
-    /// are new or changed since the parent (the others are counted, not read).
+    /// Writes the entries in `[start, end)` that `compare` says are new or changed since the
+    /// parent (every entry, without a parent) as a tar (pax) stream, leaving out `split_files`;
+    /// the others are counted, not read. The range's index goes into `compare`.
     pub(super) fn files(
         &mut self,
         start: Option<&RelPath>,
         end: Option<&RelPath>,
         split_files: &[RelPath],
         out: &mut dyn Write,
-        mut compare: Option<&mut Compare<'_>>,
+        compare: &mut Compare<'_>,
     ) -> Result<ReadStats> {
         let mut stats = ReadStats::default();
         let mut notes = Notes::default();
@@ -96,21 +96,13 @@ impl Reading<'_> {
         if start.is_none() {
             // The first task carries the root directory itself, as "./", for its mode and times.
             let meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
-            let rec = compare
-                .as_ref()
-                .map(|c| Record::of(&RelPath::root(), &meta, c.since));
-            let store = match (compare.as_deref_mut(), &rec) {
-                (Some(c), Some(r)) => c.must_store(r)?,
-                _ => true,
-            };
-            if store {
+            let rec = Record::of(&RelPath::root(), &meta, compare.since);
+            if compare.must_store(&rec)? {
                 let extra = Extra::attrs_of(root, &RelPath::root(), &mut notes);
                 let dir = tar::EntryType::Directory;
                 append(&mut builder, b"./", &meta, dir, 0, io::empty(), &extra)?;
             }
-            if let (Some(c), Some(r)) = (compare.as_deref_mut(), &rec) {
-                c.held(r)?;
-            }
+            compare.held(&rec)?;
         }
         let mut files = FileReads {
             careful: self.careful,
@@ -122,19 +114,14 @@ impl Reading<'_> {
         };
         self.walk.run(start, end, &mut |rel, path, meta| {
             let ft = meta.file_type();
-            let rec = compare.as_ref().map(|c| Record::of(rel, meta, c.since));
-            let split = ft.is_file() && split_files.binary_search(rel).is_ok();
-            if let (Some(c), Some(r)) = (compare.as_deref_mut(), &rec) {
-                if split {
-                    c.must_store(r)?;
-                    return c.not_held(rel);
-                }
-                if !c.must_store(r)? {
-                    c.unchanged_bytes += count_unchanged(&mut stats, meta);
-                    return c.held(r);
-                }
-            } else if split {
-                return Ok(());
+            let mut rec = Record::of(rel, meta, compare.since);
+            if ft.is_file() && split_files.binary_search(rel).is_ok() {
+                compare.must_store(&rec)?;
+                return compare.not_held(rel);
+            }
+            if !compare.must_store(&rec)? {
+                compare.tally.unchanged_bytes += count_unchanged(&mut stats, meta);
+                return compare.held(&rec);
             }
             let mut e = Emit {
                 builder: &mut builder,
@@ -147,17 +134,13 @@ impl Reading<'_> {
             let stored = e.entry(rel, path, meta)?;
             // Stored as a read during which it kept changing: its bytes may be of no version
             // its metadata names, so the next backup reads it again whatever its times say.
-            let settled = files.unsettled.len() == unsettled;
-            match (compare.as_deref_mut(), rec) {
-                (Some(c), Some(mut r)) if stored => {
-                    if !settled {
-                        r.digest = super::changes::UNPROVEN.to_owned();
-                    }
-                    c.held(&r)
-                }
-                (Some(c), Some(_)) => c.not_held(rel),
-                _ => Ok(()),
+            if !stored {
+                return compare.not_held(rel);
             }
+            if files.unsettled.len() != unsettled {
+                rec.digest = super::changes::UNPROVEN.to_owned();
+            }
+            compare.held(&rec)
         })?;
         for (rel, path, what, e) in std::mem::take(&mut files.left) {
             self.walk.left_out(&rel, &path, what, e)?;

@@ -11,7 +11,7 @@
 //! `chown` would clear a file capability). What a restore cannot set as it was (attributes and
 //! device nodes that need root) is a warning naming the entry, never silence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -259,7 +259,7 @@ impl<'a> Restorer<'a> {
         ctx: &Fetcher<'_>,
         t: &TaskEntry,
     ) -> Result<(ReadStats, Vec<String>, Notes)> {
-        let mut shadow = Shadow::default();
+        let mut shadow = HashSet::new();
         let (mut stats, mut problems, mut notes) =
             (ReadStats::default(), Vec::new(), Notes::default());
         let newest_first = t.deltas.iter().rev().map(|d| (&d.data, d.deleted.as_ref()));
@@ -270,12 +270,12 @@ impl<'a> Restorer<'a> {
             let (s, n) = self.extract(&mut verified.open()?, ctx, Some((&shadow, &mut written)))?;
             stats.add(&s);
             notes.extend(n);
-            shadow.paths.extend(written);
+            shadow.extend(written);
             if let Some(deleted) = deleted {
                 let (verified, p) = ctx.fetch(deleted)?;
                 problems.extend(p);
                 let mut r = io::BufReader::new(verified.open()?);
-                shadow.paths.extend(super::changes::read_deleted(&mut r)?);
+                shadow.extend(super::changes::read_deleted(&mut r)?);
             }
         }
         Ok((stats, problems, notes))
@@ -288,14 +288,14 @@ impl<'a> Restorer<'a> {
         &self,
         reader: &mut dyn Read,
         ctx: &Fetcher<'_>,
-        mut layer: Option<(&Shadow, &mut Vec<RelPath>)>,
+        mut layer: Option<(&HashSet<RelPath>, &mut Vec<RelPath>)>,
     ) -> Result<(ReadStats, Notes)> {
         let mut x = Extraction::default();
         let mut tar = Untar::new(reader);
         while let Some(head) = tar.next()? {
             let info = entry::info(&head)?;
             if let Some((shadow, written)) = layer.as_mut() {
-                if shadow.paths.contains(&info.rel) {
+                if shadow.contains(&info.rel) {
                     continue;
                 }
                 written.push(info.rel.clone());
@@ -451,12 +451,6 @@ impl<'a> Restorer<'a> {
             ..ReadStats::default()
         })
     }
-}
-
-/// The paths of a range that newer layers of its chain hold or deleted.
-#[derive(Default)]
-struct Shadow {
-    paths: std::collections::HashSet<RelPath>,
 }
 
 /// What extracting one data file keeps track of.
