@@ -1,7 +1,8 @@
 //! Incremental backups at the grain of a file: a changed range stores only the entries added or
-//! changed in it and the paths gone (a delta), every snapshot restores exactly by itself — with
-//! coldvault, and by hand with `jq`, `zstd`, `tar` and `xargs` — chains are rewritten whole past
-//! their bounds, and `forget --prune` keeps every data file a remaining snapshot needs.
+//! changed in it, the paths gone and the new metadata of files whose content is the same (a
+//! delta), every snapshot restores exactly by itself — with coldvault, and by hand with `jq`,
+//! `zstd`, `tar`, `xargs` and the shell — chains are rewritten whole past their bounds, and
+//! `forget --prune` keeps every data file a remaining snapshot needs.
 
 mod common;
 
@@ -61,15 +62,21 @@ fn restore(env: &Env, id: &str, to: &str) -> Vec<String> {
 }
 
 /// The changes a test makes between backups, one set per round: edits, additions, deletions, a
-/// directory removed, a file turned into a directory and a directory into a file.
+/// directory removed, a file turned into a directory and a directory into a file, files touched
+/// (`chmod`, new times) with their content the same, one touched twice, one touched then edited.
 fn change(env: &Env, round: u64) {
     let p = |rel: &str| env.path(&format!("src/{rel}"));
+    let set_mtime = |rel: &str, secs: i64| {
+        let t = filetime::FileTime::from_unix_time(secs, 123_456_789);
+        filetime::set_file_mtime(p(rel), t).unwrap();
+    };
     match round {
         1 => {
             fs::write(p("d0/f03"), fixtures::bytes(9001, 3100)).unwrap();
             fs::write(p("d3/new"), b"added").unwrap();
             fs::remove_file(p("d5/f07")).unwrap();
             fs::set_permissions(p("d6/f00"), fs::Permissions::from_mode(0o600)).unwrap();
+            set_mtime("d2/f05", 1_500_000_000);
         }
         2 => {
             fs::remove_dir_all(p("d4")).unwrap();
@@ -78,6 +85,8 @@ fn change(env: &Env, round: u64) {
             fs::create_dir(p("d7/f19")).unwrap();
             fs::write(p("d7/f19/inside"), b"a directory where a file was").unwrap();
             fs::write(p("d1/f01"), fixtures::bytes(9002, 2000)).unwrap();
+            set_mtime("d2/f05", 1_600_000_000);
+            fs::set_permissions(p("d2/f05"), fs::Permissions::from_mode(0o751)).unwrap();
         }
         _ => {
             fs::remove_file(p("d4")).unwrap();
@@ -85,6 +94,7 @@ fn change(env: &Env, round: u64) {
             fs::write(p("d4/back"), b"and back").unwrap();
             fs::write(p("d3/new"), b"added, then changed").unwrap();
             fs::remove_file(p("sym")).unwrap();
+            fs::write(p("d6/f00"), fixtures::bytes(9003, 3000)).unwrap();
         }
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -123,6 +133,8 @@ fn a_change_reads_and_stores_only_the_files_it_touched_and_every_snapshot_restor
         .collect();
     assert!(deltas.len() >= 3, "{m}");
     assert!(deltas.iter().any(|d| d["deleted"].is_object()), "{m}");
+    let touched = deltas.iter().filter(|d| d["touched"].is_object()).count();
+    assert!(touched >= 2, "rounds 1 and 2 touched files: {m}");
     assert!(tasks.iter().all(|t| t["index"].is_object()), "{m}");
     for (i, id) in ids(&env).iter().enumerate() {
         let got = restore(&env, id, &format!("restored{i}"));
@@ -133,18 +145,24 @@ fn a_change_reads_and_stores_only_the_files_it_touched_and_every_snapshot_restor
 }
 
 /// The restore by hand that the README gives for a file tree: per range, its data file, then
-/// per delta the paths gone (`xargs -0 rm -rf`) and the delta's entries. tar may only complain
-/// of entries under a path that a later range turned into a file (they are gone in the snapshot).
+/// per delta the paths gone (`xargs -0 rm -rf`), the delta's entries, and the new metadata of
+/// the files it touched. tar may only complain of entries under a path that a later range turned
+/// into a file (they are gone in the snapshot).
 const BY_HAND: &str = r#"
 set -eu
 M=$1; DIR=$2; TO=$3
 mkdir -p "$TO"
 jq -r '.body.tasks[] | select(.kind=="files")
-       | .data.key, (.deltas[]? | "-\(.deleted.key // "")", .data.key)' "$M" |
+       | .data.key, (.deltas[]? | "-\(.deleted.key // "")", .data.key, "+\(.touched.key // "")")' "$M" |
   while read -r k; do
     case "$k" in
-      -) ;;
+      -|+) ;;
       -*) zstdcat "$DIR/${k#-}" | (cd "$TO" && xargs -0 -r rm -rf --) ;;
+      +*) zstdcat "$DIR/${k#+}" | (cd "$TO" &&
+            while IFS= read -r -d '' p && IFS=' ' read -r -d '' mode uid gid mtime; do
+              chown -h "$uid:$gid" -- "$p" 2>/dev/null || true
+              chmod "$mode" -- "$p"; touch -h -d "@$mtime" -- "$p"
+            done) ;;
       *) zstdcat "$DIR/$k" | tar -x -C "$TO" -f - 2>>"$TO.tar-errors" || true ;;
     esac
   done
@@ -250,6 +268,7 @@ fn forget_and_prune_between_backups_keep_every_data_file_a_remaining_snapshot_ne
                 for d in t["deltas"].as_array().into_iter().flatten() {
                     keys.push(d["data"]["key"].as_str().unwrap().to_owned());
                     keys.extend(d["deleted"]["key"].as_str().map(str::to_owned));
+                    keys.extend(d["touched"]["key"].as_str().map(str::to_owned));
                 }
             }
             keys

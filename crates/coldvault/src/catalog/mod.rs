@@ -27,11 +27,12 @@ use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::store::Receipt;
 
-/// The manifest and marker format this build writes and the newest it reads: 3 may hold ranges
-/// stored as deltas (which a reader of 2 would restore as their first data file alone: it must
-/// refuse them); 2 stores each document in a self-checking envelope ([`checked`]); 1 (read
-/// still) had none.
-pub const FORMAT_VERSION: u32 = 3;
+/// The manifest and marker format this build writes and the newest it reads: 4 may hold deltas
+/// with a touched list (files whose metadata alone changed, which a reader of 3 would restore
+/// with their old metadata); 3 may hold ranges stored as deltas (which a reader of 2 would
+/// restore as their first data file alone: it must refuse them); 2 stores each document in a
+/// self-checking envelope ([`checked`]); 1 (read still) had none.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// A snapshot's id: 16 hex digits; a unique prefix names it too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,7 +140,8 @@ pub struct TaskEntry {
 }
 
 /// What changed in a file-tree range since the snapshot before: the entries added or changed (a
-/// tar data file of them alone) and the paths no longer there.
+/// tar data file of them alone), the paths no longer there, and the files whose metadata alone
+/// changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
     /// The entries added or changed, as a tar data file.
@@ -147,6 +149,10 @@ pub struct Delta {
     /// The paths of the range that are gone (NUL-terminated, in walk order); absent when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<Receipt>,
+    /// The regular files whose content is still what an older layer holds, with their new mode,
+    /// owner, group and modification time (NUL-terminated fields); absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touched: Option<Receipt>,
 }
 
 impl TaskEntry {
@@ -158,13 +164,14 @@ impl TaskEntry {
         all
     }
 
-    /// The data files a restore of the entry reads: its data file, then each delta's data file
-    /// and deleted list, oldest first.
+    /// The data files a restore of the entry reads: its data file, then each delta's data file,
+    /// deleted list and touched list, oldest first.
     pub fn layers(&self) -> Vec<&Receipt> {
         let mut all = vec![&self.data];
         for d in &self.deltas {
             all.push(&d.data);
             all.extend(&d.deleted);
+            all.extend(&d.touched);
         }
         all
     }
@@ -175,12 +182,13 @@ impl TaskEntry {
         for d in &mut self.deltas {
             all.push(&mut d.data);
             all.extend(&mut d.deleted);
+            all.extend(&mut d.touched);
         }
         all.extend(&mut self.index);
         all
     }
 
-    /// The bytes of its deltas and deleted lists (one copy each): what its chain adds to its
+    /// The bytes of its deltas, deleted and touched lists (one copy each): what its chain adds to its
     /// data file.
     pub fn delta_bytes(&self) -> u64 {
         self.layers()[1..].iter().map(|r| r.size).sum()

@@ -105,6 +105,8 @@ pub(crate) struct Changes<'a> {
     pub index: &'a mut dyn Write,
     /// Where the paths gone since the parent go.
     pub deleted: &'a mut dyn Write,
+    /// Where the files whose metadata alone changed go, with their new metadata.
+    pub touched: &'a mut dyn Write,
     /// Set by the read: what it found.
     pub tally: ChangeTally,
 }
@@ -120,6 +122,8 @@ pub(crate) struct ChangeTally {
     pub changed: u64,
     /// Paths written to the deleted list.
     pub gone: u64,
+    /// Files written to the metadata list: read, their content found the parent's.
+    pub touched: u64,
     /// A path the parent indexed as a file with other links is gone: older layers may name it
     /// in link entries, so the range must be read whole.
     pub linked_gone: bool,

@@ -60,9 +60,11 @@ pub(super) fn stage_and_store(
         tar,
         index,
         deleted,
+        touched,
     } = r;
     let parent = parent.filter(|_| parent_index.is_some());
-    if let Some(p) = parent.filter(|_| tally.changed == 0 && tally.gone == 0) {
+    if let Some(p) = parent.filter(|_| tally.changed == 0 && tally.gone == 0 && tally.touched == 0)
+    {
         // Nothing of the range changed (its fingerprint moved for what it cannot store, a
         // socket, a file still unreadable): the parent's entry stands, with this read's account.
         let entry = TaskEntry {
@@ -81,22 +83,29 @@ pub(super) fn stage_and_store(
         });
     }
     let deleted = (tally.gone > 0).then(|| deleted.finish()).transpose()?;
+    let touched = (tally.touched > 0).then(|| touched.finish()).transpose()?;
     let (tar, index) = (tar.finish()?, index.finish()?);
     crate::failpoint::hit("staged");
     let ext = task.kind.data_ext();
     let data = store(ctx, &tar, ext)?;
     let index = store(ctx, &index, crate::store::INDEX_EXT)?;
     let deleted = deleted.map(|d| store(ctx, &d, "deleted.zst")).transpose()?;
+    let touched = touched.map(|t| store(ctx, &t, "touched.zst")).transpose()?;
     crate::failpoint::hit("stored");
     let stored: Vec<_> = [&data, &index]
         .into_iter()
         .chain(&deleted)
+        .chain(&touched)
         .cloned()
         .collect();
     let (data, deltas) = match parent {
         Some(p) => {
             let mut deltas = p.deltas.clone();
-            deltas.push(Delta { data, deleted });
+            deltas.push(Delta {
+                data,
+                deleted,
+                touched,
+            });
             (p.data.clone(), deltas)
         }
         None => (data, Vec::new()),
@@ -120,13 +129,14 @@ pub(super) fn stage_and_store(
     })
 }
 
-/// One read of a range, its three files staged but not finished.
+/// One read of a range, its four files staged but not finished.
 struct RangeRead {
     read: TaskRead,
     tally: ChangeTally,
     tar: Stager,
     index: Stager,
     deleted: Stager,
+    touched: Stager,
 }
 
 /// Reads the range of `task` into its tar, index and deleted list, against `parent_index` when
@@ -146,6 +156,7 @@ fn read_range(
         };
         let mut index = stager(job, ctx, &format!("{id}.index"))?;
         let mut deleted = stager(job, ctx, &format!("{id}.deleted"))?;
+        let mut touched = stager(job, ctx, &format!("{id}.touched"))?;
         let parent: Option<Box<dyn std::io::BufRead>> = match parent_index {
             Some(v) => Some(Box::new(BufReader::new(v.open()?))),
             None => None,
@@ -154,6 +165,7 @@ fn read_range(
             parent,
             index: &mut index,
             deleted: &mut deleted,
+            touched: &mut touched,
             tally: ChangeTally::default(),
         };
         let read = reader.read_changes(&task.kind, attempt, &mut out, &mut changes)?;
@@ -165,6 +177,7 @@ fn read_range(
             tar: out.inner,
             index,
             deleted,
+            touched,
         })
     })
 }

@@ -1,11 +1,13 @@
 //! What changed in a range since the parent snapshot, at the grain of one entry.
 //!
 //! Every range's read writes an index of the entries the snapshot holds of it, in walk order:
-//! one record per entry, `<digest> <type> <path>\0`, where the digest is 32 hex digits of the
-//! BLAKE3 of the entry's path and metadata (mode, owner, size, modification and change times,
-//! inode, device: what [`super::plan`] fingerprints), the type one of `f` (a regular file), `h`
-//! (a regular file with other links), `d`, `l` (a symlink) or `o` (anything else), and the path
-//! relative to the root (`.` for the root itself). An entry changed too recently before the read
+//! one record per entry, `<digest>[:<content>] <type> <path>\0`, where the digest is 32 hex
+//! digits of the BLAKE3 of the entry's path and metadata (mode, owner, size, modification and
+//! change times, inode, device: what [`super::plan`] fingerprints), the content (regular files
+//! read whole or streamed without holes) 32 hex digits of the BLAKE3 of the file's extended
+//! attributes and ACLs and its bytes as stored ([`content_hasher`]), the type one of `f` (a
+//! regular file), `h` (a regular file with other links), `d`, `l` (a symlink) or `o` (anything
+//! else), and the path relative to the root (`.` for the root itself). An entry changed too recently before the read
 //! began for its times to prove the next change gets the digest [`UNPROVEN`], which matches
 //! nothing: the next backup reads it again (git's "racily clean"). The read's start, not each
 //! entry's visit, is the reference: the paths of one hard-link group share their times, so they
@@ -21,12 +23,19 @@
 //! order), so memory does not grow with the range: an entry whose digest is the parent's is
 //! neither read nor stored; one that is new or changed is; a parent's path that the walk no
 //! longer has (or now has as another type, or cannot read) is written to the deleted list, one
-//! path per record, NUL-terminated, as `find -print0` writes them. Invariant: the parent's
-//! entries, minus the deleted paths, plus the entries stored, are exactly the index written.
+//! path per record, NUL-terminated, as `find -print0` writes them.
+//!
+//! A regular file whose metadata changed but whose content is the parent's (`touch`, `chmod`,
+//! `chown`) is read, to learn that, but its bytes are not stored again: its path and new
+//! metadata go to the touched list, two NUL-terminated fields per file, the path and
+//! `<mode in octal> <uid> <gid> <mtime as seconds.nanoseconds>`, applied after the older
+//! layer's bytes are restored. Invariant: the parent's entries, minus the deleted paths, plus
+//! the entries stored or listed with new metadata, are exactly the index written.
 
 use std::fs::Metadata;
 use std::io::{BufRead, Write};
 
+use crate::catalog::FileMeta;
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 use crate::source::ChangeTally;
@@ -34,12 +43,32 @@ use crate::source::ChangeTally;
 /// The digest of an entry whose times cannot prove it unchanged next time.
 pub(super) const UNPROVEN: &str = "00000000000000000000000000000000";
 
-/// An index record: the digest and type of one path.
+/// An index record: the digest and type of one path, and its content's digest when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Record {
     pub path: RelPath,
     pub digest: String,
     pub kind: u8,
+    pub content: Option<String>,
+}
+
+/// The hasher of a regular file's content digest, fed its attributes (pax records) already: a
+/// file's bytes follow. Two files with the same digest restore the same attributes and bytes.
+pub(super) fn content_hasher(pax: &[(String, Vec<u8>)]) -> blake3::Hasher {
+    let mut h = blake3::Hasher::new();
+    for (k, v) in pax {
+        h.update(&(k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(v);
+    }
+    h.update(&u64::MAX.to_le_bytes());
+    h
+}
+
+/// The content digest `h` gives, as an index holds it.
+pub(super) fn content_digest(h: &blake3::Hasher) -> String {
+    h.finalize().to_hex()[..32].to_owned()
 }
 
 impl Record {
@@ -68,11 +97,16 @@ impl Record {
             path: rel.clone(),
             digest,
             kind,
+            content: None,
         }
     }
 
     fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
         out.write_all(self.digest.as_bytes())?;
+        if let Some(c) = &self.content {
+            out.write_all(b":")?;
+            out.write_all(c.as_bytes())?;
+        }
         out.write_all(&[b' ', self.kind, b' '])?;
         write_path(out, &self.path)
     }
@@ -114,17 +148,26 @@ impl<'a> IndexReader<'a> {
         }
         let bad = || Error::integrity("malformed index of a file-tree range");
         let rec = self.buf.strip_suffix(b"\0").ok_or_else(bad)?;
-        if rec.len() < 36 || rec[32] != b' ' || rec[34] != b' ' {
-            return Err(bad());
-        }
-        let digest = std::str::from_utf8(&rec[..32]).map_err(|_| bad())?;
-        if !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let hex = |b: &[u8]| {
+            let s = std::str::from_utf8(b).ok()?;
+            s.bytes()
+                .all(|b| b.is_ascii_hexdigit())
+                .then(|| s.to_owned())
+        };
+        let (content, rest) = match rec.get(32) {
+            Some(b' ') => (None, &rec[32..]),
+            // Written since format 4: the content's digest too.
+            Some(b':') if rec.len() > 65 => (Some(hex(&rec[33..65]).ok_or_else(bad)?), &rec[65..]),
+            _ => return Err(bad()),
+        };
+        if rest.len() < 4 || rest[0] != b' ' || rest[2] != b' ' {
             return Err(bad());
         }
         Ok(Some(Record {
-            path: RelPath::from_untrusted(&rec[35..])?,
-            digest: digest.to_owned(),
-            kind: rec[33],
+            path: RelPath::from_untrusted(&rest[3..])?,
+            digest: hex(&rec[..32]).ok_or_else(bad)?,
+            kind: rest[1],
+            content,
         }))
     }
 }
@@ -137,9 +180,13 @@ pub(super) struct Compare<'a> {
     next: Option<Record>,
     index: &'a mut dyn Write,
     deleted: &'a mut dyn Write,
+    touched: &'a mut dyn Write,
     /// Whether the entry being decided was in the parent's index, and there a file with links.
     in_parent: bool,
     parent_linked: bool,
+    /// The content digest the parent's index gives the entry being decided, when both are
+    /// files without other links.
+    parent_content: Option<String>,
     /// When the read began: what "changed too recently" is measured against.
     pub since: std::time::SystemTime,
     /// Whether the entry being decided is to be stored.
@@ -153,6 +200,7 @@ impl<'a> Compare<'a> {
         parent: Option<Box<dyn BufRead + 'a>>,
         index: &'a mut dyn Write,
         deleted: &'a mut dyn Write,
+        touched: &'a mut dyn Write,
     ) -> Result<Self> {
         let mut parent = parent.map(IndexReader::new);
         let next = match parent.as_mut() {
@@ -164,8 +212,10 @@ impl<'a> Compare<'a> {
             next,
             index,
             deleted,
+            touched,
             in_parent: false,
             parent_linked: false,
+            parent_content: None,
             since: std::time::SystemTime::now(),
             storing: false,
             tally: ChangeTally::default(),
@@ -183,6 +233,7 @@ impl<'a> Compare<'a> {
     fn decide(&mut self, rec: &Record) -> Result<bool> {
         self.pass(&rec.path)?;
         self.in_parent = false;
+        self.parent_content = None;
         let Some(next) = self.next.take() else {
             return Ok(true);
         };
@@ -198,12 +249,40 @@ impl<'a> Compare<'a> {
             self.in_parent = false;
             return Ok(true);
         }
+        self.parent_content = next.content.filter(|_| next.kind == b'f');
         Ok(next.digest != rec.digest || rec.digest == UNPROVEN)
     }
 
-    /// Records the entry just decided as held by the snapshot (stored, or unchanged).
-    pub(super) fn held(&mut self, rec: &Record) -> Result<()> {
-        self.tally.changed += u64::from(std::mem::take(&mut self.storing));
+    /// The content digest the parent holds for the entry just decided to be stored, when it is
+    /// a file without other links there and now: if its content is still that, only its new
+    /// metadata need be kept ([`Compare::touched`]).
+    pub(super) fn parent_content(&self) -> Option<&str> {
+        self.parent_content.as_deref().filter(|_| self.storing)
+    }
+
+    /// Records the entry just decided as held by the snapshot: stored (with the content digest
+    /// `rec` has, if any), or unchanged (with the parent's).
+    pub(super) fn held(&mut self, mut rec: Record) -> Result<()> {
+        if std::mem::take(&mut self.storing) {
+            self.tally.changed += 1;
+        } else if rec.content.is_none() {
+            rec.content = self.parent_content.take();
+        }
+        rec.write(self.index).map_err(index_err)
+    }
+
+    /// Records the entry just decided as held with the parent's content (its digest in `rec`)
+    /// and the metadata `meta`, which go to the touched list.
+    pub(super) fn touched(&mut self, rec: Record, meta: &FileMeta) -> Result<()> {
+        self.storing = false;
+        self.tally.touched += 1;
+        write_path(self.touched, &rec.path)
+            .and_then(|()| {
+                let mtime = super::read::pax_time(meta.mtime, meta.mtime_nsec);
+                let (mode, uid, gid) = (meta.mode, meta.uid, meta.gid);
+                write!(self.touched, "{mode:o} {uid} {gid} {mtime}\0")
+            })
+            .map_err(index_err)?;
         rec.write(self.index).map_err(index_err)
     }
 
@@ -260,20 +339,55 @@ fn index_err(e: std::io::Error) -> Error {
 /// Reads a deleted list: its paths, in order.
 pub(crate) fn read_deleted(r: &mut dyn BufRead) -> Result<Vec<RelPath>> {
     let mut out = Vec::new();
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = r
-            .read_until(0, &mut buf)
-            .map_err(|e| Error::integrity("cannot read a deleted list").with_source(e))?;
-        if n == 0 {
-            return Ok(out);
-        }
-        let path = buf
-            .strip_suffix(b"\0")
-            .ok_or_else(|| Error::integrity("malformed deleted list: a path without its NUL"))?;
-        out.push(RelPath::from_untrusted(path)?);
+    while let Some(path) = next_field(r, "deleted list")? {
+        out.push(RelPath::from_untrusted(&path)?);
     }
+    Ok(out)
+}
+
+/// Reads a touched list: each path with its mode, owner, group and modification time.
+pub(crate) fn read_touched(r: &mut dyn BufRead) -> Result<Vec<(RelPath, FileMeta)>> {
+    let what = "touched list";
+    let mut out = Vec::new();
+    while let Some(path) = next_field(r, what)? {
+        let bad = || Error::integrity(format!("malformed {what}: the metadata of a path"));
+        let meta = next_field(r, what)?.ok_or_else(bad)?;
+        let meta = String::from_utf8(meta).map_err(|_| bad())?;
+        let f: Vec<&str> = meta.split(' ').collect();
+        let [mode, uid, gid, mtime] = f[..] else {
+            return Err(bad());
+        };
+        let (mtime, mtime_nsec) = super::entry::parse_pax_time(mtime).ok_or_else(bad)?;
+        let meta = FileMeta {
+            mode: u32::from_str_radix(mode, 8).map_err(|_| bad())?,
+            uid: uid.parse().map_err(|_| bad())?,
+            gid: gid.parse().map_err(|_| bad())?,
+            mtime,
+            mtime_nsec,
+            size: 0,
+            version: None,
+            attrs: Default::default(),
+        };
+        out.push((RelPath::from_untrusted(&path)?, meta));
+    }
+    Ok(out)
+}
+
+/// The next NUL-terminated field of a list; `None` at its end.
+fn next_field(r: &mut dyn BufRead, what: &str) -> Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    let n = r
+        .read_until(0, &mut buf)
+        .map_err(|e| Error::integrity(format!("cannot read a {what}")).with_source(e))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.pop() != Some(0) {
+        return Err(Error::integrity(format!(
+            "malformed {what}: a field without its NUL"
+        )));
+    }
+    Ok(Some(buf))
 }
 
 #[cfg(test)]
@@ -285,6 +399,7 @@ mod tests {
             path: RelPath::from_untrusted(path.as_bytes()).unwrap(),
             digest: std::iter::repeat_n(digest, 32).collect(),
             kind,
+            content: None,
         }
     }
 
@@ -307,19 +422,20 @@ mod tests {
     /// Runs a compare of `walk` against `parent`, every entry held.
     fn compare(parent: &[Record], walk: &[Record]) -> Compared {
         let parent = index_of(parent);
-        let (mut index, mut deleted) = (Vec::new(), Vec::new());
+        let (mut index, mut deleted, mut touched) = (Vec::new(), Vec::new(), Vec::new());
         let mut stored = Vec::new();
         let mut c = Compare::new(
             Some(Box::new(&parent[..]) as Box<dyn BufRead>),
             &mut index,
             &mut deleted,
+            &mut touched,
         )
         .unwrap();
         for r in walk {
             if c.must_store(r).unwrap() {
                 stored.push(r.path.lossy());
             }
-            c.held(r).unwrap();
+            c.held(r.clone()).unwrap();
         }
         let tally = c.finish().unwrap();
         Compared {
@@ -368,11 +484,12 @@ mod tests {
     #[test]
     fn an_entry_not_held_any_more_is_gone_only_when_the_parent_held_it() {
         let parent = index_of(&[rec("a", 'a', b'f')]);
-        let (mut index, mut deleted) = (Vec::new(), Vec::new());
+        let (mut index, mut deleted, mut touched) = (Vec::new(), Vec::new(), Vec::new());
         let mut c = Compare::new(
             Some(Box::new(&parent[..]) as Box<dyn BufRead>),
             &mut index,
             &mut deleted,
+            &mut touched,
         )
         .unwrap();
         for (p, d) in [("a", 'b'), ("b", 'b')] {
@@ -402,6 +519,82 @@ mod tests {
         assert!(!linked_gone(&walk));
         // `a` left the range while `b`, linked to it in older layers, stays.
         assert!(linked_gone(&[rec("b", 'a', b'h'), rec("c", 'c', b'h')]));
+    }
+
+    fn with_content(mut r: Record, c: char) -> Record {
+        r.content = Some(std::iter::repeat_n(c, 32).collect());
+        r
+    }
+
+    #[test]
+    fn a_file_whose_content_is_the_parents_goes_to_the_touched_list_with_its_new_metadata() {
+        let parent = index_of(&[
+            with_content(rec("a", 'a', b'f'), 'c'),
+            with_content(rec("b", 'b', b'f'), 'd'),
+            with_content(rec("h", 'e', b'h'), 'e'),
+        ]);
+        let (mut index, mut deleted, mut touched) = (Vec::new(), Vec::new(), Vec::new());
+        let mut c = Compare::new(
+            Some(Box::new(&parent[..]) as Box<dyn BufRead>),
+            &mut index,
+            &mut deleted,
+            &mut touched,
+        )
+        .unwrap();
+        // `a` is unchanged: its record keeps the parent's content digest.
+        let a = rec("a", 'a', b'f');
+        assert!(!c.must_store(&a).unwrap());
+        assert_eq!(c.parent_content(), None, "only asked of an entry to store");
+        c.held(a).unwrap();
+        // `b` was touched: read, its content found the parent's.
+        let b = rec("b", 'f', b'f');
+        assert!(c.must_store(&b).unwrap());
+        assert_eq!(c.parent_content(), Some("d".repeat(32).as_str()));
+        let meta = FileMeta {
+            mode: 0o640,
+            uid: 7,
+            gid: 8,
+            mtime: -2,
+            mtime_nsec: 250_000_000,
+            size: 0,
+            version: None,
+            attrs: Default::default(),
+        };
+        c.touched(with_content(b, 'd'), &meta).unwrap();
+        // A file with other links is never only touched: its link entries live in its layer.
+        let h = rec("h", 'f', b'h');
+        assert!(c.must_store(&h).unwrap());
+        assert_eq!(c.parent_content(), None);
+        c.held(h).unwrap();
+        let tally = c.finish().unwrap();
+        assert_eq!((tally.changed, tally.touched, tally.gone), (1, 1, 0));
+        let expected = [
+            with_content(rec("a", 'a', b'f'), 'c'),
+            with_content(rec("b", 'f', b'f'), 'd'),
+            rec("h", 'f', b'h'),
+        ];
+        assert_eq!(index, index_of(&expected));
+        assert_eq!(touched, b"b\x00640 7 8 -1.750000000\x00");
+        let list = read_touched(&mut &touched[..]).unwrap();
+        assert_eq!(list, [(RelPath::from_untrusted(b"b").unwrap(), meta)]);
+    }
+
+    #[test]
+    fn records_with_and_without_a_content_digest_read_back_as_written() {
+        let records = [
+            with_content(rec("a b", 'a', b'f'), 'c'),
+            rec("- x", 'b', b'f'),
+            rec("d", 'c', b'd'),
+        ];
+        let bytes = index_of(&records);
+        let mut r = IndexReader::new(Box::new(&bytes[..]));
+        for want in &records {
+            assert_eq!(r.next_record().unwrap().as_ref(), Some(want));
+        }
+        assert_eq!(r.next_record().unwrap(), None);
+        let bad = format!("{}:{} f a\0", "a".repeat(32), "z".repeat(32));
+        let mut r = IndexReader::new(Box::new(bad.as_bytes()));
+        assert!(r.next_record().is_err(), "a content digest that is not hex");
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn take_mtime(key: &[u8], value: &[u8], meta: &mut FileMeta) {
 }
 
 /// Parses a pax time "[-]secs[.frac]" into (secs, nanos) with nanos in [0, 1e9).
-fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
+pub(super) fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
     let (neg, v) = match v.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, v),

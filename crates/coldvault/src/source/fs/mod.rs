@@ -217,8 +217,12 @@ impl RunSource for TreeReader<'_> {
             )));
         };
         let mut r = self.reading(attempt);
-        let mut compare =
-            changes::Compare::new(changes.parent.take(), changes.index, changes.deleted)?;
+        let mut compare = changes::Compare::new(
+            changes.parent.take(),
+            changes.index,
+            changes.deleted,
+            changes.touched,
+        )?;
         let (start, end) = (t.start.as_ref(), t.end.as_ref());
         let stats = r.files(start, end, &t.split_files, out, &mut compare)?;
         changes.tally = compare.finish()?;

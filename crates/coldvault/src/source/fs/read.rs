@@ -102,7 +102,7 @@ impl Reading<'_> {
                 let dir = tar::EntryType::Directory;
                 append(&mut builder, b"./", &meta, dir, 0, io::empty(), &extra)?;
             }
-            compare.held(&rec)?;
+            compare.held(rec)?;
         }
         let mut files = FileReads {
             careful: self.careful,
@@ -121,7 +121,7 @@ impl Reading<'_> {
             }
             if !compare.must_store(&rec)? {
                 compare.tally.unchanged_bytes += count_unchanged(&mut stats, meta);
-                return compare.held(&rec);
+                return compare.held(rec);
             }
             let mut e = Emit {
                 builder: &mut builder,
@@ -131,16 +131,20 @@ impl Reading<'_> {
                 files: &mut files,
             };
             let unsettled = e.files.unsettled.len();
-            let stored = e.entry(rel, path, meta)?;
+            match e.entry(rel, path, meta, compare.parent_content())? {
+                Held::Left => return compare.not_held(rel),
+                Held::Stored(content) => rec.content = content,
+                Held::Touched(content, meta) => {
+                    rec.content = Some(content);
+                    return compare.touched(rec, &meta);
+                }
+            }
             // Stored as a read during which it kept changing: its bytes may be of no version
             // its metadata names, so the next backup reads it again whatever its times say.
-            if !stored {
-                return compare.not_held(rel);
-            }
             if files.unsettled.len() != unsettled {
                 rec.digest = super::changes::UNPROVEN.to_owned();
             }
-            compare.held(&rec)
+            compare.held(rec)
         })?;
         for (rel, path, what, e) in std::mem::take(&mut files.left) {
             self.walk.left_out(&rel, &path, what, e)?;
@@ -237,6 +241,16 @@ fn count_unchanged(stats: &mut ReadStats, meta: &Metadata) -> u64 {
     0
 }
 
+/// What became of an entry the snapshot must hold anew.
+enum Held {
+    /// Left out (unreadable, or a socket).
+    Left,
+    /// In the tar stream, with its content digest when it is a regular file stored whole.
+    Stored(Option<String>),
+    /// A regular file whose content (this digest) is the parent's: only its metadata is new.
+    Touched(String, FileMeta),
+}
+
 /// Writes one entry of a range into its tar stream.
 struct Emit<'e, 'f, W: Write> {
     builder: &'e mut tar::Builder<W>,
@@ -247,8 +261,15 @@ struct Emit<'e, 'f, W: Write> {
 }
 
 impl<W: Write> Emit<'_, '_, W> {
-    /// Appends the entry at `rel`; returns whether it is in the stream (not left out).
-    fn entry(&mut self, rel: &RelPath, path: &Path, meta: &Metadata) -> Result<bool> {
+    /// Appends the entry at `rel`, unless it is a regular file whose content is still
+    /// `parent_content`.
+    fn entry(
+        &mut self,
+        rel: &RelPath,
+        path: &Path,
+        meta: &Metadata,
+        parent_content: Option<&str>,
+    ) -> Result<Held> {
         let ft = meta.file_type();
         let name = rel.as_bytes();
         let builder = &mut *self.builder;
@@ -256,7 +277,7 @@ impl<W: Write> Emit<'_, '_, W> {
             if let Some(first) = self.links.earlier(meta) {
                 self.stats.files += 1;
                 append_link(builder, rel, meta, first)?;
-                return Ok(true);
+                return Ok(Held::Stored(None));
             }
         }
         let extra = Extra::attrs_of(path, rel, self.notes);
@@ -270,7 +291,7 @@ impl<W: Write> Emit<'_, '_, W> {
                 Err(e) => {
                     let left = (rel.clone(), path.to_owned(), "cannot read link", e);
                     self.files.left.push(left);
-                    return Ok(false);
+                    return Ok(Held::Left);
                 }
             };
             self.stats.symlinks += 1;
@@ -281,18 +302,21 @@ impl<W: Write> Emit<'_, '_, W> {
             let kind = tar::EntryType::Symlink;
             append(builder, name, meta, kind, 0, io::empty(), &extra)?;
         } else if ft.is_file() {
-            if !self.files.append(builder, rel, path, self.stats, extra)? {
-                return Ok(false);
+            let held = self
+                .files
+                .append(builder, rel, path, self.stats, extra, parent_content)?;
+            if matches!(held, Held::Stored(_)) {
+                self.links.stored(rel, meta);
             }
-            self.links.stored(rel, meta);
+            return Ok(held);
         } else if let Some((kind, device)) = special::node_of(meta) {
             let extra = Extra { device, ..extra };
             append(builder, name, meta, kind, 0, io::empty(), &extra)?;
         } else {
             special::leave_out(rel, meta, self.stats, self.notes);
-            return Ok(false);
+            return Ok(Held::Left);
         }
-        Ok(true)
+        Ok(Held::Stored(None))
     }
 }
 
@@ -318,8 +342,9 @@ struct FileReads<'a> {
 
 impl FileReads<'_> {
     /// Appends the regular file at `path` with `extra` (its attributes): read whole first (small
-    /// files, files seen changing before, every file on the last attempt), or streamed (without
-    /// its holes, when it has some) and checked after. Returns whether it was stored.
+    /// files, files seen changing before, every file on the last attempt, a file whose content
+    /// may still be `parent_content`), or streamed (without its holes, when it has some) and
+    /// checked after. A file read whole whose content is `parent_content` is not appended.
     fn append<W: Write>(
         &mut self,
         b: &mut tar::Builder<W>,
@@ -327,13 +352,14 @@ impl FileReads<'_> {
         path: &Path,
         stats: &mut ReadStats,
         mut extra: Extra,
-    ) -> Result<bool> {
+        parent_content: Option<&str>,
+    ) -> Result<Held> {
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
                 self.left
                     .push((rel.clone(), path.to_owned(), "cannot open", e));
-                return Ok(false);
+                return Ok(Held::Left);
             }
         };
         let before = match file.metadata() {
@@ -341,15 +367,18 @@ impl FileReads<'_> {
             Err(e) => {
                 self.left
                     .push((rel.clone(), path.to_owned(), "cannot stat", e));
-                return Ok(false);
+                return Ok(Held::Left);
             }
         };
         let settle = before.len() <= SMALL
+            || parent_content.is_some()
             || self.attempt >= LAST_ATTEMPT
             || self.careful.lock().is_ok_and(|c| c.contains(rel));
         if settle {
-            return self.append_settled(b, rel, path, file, before, stats, &extra);
+            let settled = (rel, path, file, before);
+            return self.append_settled(b, settled, stats, &extra, parent_content);
         }
+        let mut content = Some(super::changes::content_hasher(&extra.pax));
         let regular = tar::EntryType::Regular;
         let holes = sparse::data_map(&file, &before)
             .map_err(|e| read_err("cannot find the holes of", path, e))?;
@@ -358,6 +387,7 @@ impl FileReads<'_> {
                 let mut watched = Watched {
                     inner: &mut file,
                     left: before.len(),
+                    content: content.as_mut(),
                 };
                 let size = before.len();
                 let w = append(
@@ -382,6 +412,8 @@ impl FileReads<'_> {
                     .map_err(|e| read_err("cannot read", path, e))?;
                 let data = sparse::SparseReader::new(twin, map);
                 let w = append(b, &name, &before, regular, size, data, &extra);
+                // Its content digest would be of the bytes without the holes: none is kept.
+                content = None;
                 w.map_err(|e| (true, e))
             }
         };
@@ -402,23 +434,23 @@ impl FileReads<'_> {
         }
         stats.files += 1;
         stats.bytes_read += before.len();
-        Ok(true)
+        let content = content.map(|h| super::changes::content_digest(&h));
+        Ok(Held::Stored(content))
     }
 
-    /// Appends a file read whole first ([`settled_read`]), holes and all.
-    #[allow(clippy::too_many_arguments)]
+    /// Appends a file read whole first ([`settled_read`]), holes and all, unless its content is
+    /// `parent_content` and the read settled.
     fn append_settled<W: Write>(
         &mut self,
         b: &mut tar::Builder<W>,
-        rel: &RelPath,
-        path: &Path,
-        mut file: File,
-        before: Metadata,
+        (rel, path, mut file, before): (&RelPath, &Path, File, Metadata),
         stats: &mut ReadStats,
         extra: &Extra,
-    ) -> Result<bool> {
+        parent_content: Option<&str>,
+    ) -> Result<Held> {
         let buf = std::mem::take(&mut self.buf);
-        let read = match settled_read(&mut file, before, self.spool_dir, buf) {
+        let read = settled_read(&mut file, before, self.spool_dir, buf, &extra.pax);
+        let read = match read {
             Ok(r) => r,
             // Staging's fault, not the file's: the task fails, the file is not left out.
             Err(e) if e.get_ref().is_some_and(|i| i.is::<SpoolFailed>()) => {
@@ -432,14 +464,21 @@ impl FileReads<'_> {
             Err(e) => {
                 self.left
                     .push((rel.clone(), path.to_owned(), "cannot read", e));
-                return Ok(false);
+                return Ok(Held::Left);
             }
         };
-        if read.reads > SETTLE_READS {
-            self.unsettled.push((rel.clone(), read.len));
-        }
         stats.files += 1;
         stats.bytes_read += read.len;
+        let settled = read.reads <= SETTLE_READS;
+        if settled && parent_content == Some(read.content.as_str()) {
+            if let Spool::Memory(v) = read.data {
+                self.buf = v;
+            }
+            return Ok(Held::Touched(read.content, FileMeta::of(&read.meta)));
+        }
+        if !settled {
+            self.unsettled.push((rel.clone(), read.len));
+        }
         let (meta, len, name) = (read.meta, read.len, rel.as_bytes());
         let regular = tar::EntryType::Regular;
         match read.data {
@@ -454,7 +493,7 @@ impl FileReads<'_> {
                 append(b, name, &meta, regular, len, f.take(len), extra)?;
             }
         }
-        Ok(true)
+        Ok(Held::Stored(Some(read.content)))
     }
 
     /// Notes that `rel` changed while streamed: the task is read again, `rel` read whole first.
@@ -484,10 +523,12 @@ impl FileReads<'_> {
 }
 
 /// Passes at most `left` bytes of a streamed file through, and fails when the file ends first:
-/// the tar header already gave its size, so a shorter file cannot be stored as it is.
+/// the tar header already gave its size, so a shorter file cannot be stored as it is. Feeds
+/// `content` what it passes.
 struct Watched<'a> {
     inner: &'a mut File,
     left: u64,
+    content: Option<&'a mut blake3::Hasher>,
 }
 
 impl Read for Watched<'_> {
@@ -506,6 +547,9 @@ impl Read for Watched<'_> {
             ));
         }
         self.left -= n as u64;
+        if let Some(h) = self.content.as_mut() {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -518,6 +562,8 @@ struct Settled {
     meta: Metadata,
     /// Reads made; more than [`SETTLE_READS`] means every one saw a change.
     reads: u32,
+    /// The content digest of the attributes the read was given and of its bytes.
+    content: String,
 }
 
 /// Where a settled read waits: memory for small files, a file in the staging directory else.
@@ -557,12 +603,14 @@ pub(super) fn racy_at(m: &Metadata, now: std::time::SystemTime) -> Option<std::t
 
 /// Reads `file` whole, again while its version changes during a read (up to [`SETTLE_READS`]
 /// times); the last complete read stands. A file read into memory that grows past [`SMALL`]
-/// moves to a spool file. `buf` is the memory to read into (kept from file to file).
+/// moves to a spool file. `buf` is the memory to read into (kept from file to file); `pax` the
+/// file's attributes, for its content digest.
 fn settled_read(
     file: &mut File,
     mut before: Metadata,
     spool_dir: &Path,
     buf: Vec<u8>,
+    pax: &[(String, Vec<u8>)],
 ) -> io::Result<Settled> {
     let mut spool = Spool::Memory(buf);
     let mut n = 1;
@@ -570,7 +618,12 @@ fn settled_read(
         if n > 1 {
             file.seek(SeekFrom::Start(0))?;
         }
-        let len = read_into(file, &mut spool, spool_dir, before.len())?;
+        let mut content = super::changes::content_hasher(pax);
+        let mut hashing = Hashing {
+            inner: &mut *file,
+            content: &mut content,
+        };
+        let len = read_into(&mut hashing, &mut spool, spool_dir, before.len())?;
         let after = file.metadata()?;
         let mut same = FileVersion::of(&after) == FileVersion::of(&before) && len == after.len();
         if let Some(wait) = racy(&after).filter(|_| same && n < SETTLE_READS) {
@@ -584,6 +637,7 @@ fn settled_read(
                 len,
                 meta: after,
                 reads: if same { n } else { n + 1 },
+                content: super::changes::content_digest(&content),
             });
         }
         before = after;
@@ -591,9 +645,28 @@ fn settled_read(
     }
 }
 
+/// A reader that feeds `content` what it reads.
+struct Hashing<'a, R> {
+    inner: R,
+    content: &'a mut blake3::Hasher,
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.content.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Reads `file` (about `size` bytes) to its end into `spool` (emptied first); returns the bytes
 /// read.
-fn read_into(file: &mut File, spool: &mut Spool, spool_dir: &Path, size: u64) -> io::Result<u64> {
+fn read_into(
+    file: &mut impl Read,
+    spool: &mut Spool,
+    spool_dir: &Path,
+    size: u64,
+) -> io::Result<u64> {
     match spool {
         Spool::Memory(v) => {
             v.clear();
@@ -712,7 +785,7 @@ fn append<W: Write>(
     builder.append(&header, data).map_err(io_err)
 }
 
-fn pax_time(secs: i64, nsec: u32) -> String {
+pub(super) fn pax_time(secs: i64, nsec: u32) -> String {
     if secs < 0 && nsec > 0 {
         format!("-{}.{:09}", -(secs + 1), 1_000_000_000 - nsec)
     } else {
@@ -742,7 +815,7 @@ mod tests {
         fs::write(&path, b"written").unwrap();
         let mut file = File::open(&path).unwrap();
         let before = file.metadata().unwrap();
-        let s = settled_read(&mut file, before, dir.path(), Vec::new()).unwrap();
+        let s = settled_read(&mut file, before, dir.path(), Vec::new(), &[]).unwrap();
         assert_eq!((s.len, s.reads), (7, 2), "read again after the wait");
     }
 }

@@ -11,7 +11,7 @@
 //! `chown` would clear a file capability). What a restore cannot set as it was (attributes and
 //! device nodes that need root) is a warning naming the entry, never silence.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -253,29 +253,48 @@ impl<'a> Restorer<'a> {
 
     /// Restores a range stored as a data file and deltas: the newest delta first, then each
     /// older one and the data file, each leaving out the paths a newer layer holds or deleted.
-    /// Every path is written once, from the layer that holds its version in the snapshot.
+    /// Every path is written once, from the layer that holds its version in the snapshot, with
+    /// the metadata of the newest layer's touched list that names it, if any.
     fn restore_chain(
         &self,
         ctx: &Fetcher<'_>,
         t: &TaskEntry,
     ) -> Result<(ReadStats, Vec<String>, Notes)> {
-        let mut shadow = HashSet::new();
+        let (mut shadow, mut touched) = (HashSet::new(), HashMap::new());
         let (mut stats, mut problems, mut notes) =
             (ReadStats::default(), Vec::new(), Notes::default());
-        let newest_first = t.deltas.iter().rev().map(|d| (&d.data, d.deleted.as_ref()));
-        for (data, deleted) in newest_first.chain([(&t.data, None)]) {
+        let newest_first = t
+            .deltas
+            .iter()
+            .rev()
+            .map(|d| (&d.data, [&d.deleted, &d.touched]));
+        for (data, [deleted, touched_list]) in newest_first.chain([(&t.data, [&None, &None])]) {
             let (verified, p) = ctx.fetch(data)?;
             problems.extend(p);
-            let mut written = Vec::new();
-            let (s, n) = self.extract(&mut verified.open()?, ctx, Some((&shadow, &mut written)))?;
+            let mut layer = Layer {
+                shadow: &shadow,
+                touched: &touched,
+                written: Vec::new(),
+            };
+            let (s, n) = self.extract(&mut verified.open()?, ctx, Some(&mut layer))?;
             stats.add(&s);
             notes.extend(n);
-            shadow.extend(written);
+            shadow.extend(layer.written);
             if let Some(deleted) = deleted {
                 let (verified, p) = ctx.fetch(deleted)?;
                 problems.extend(p);
                 let mut r = io::BufReader::new(verified.open()?);
                 shadow.extend(super::changes::read_deleted(&mut r)?);
+            }
+            if let Some(list) = touched_list {
+                let (verified, p) = ctx.fetch(list)?;
+                problems.extend(p);
+                let mut r = io::BufReader::new(verified.open()?);
+                for (rel, meta) in super::changes::read_touched(&mut r)? {
+                    if !shadow.contains(&rel) {
+                        touched.entry(rel).or_insert(meta);
+                    }
+                }
             }
         }
         Ok((stats, problems, notes))
@@ -283,22 +302,28 @@ impl<'a> Restorer<'a> {
 
     /// Extracts one tar data file; returns what it wrote and what it could not restore as it was.
     /// With `layer` (a delta or the data file under deltas), leaves out the paths the newer
-    /// layers shadow and lists the paths this one holds.
+    /// layers shadow, gives a file a newer layer touched that layer's metadata, and lists the
+    /// paths this one holds.
     fn extract(
         &self,
         reader: &mut dyn Read,
         ctx: &Fetcher<'_>,
-        mut layer: Option<(&HashSet<RelPath>, &mut Vec<RelPath>)>,
+        mut layer: Option<&mut Layer<'_>>,
     ) -> Result<(ReadStats, Notes)> {
         let mut x = Extraction::default();
         let mut tar = Untar::new(reader);
         while let Some(head) = tar.next()? {
-            let info = entry::info(&head)?;
-            if let Some((shadow, written)) = layer.as_mut() {
-                if shadow.contains(&info.rel) {
+            let mut info = entry::info(&head)?;
+            if let Some(layer) = layer.as_mut() {
+                if layer.shadow.contains(&info.rel) {
                     continue;
                 }
-                written.push(info.rel.clone());
+                if let Some(m) = layer.touched.get(&info.rel) {
+                    let meta = &mut info.meta;
+                    (meta.mode, meta.uid, meta.gid) = (m.mode, m.uid, m.gid);
+                    (meta.mtime, meta.mtime_nsec) = (m.mtime, m.mtime_nsec);
+                }
+                layer.written.push(info.rel.clone());
             }
             let kind = tar::EntryType::new(head.kind);
             if info.rel.is_root() {
@@ -451,6 +476,15 @@ impl<'a> Restorer<'a> {
             ..ReadStats::default()
         })
     }
+}
+
+/// What a layer of a chain is extracted against, and the paths it holds.
+struct Layer<'a> {
+    /// The paths newer layers hold or deleted.
+    shadow: &'a HashSet<RelPath>,
+    /// The files newer layers touched, with the metadata the newest of them gives.
+    touched: &'a HashMap<RelPath, FileMeta>,
+    written: Vec<RelPath>,
 }
 
 /// What extracting one data file keeps track of.
