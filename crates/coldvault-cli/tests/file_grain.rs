@@ -407,6 +407,67 @@ fn hard_links_stay_linked_when_one_path_is_indexed_in_the_racy_window_and_the_ot
 }
 
 #[test]
+fn a_touched_hard_link_group_stays_linked_and_a_new_link_to_it_reads_the_range_whole() {
+    let env = env("");
+    // Two paths of one file, side by side in one range.
+    let log = env.path("src/d2/log");
+    fs::write(&log, fixtures::bytes(77, 5000)).unwrap();
+    fs::hard_link(&log, env.path("src/d2/log.hardlink")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    backup(&env);
+    // New times for both, the same bytes.
+    let t = filetime::FileTime::from_unix_time(1_400_000_000, 5);
+    filetime::set_file_mtime(&log, t).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = backup(&env);
+    assert_eq!(b["delta_tasks"], 1, "{b}");
+    assert_eq!(b["bytes_read"], 5000, "read once: {b}");
+    assert!(
+        b["bytes_added"].as_u64().unwrap() < 2000,
+        "not stored again: {b}"
+    );
+    let m = env.manifest("a");
+    let delta = m["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|t| t["deltas"].as_array().and_then(|d| d.last()))
+        .unwrap()
+        .clone();
+    assert!(delta["touched"].is_object(), "{m}");
+    let want = fixtures::listing(&env.path("src"));
+    let got = restore(&env, "latest", "r1");
+    common::assert_same_lines(&want, &got);
+    let inodes = link_groups(&env.path("r1"), &["d2/log", "d2/log.hardlink"]);
+    assert_eq!(inodes[0], inodes[1], "still one file");
+    // A third path joins the group: its link entry cannot name `d2/log`, whose bytes are in an
+    // older layer, so the range is read whole.
+    fs::hard_link(&log, env.path("src/d2/log.z")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    backup(&env);
+    let m = env.manifest("a");
+    let holding_log = m["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| {
+            let after_start = t["start"].as_str().is_none_or(|s| s <= "d2/log");
+            let before_end = t["end"].as_str().is_none_or(|e| "d2/log" < e);
+            after_start && before_end
+        })
+        .unwrap();
+    assert!(holding_log["deltas"].is_null(), "read whole: {holding_log}");
+    let want = fixtures::listing(&env.path("src"));
+    let got = restore(&env, "latest", "r2");
+    common::assert_same_lines(&want, &got);
+    let inodes = link_groups(&env.path("r2"), &["d2/log", "d2/log.hardlink", "d2/log.z"]);
+    assert!(
+        inodes.iter().all(|i| *i == inodes[0]),
+        "one file: {inodes:?}"
+    );
+}
+
+#[test]
 fn a_hard_link_whose_first_path_is_newly_excluded_is_kept() {
     let env = env("");
     fs::write(env.path("src/a"), b"linked bytes").unwrap();

@@ -68,7 +68,7 @@ pub fn repair(
     parallel: usize,
 ) -> Result<RepairReport> {
     let replicas = manifest.replicas;
-    // Every data file of every task: a range's deltas, deleted lists and index too.
+    // Every data file of every task: a range's deltas, deleted and touched lists and index too.
     let receipts: Vec<&Receipt> = manifest.tasks.iter().flat_map(|t| t.receipts()).collect();
     let outcomes = map_parallel(&receipts, parallel, |data| {
         repair_one(repo, data, replicas, staging)

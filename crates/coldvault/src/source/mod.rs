@@ -124,9 +124,11 @@ pub(crate) struct ChangeTally {
     pub gone: u64,
     /// Files written to the metadata list: read, their content found the parent's.
     pub touched: u64,
-    /// A path the parent indexed as a file with other links is gone: older layers may name it
-    /// in link entries, so the range must be read whole.
-    pub linked_gone: bool,
+    /// The range must be read whole for its hard links: a path the parent indexed as a file
+    /// with other links is gone (older layers may name it in link entries), or a path joined a
+    /// group whose content this read left to an older layer (its link entry would name a path
+    /// of that layer).
+    pub read_whole: bool,
 }
 
 /// What a backup run keeps of its source besides the data files.

@@ -1,5 +1,6 @@
 //! A file-tree range's task: its tar stream and its index, and, when the task extends the
-//! parent's entry for the range, only what changed since (a delta tar and the paths gone).
+//! parent's entry for the range, only what changed since (a delta tar, the paths gone and the
+//! files whose metadata alone changed).
 //!
 //! Invariant: an entry that extends a parent keeps the parent's data file and deltas and adds
 //! one delta; an entry read whole has none. Either way it names the index of exactly what the
@@ -43,7 +44,7 @@ pub(super) fn stage_and_store(
         None => None,
     };
     let first = read_range(job, ctx, reader, task, parent_index.as_ref())?;
-    let r = if first.tally.linked_gone && parent_index.is_some() {
+    let r = if first.tally.read_whole && parent_index.is_some() {
         // A path of a hard-link group left the range while others stayed: the parent's layers
         // may link to it. Read the range whole (into the same staged files: the first read's
         // are removed first).
@@ -139,8 +140,9 @@ struct RangeRead {
     touched: Stager,
 }
 
-/// Reads the range of `task` into its tar, index and deleted list, against `parent_index` when
-/// there is one; read again while the tree changes under it ([`with_attempts`]).
+/// Reads the range of `task` into its tar, index, deleted and touched lists, against
+/// `parent_index` when there is one; read again while the tree changes under it
+/// ([`with_attempts`]).
 fn read_range(
     job: &Job,
     ctx: &Fetcher<'_>,

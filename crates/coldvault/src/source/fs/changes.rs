@@ -14,10 +14,12 @@
 //! are unproven, changed or unchanged together.
 //!
 //! Hard links: a layer's link entry names a path stored in the same layer, and the paths of a
-//! group change together, so a group is stored whole in a delta or not at all. One thing parts
-//! them: a path of a group leaving the index while the others stay (removed from the selection,
-//! say) — their link entries in older layers name a path no longer restored. The read notes it
-//! ([`ChangeTally::linked_gone`]) and the range is read whole instead.
+//! group change together, so a group is stored whole in a delta, or touched whole (every path's
+//! content digest still the group's), or neither. Two things part them: a path of a group
+//! leaving the index while the others stay (removed from the selection, say) — their link
+//! entries in older layers name a path no longer restored; and a path joining a group whose
+//! first path is only touched — its link entry would name a path of an older layer. The read
+//! notes either ([`ChangeTally::read_whole`]) and the range is read whole instead.
 //!
 //! A read against the parent's index walks both in step (the walk and the index share one
 //! order), so memory does not grow with the range: an entry whose digest is the parent's is
@@ -185,7 +187,7 @@ pub(super) struct Compare<'a> {
     in_parent: bool,
     parent_linked: bool,
     /// The content digest the parent's index gives the entry being decided, when both are
-    /// files without other links.
+    /// regular files of the same type.
     parent_content: Option<String>,
     /// When the read began: what "changed too recently" is measured against.
     pub since: std::time::SystemTime,
@@ -249,13 +251,13 @@ impl<'a> Compare<'a> {
             self.in_parent = false;
             return Ok(true);
         }
-        self.parent_content = next.content.filter(|_| next.kind == b'f');
+        self.parent_content = next.content;
         Ok(next.digest != rec.digest || rec.digest == UNPROVEN)
     }
 
     /// The content digest the parent holds for the entry just decided to be stored, when it is
-    /// a file without other links there and now: if its content is still that, only its new
-    /// metadata need be kept ([`Compare::touched`]).
+    /// a regular file there and now (of the same type: with other links or without): if its
+    /// content is still that, only its new metadata need be kept ([`Compare::touched`]).
     pub(super) fn parent_content(&self) -> Option<&str> {
         self.parent_content.as_deref().filter(|_| self.storing)
     }
@@ -291,7 +293,7 @@ impl<'a> Compare<'a> {
     pub(super) fn not_held(&mut self, rel: &RelPath) -> Result<()> {
         self.storing = false;
         if std::mem::take(&mut self.in_parent) {
-            self.tally.linked_gone |= self.parent_linked;
+            self.tally.read_whole |= self.parent_linked;
             self.gone(rel)?;
         }
         Ok(())
@@ -301,7 +303,7 @@ impl<'a> Compare<'a> {
     /// found.
     pub(super) fn finish(mut self) -> Result<ChangeTally> {
         while let Some(next) = self.next.take() {
-            self.tally.linked_gone |= next.kind == b'h';
+            self.tally.read_whole |= next.kind == b'h';
             self.gone(&next.path)?;
             self.advance()?;
         }
@@ -311,7 +313,7 @@ impl<'a> Compare<'a> {
     /// Writes the parent's paths before `rel` as gone.
     fn pass(&mut self, rel: &RelPath) -> Result<()> {
         while let Some(n) = self.next.take_if(|n| n.path < *rel) {
-            self.tally.linked_gone |= n.kind == b'h';
+            self.tally.read_whole |= n.kind == b'h';
             self.gone(&n.path)?;
             self.advance()?;
         }
@@ -509,16 +511,16 @@ mod tests {
             rec("b", 'a', b'h'),
             rec("c", 'c', b'h'),
         ];
-        let linked_gone = |walk: &[Record]| compare(&parent, walk).tally.linked_gone;
+        let read_whole = |walk: &[Record]| compare(&parent, walk).tally.read_whole;
         // `c` lost its last other link: it is there, a plain file now, stored again.
         let walk = [
             rec("a", 'a', b'h'),
             rec("b", 'a', b'h'),
             rec("c", 'd', b'f'),
         ];
-        assert!(!linked_gone(&walk));
+        assert!(!read_whole(&walk));
         // `a` left the range while `b`, linked to it in older layers, stays.
-        assert!(linked_gone(&[rec("b", 'a', b'h'), rec("c", 'c', b'h')]));
+        assert!(read_whole(&[rec("b", 'a', b'h'), rec("c", 'c', b'h')]));
     }
 
     fn with_content(mut r: Record, c: char) -> Record {
@@ -561,10 +563,10 @@ mod tests {
             attrs: Default::default(),
         };
         c.touched(with_content(b, 'd'), &meta).unwrap();
-        // A file with other links is never only touched: its link entries live in its layer.
+        // A file with other links too (the read decides for its group).
         let h = rec("h", 'f', b'h');
         assert!(c.must_store(&h).unwrap());
-        assert_eq!(c.parent_content(), None);
+        assert_eq!(c.parent_content(), Some("e".repeat(32).as_str()));
         c.held(h).unwrap();
         let tally = c.finish().unwrap();
         assert_eq!((tally.changed, tally.touched, tally.gone), (1, 1, 0));

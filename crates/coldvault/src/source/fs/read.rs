@@ -133,6 +133,10 @@ impl Reading<'_> {
             let unsettled = e.files.unsettled.len();
             match e.entry(rel, path, meta, compare.parent_content())? {
                 Held::Left => return compare.not_held(rel),
+                Held::Relink => {
+                    compare.tally.read_whole = true;
+                    return compare.not_held(rel);
+                }
                 Held::Stored(content) => rec.content = content,
                 Held::Touched(content, meta) => {
                     rec.content = Some(content);
@@ -245,6 +249,10 @@ fn count_unchanged(stats: &mut ReadStats, meta: &Metadata) -> u64 {
 enum Held {
     /// Left out (unreadable, or a socket).
     Left,
+    /// A path of a hard-link group whose first path was only touched, but whose own content
+    /// the parent does not give as the group's (it is new to the group, say): its link entry
+    /// would name a path of an older layer. The range must be read whole.
+    Relink,
     /// In the tar stream, with its content digest when it is a regular file stored whole.
     Stored(Option<String>),
     /// A regular file whose content (this digest) is the parent's: only its metadata is new.
@@ -274,10 +282,19 @@ impl<W: Write> Emit<'_, '_, W> {
         let name = rel.as_bytes();
         let builder = &mut *self.builder;
         if ft.is_file() {
-            if let Some(first) = self.links.earlier(meta) {
+            if let Some(group) = self.links.earlier(meta) {
                 self.stats.files += 1;
-                append_link(builder, rel, meta, first)?;
-                return Ok(Held::Stored(None));
+                let content = group.content.clone();
+                if group.in_tar {
+                    append_link(builder, rel, meta, &group.first)?;
+                    return Ok(Held::Stored(content));
+                }
+                return Ok(match content {
+                    Some(c) if parent_content == Some(c.as_str()) => {
+                        Held::Touched(c, FileMeta::of(meta))
+                    }
+                    _ => Held::Relink,
+                });
             }
         }
         let extra = Extra::attrs_of(path, rel, self.notes);
@@ -305,8 +322,10 @@ impl<W: Write> Emit<'_, '_, W> {
             let held = self
                 .files
                 .append(builder, rel, path, self.stats, extra, parent_content)?;
-            if matches!(held, Held::Stored(_)) {
-                self.links.stored(rel, meta);
+            match &held {
+                Held::Stored(c) => self.links.held(rel, meta, c.as_deref(), true),
+                Held::Touched(c, _) => self.links.held(rel, meta, Some(c), false),
+                Held::Left | Held::Relink => {}
             }
             return Ok(held);
         } else if let Some((kind, device)) = special::node_of(meta) {

@@ -60,25 +60,46 @@ pub(super) fn leave_out(rel: &RelPath, meta: &Metadata, stats: &mut ReadStats, n
     notes.note(rel, Problem::NotStored, problem, detail);
 }
 
-/// The files of one task that have other links, by device and inode: their first path.
+/// The files of one task that have other links, by device and inode.
 #[derive(Default)]
-pub(super) struct Links(HashMap<(u64, u64), RelPath>);
+pub(super) struct Links(HashMap<(u64, u64), Group>);
+
+/// A hard-link group as the task met it first.
+pub(super) struct Group {
+    /// The group's first path in the task.
+    pub first: RelPath,
+    /// Its content digest, when known.
+    pub content: Option<String>,
+    /// Whether the first path is in this task's tar (later paths are link entries naming it),
+    /// or only touched (its bytes are an older layer's).
+    pub in_tar: bool,
+}
 
 impl Links {
-    /// The path this file was stored under earlier in the task, if it was.
-    pub(super) fn earlier(&self, meta: &Metadata) -> Option<&RelPath> {
+    /// The group of this file, when an earlier path of it was held by the task.
+    pub(super) fn earlier(&self, meta: &Metadata) -> Option<&Group> {
         if meta.nlink() < 2 {
             return None;
         }
         self.0.get(&(meta.dev(), meta.ino()))
     }
 
-    /// Remembers `rel`, just stored, when its file has other links.
-    pub(super) fn stored(&mut self, rel: &RelPath, meta: &Metadata) {
+    /// Remembers `rel`, just held (in the tar or touched), when its file has other links.
+    pub(super) fn held(
+        &mut self,
+        rel: &RelPath,
+        meta: &Metadata,
+        content: Option<&str>,
+        in_tar: bool,
+    ) {
         if meta.nlink() > 1 {
             self.0
                 .entry((meta.dev(), meta.ino()))
-                .or_insert_with(|| rel.clone());
+                .or_insert_with(|| Group {
+                    first: rel.clone(),
+                    content: content.map(str::to_owned),
+                    in_tar,
+                });
         }
     }
 }
