@@ -484,13 +484,13 @@ fn range_of(kind: &crate::plan::TaskKind) -> Option<RangeKey> {
 }
 
 /// Whether the parent's entry `e` for a range may take one more delta: it has an index, fewer
-/// than `max_deltas` deltas, and deltas adding up to no more than `rewrite_percent` of its data
-/// file. Otherwise the range is read whole.
+/// than `max_deltas` deltas, and files gone or replaced in its chain ([`TaskEntry::dead_bytes`])
+/// adding up to no more than `rewrite_percent` of the range. Otherwise the range is read whole.
 fn extendable(job: &Job, e: &TaskEntry) -> bool {
     e.index.is_some()
         && (e.deltas.len() as u64) < job.split.max_deltas
-        && u128::from(e.delta_bytes()) * 100
-            <= u128::from(e.data.size) * u128::from(job.split.rewrite_percent)
+        && u128::from(e.dead_bytes) * 100
+            <= u128::from(e.stats.bytes_read) * u128::from(job.split.rewrite_percent)
 }
 
 /// The entries of the newest snapshot that `plan`'s tasks may take as they are: same task, same

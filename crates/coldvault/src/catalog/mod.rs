@@ -137,6 +137,16 @@ pub struct TaskEntry {
     /// order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deltas: Vec<Delta>,
+    /// A file-tree range with deltas: the bytes of the files its layers hold that this snapshot
+    /// no longer has (deleted, or replaced by a newer version), as they were read. A restore
+    /// reads them for nothing; the next backup reads the range whole when they pass
+    /// `rewrite_percent` of the range.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dead_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What changed in a file-tree range since the snapshot before: the entries added or changed (a
@@ -186,12 +196,6 @@ impl TaskEntry {
         }
         all.extend(&mut self.index);
         all
-    }
-
-    /// The bytes of its deltas, deleted and touched lists (one copy each): what its chain adds to its
-    /// data file.
-    pub fn delta_bytes(&self) -> u64 {
-        self.layers()[1..].iter().map(|r| r.size).sum()
     }
 }
 

@@ -146,8 +146,8 @@ pub struct Split {
     pub target_bytes: u64,
     /// About this many rows of a table per task.
     pub max_rows: u64,
-    /// A file-tree range whose deltas add up to more than this percentage of its data file is
-    /// read whole again by the next backup.
+    /// A file-tree range whose layers hold more than this percentage of its size in files
+    /// since deleted or replaced is read whole again by the next backup.
     pub rewrite_percent: u64,
     /// A file-tree range with this many deltas is read whole again by the next backup; 0 reads
     /// every changed range whole.

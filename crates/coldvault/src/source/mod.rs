@@ -122,8 +122,10 @@ pub(crate) struct ChangeTally {
     pub changed: u64,
     /// Paths written to the deleted list.
     pub gone: u64,
-    /// Files written to the metadata list: read, their content found the parent's.
+    /// Files written to the touched list: read, their content found the parent's.
     pub touched: u64,
+    /// The bytes read of those files (the later paths of a hard-link group are not read).
+    pub touched_bytes: u64,
     /// The range must be read whole for its hard links: a path the parent indexed as a file
     /// with other links is gone (older layers may name it in link entries), or a path joined a
     /// group whose content this read left to an older layer (its link entry would name a path

@@ -125,6 +125,7 @@ fn stage_and_store(
         warnings: read.warnings,
         index: None,
         deltas: Vec::new(),
+        dead_bytes: 0,
     };
     write_receipt(repo, task, &entry)?;
     Ok(Stored {

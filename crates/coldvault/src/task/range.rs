@@ -99,17 +99,20 @@ pub(super) fn stage_and_store(
         .chain(&touched)
         .cloned()
         .collect();
-    let (data, deltas) = match parent {
+    let (data, deltas, dead_bytes) = match parent {
         Some(p) => {
+            // The parent's bytes this snapshot does not hold as they were: gone or replaced.
+            let kept = tally.unchanged_bytes + tally.touched_bytes;
+            let dead = p.stats.bytes_read.saturating_sub(kept);
             let mut deltas = p.deltas.clone();
             deltas.push(Delta {
                 data,
                 deleted,
                 touched,
             });
-            (p.data.clone(), deltas)
+            (p.data.clone(), deltas, p.dead_bytes + dead)
         }
-        None => (data, Vec::new()),
+        None => (data, Vec::new(), 0),
     };
     let entry = TaskEntry {
         id: task.id.clone(),
@@ -121,6 +124,7 @@ pub(super) fn stage_and_store(
         warnings: read.warnings,
         index: Some(index),
         deltas,
+        dead_bytes,
     };
     write_receipt(ctx.repo, task, &entry)?;
     Ok(Stored {

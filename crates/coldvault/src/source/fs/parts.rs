@@ -90,6 +90,7 @@ mod tests {
                 checksum: String::new(),
                 nodes: Vec::new(),
             },
+            dead_bytes: 0,
             stats: ReadStats::default(),
             file: size.map(|size| FileMeta {
                 mode: 0o644,

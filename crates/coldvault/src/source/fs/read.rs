@@ -138,8 +138,9 @@ impl Reading<'_> {
                     return compare.not_held(rel);
                 }
                 Held::Stored(content) => rec.content = content,
-                Held::Touched(content, meta) => {
+                Held::Touched(content, meta, read) => {
                     rec.content = Some(content);
+                    compare.tally.touched_bytes += read;
                     return compare.touched(rec, &meta);
                 }
             }
@@ -256,7 +257,8 @@ enum Held {
     /// In the tar stream, with its content digest when it is a regular file stored whole.
     Stored(Option<String>),
     /// A regular file whose content (this digest) is the parent's: only its metadata is new.
-    Touched(String, FileMeta),
+    /// With the bytes read to learn it.
+    Touched(String, FileMeta, u64),
 }
 
 /// Writes one entry of a range into its tar stream.
@@ -291,7 +293,7 @@ impl<W: Write> Emit<'_, '_, W> {
                 }
                 return Ok(match content {
                     Some(c) if parent_content == Some(c.as_str()) => {
-                        Held::Touched(c, FileMeta::of(meta))
+                        Held::Touched(c, FileMeta::of(meta), 0)
                     }
                     _ => Held::Relink,
                 });
@@ -324,7 +326,7 @@ impl<W: Write> Emit<'_, '_, W> {
                 .append(builder, rel, path, self.stats, extra, parent_content)?;
             match &held {
                 Held::Stored(c) => self.links.held(rel, meta, c.as_deref(), true),
-                Held::Touched(c, _) => self.links.held(rel, meta, Some(c), false),
+                Held::Touched(c, _, _) => self.links.held(rel, meta, Some(c), false),
                 Held::Left | Held::Relink => {}
             }
             return Ok(held);
@@ -493,7 +495,11 @@ impl FileReads<'_> {
             if let Spool::Memory(v) = read.data {
                 self.buf = v;
             }
-            return Ok(Held::Touched(read.content, FileMeta::of(&read.meta)));
+            return Ok(Held::Touched(
+                read.content,
+                FileMeta::of(&read.meta),
+                read.len,
+            ));
         }
         if !settled {
             self.unsettled.push((rel.clone(), read.len));
