@@ -272,6 +272,7 @@ fn forget_and_prune_between_backups_keep_every_data_file_a_remaining_snapshot_ne
                     keys.push(d["data"]["key"].as_str().unwrap().to_owned());
                     keys.extend(d["deleted"]["key"].as_str().map(str::to_owned));
                     keys.extend(d["touched"]["key"].as_str().map(str::to_owned));
+                    keys.extend(d["index"]["key"].as_str().map(str::to_owned));
                 }
             }
             keys
@@ -383,6 +384,78 @@ fn a_damaged_index_makes_the_next_backup_read_its_range_whole() {
     env.assert_latest_restores_exactly();
 }
 
+/// The files-task entry of the newest manifest with the longest chain of deltas.
+fn longest_chain(env: &Env) -> Value {
+    let m = env.manifest("a");
+    let tasks = m["tasks"].as_array().unwrap();
+    let len = |t: &Value| t["deltas"].as_array().map_or(0, Vec::len);
+    tasks.iter().max_by_key(|t| len(t)).unwrap().clone()
+}
+
+#[test]
+fn a_long_chain_keeps_its_index_as_patches_and_writes_it_whole_every_eight_deltas() {
+    let env = env("rewrite_percent = 100");
+    backup(&env);
+    let mut listings = vec![fixtures::listing(&env.path("src"))];
+    for round in 1..=10u64 {
+        fs::write(env.path("src/d0/f00"), fixtures::bytes(6000 + round, 3000)).unwrap();
+        fs::write(env.path(&format!("src/d0/added{round}")), b"new").unwrap();
+        if round > 1 {
+            fs::remove_file(env.path(&format!("src/d0/added{}", round - 1))).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let b = backup(&env);
+        assert_eq!(b["delta_tasks"], 1, "round {round}: {b}");
+        let read = b["bytes_read"].as_u64().unwrap();
+        assert!(read <= 4_000, "round {round}: read {read} bytes: {b}");
+        listings.push(fixtures::listing(&env.path("src")));
+        let t = longest_chain(&env);
+        let deltas = t["deltas"].as_array().unwrap();
+        assert_eq!(deltas.len(), round as usize, "{t}");
+        // Eight patches after the first backup's index; the ninth delta writes it whole; the
+        // tenth patches that.
+        let indexed = t["indexed_deltas"].as_u64().unwrap_or(round);
+        assert_eq!(
+            indexed,
+            if round <= 8 { 0 } else { 9 },
+            "round {round}: {t}"
+        );
+        for (i, d) in deltas.iter().enumerate() {
+            let i = i as u64 + 1;
+            assert_eq!(
+                d["index"].is_object(),
+                i != 9,
+                "round {round}, delta {i}: {t}"
+            );
+            if let Some(patch) = d["index"]["size"].as_u64() {
+                let full = t["index"]["size"].as_u64().unwrap();
+                assert!(
+                    patch * 3 < full,
+                    "a patch of {patch} bytes, an index of {full}"
+                );
+            }
+        }
+    }
+    for (i, id) in ids(&env).iter().enumerate() {
+        let got = restore(&env, id, &format!("restored{i}"));
+        common::assert_same_lines(&listings[i], &got);
+    }
+    // A patch that no node holds intact: the next backup reads the range whole.
+    let t = longest_chain(&env);
+    let patch = t["deltas"][9]["index"]["key"].as_str().unwrap().to_owned();
+    for n in ["a", "b", "c"] {
+        let p = env.node_dir(n).join(&patch);
+        if p.exists() {
+            fs::write(&p, b"damaged").unwrap();
+        }
+    }
+    fs::write(env.path("src/d0/f01"), b"changed").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = backup(&env);
+    assert_eq!(b["delta_tasks"], 0, "{b}");
+    env.assert_latest_restores_exactly();
+}
+
 /// The inode of each path that shares it with another, grouped: which paths are one file.
 fn link_groups(root: &std::path::Path, paths: &[&str]) -> Vec<u64> {
     use std::os::unix::fs::MetadataExt;
@@ -420,6 +493,59 @@ fn hard_links_stay_linked_when_one_path_is_indexed_in_the_racy_window_and_the_ot
         let inodes = link_groups(&env.path(&to), &["d2/log", "d2/log.hardlink"]);
         assert_eq!(inodes[0], inodes[1], "snapshot {i}: still one file");
     }
+}
+
+#[test]
+fn a_touched_hard_link_group_across_ranges_is_read_once_by_the_run() {
+    let env = env("");
+    // One 40 kB file with a path in three directories, each in a range of its own.
+    let first = env.path("src/d0/big");
+    fs::write(&first, fixtures::bytes(78, 40_000)).unwrap();
+    for d in ["d3", "d6"] {
+        fs::hard_link(&first, env.path(&format!("src/{d}/big"))).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    backup(&env);
+    let ranges = |env: &Env| {
+        let m = env.manifest("a");
+        let t = m["tasks"].as_array().unwrap();
+        let holding = |p: &str| {
+            t.iter().position(|t| {
+                t["start"].as_str().is_none_or(|s| s <= p)
+                    && t["end"].as_str().is_none_or(|e| p < e)
+            })
+        };
+        [holding("d0/big"), holding("d3/big"), holding("d6/big")]
+    };
+    let r = ranges(&env);
+    assert!(r[0] != r[1] && r[1] != r[2] && r[0] != r[2], "{r:?}");
+    fs::set_permissions(&first, fs::Permissions::from_mode(0o600)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // One task at a time: the first range's read proves the content for the others.
+    let b = env.json(&["backup", "--parallel", "1"], 0);
+    assert_eq!(b["delta_tasks"], 3, "{b}");
+    assert_eq!(
+        b["bytes_read"], 40_000,
+        "read once, not once per range: {b}"
+    );
+    assert!(b["bytes_added"].as_u64().unwrap() < 3000, "not stored: {b}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let want = fixtures::listing(&env.path("src"));
+    let got = restore(&env, "latest", "r1");
+    common::assert_same_lines(&want, &got);
+    // Touched and then changed between two ranges' reads is what the version guards: here the
+    // bytes change with the times, and every range stores them again.
+    fs::write(&first, fixtures::bytes(79, 40_000)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = env.json(&["backup", "--parallel", "1"], 0);
+    assert!(
+        b["bytes_added"].as_u64().unwrap() > 3 * 30_000,
+        "stored per range: {b}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let want = fixtures::listing(&env.path("src"));
+    let got = restore(&env, "latest", "r2");
+    common::assert_same_lines(&want, &got);
 }
 
 #[test]

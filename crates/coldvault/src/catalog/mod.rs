@@ -32,7 +32,7 @@ use crate::store::Receipt;
 /// with their old metadata); 3 may hold ranges stored as deltas (which a reader of 2 would
 /// restore as their first data file alone: it must refuse them); 2 stores each document in a
 /// self-checking envelope ([`checked`]); 1 (read still) had none.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// A snapshot's id: 16 hex digits; a unique prefix names it too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -127,11 +127,15 @@ pub struct TaskEntry {
     /// What the task left out, found changing, or could not keep (a socket), naming each entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
-    /// A file-tree range: the index of its entries as this snapshot holds them (each path with a
-    /// digest of its metadata), which the next backup compares the tree with to store only what
-    /// changed. Not needed to restore.
+    /// A file-tree range: the index of its entries (each path with a digest of its metadata),
+    /// which the next backup compares the tree with to store only what changed; as the snapshot
+    /// holds them once the patches of the deltas after the first `indexed_deltas` are applied.
+    /// Not needed to restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<Receipt>,
+    /// How many of the deltas `index` includes; absent, all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_deltas: Option<usize>,
     /// A file-tree range stored as changes: `data` holds the range as a backup read it whole,
     /// and each delta, oldest first, what changed in a later backup. Restoring applies them in
     /// order.
@@ -163,15 +167,26 @@ pub struct Delta {
     /// owner, group and modification time (NUL-terminated fields); absent when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touched: Option<Receipt>,
+    /// The patch of the range's index: the records of what the delta stored or touched, and of
+    /// the paths gone; absent when the delta wrote the entry's index whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Receipt>,
 }
 
 impl TaskEntry {
-    /// Every data file the entry names: what a restore reads ([`TaskEntry::layers`]) and its
-    /// index.
+    /// Every data file the entry names: what a restore reads ([`TaskEntry::layers`]), its index
+    /// and the deltas' patches of it.
     pub fn receipts(&self) -> Vec<&Receipt> {
         let mut all = self.layers();
         all.extend(&self.index);
+        all.extend(self.deltas.iter().filter_map(|d| d.index.as_ref()));
         all
+    }
+
+    /// The deltas whose index patches apply after `index`.
+    pub fn index_patches(&self) -> &[Delta] {
+        let n = self.indexed_deltas.unwrap_or(self.deltas.len());
+        self.deltas.get(n..).unwrap_or_default()
     }
 
     /// The data files a restore of the entry reads: its data file, then each delta's data file,
@@ -193,6 +208,7 @@ impl TaskEntry {
             all.push(&mut d.data);
             all.extend(&mut d.deleted);
             all.extend(&mut d.touched);
+            all.extend(&mut d.index);
         }
         all.extend(&mut self.index);
         all

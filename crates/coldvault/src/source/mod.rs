@@ -96,13 +96,30 @@ impl From<ReadStats> for TaskRead {
     }
 }
 
+/// The index of a range as a snapshot holds it: its newest full index, and the patches of the
+/// deltas since, oldest first. A patch holds the records of the entries its delta stored or
+/// touched and, with the type `-` and the digest of 32 zeros, one of each path gone, in walk
+/// order: the full index with each patch applied in turn (a path's record replaced, added, or,
+/// when gone, removed) is the snapshot's index. A delta writes a patch while the chain has fewer
+/// than [`MAX_PATCHES`] since its full index, and a full index then, so a read merges a bounded
+/// number of streams.
+pub(crate) struct ParentIndex<'a> {
+    pub full: Box<dyn std::io::BufRead + 'a>,
+    pub patches: Vec<Box<dyn std::io::BufRead + 'a>>,
+}
+
+/// The most patches a range's chain has after its newest full index.
+pub(crate) const MAX_PATCHES: usize = 8;
+
 /// What a file-tree range writes beside its tar stream: the index of the entries the snapshot
 /// holds of it, and, when only changes are stored, the paths of the parent's index that are gone.
 pub(crate) struct Changes<'a> {
     /// The parent's index of the range (decoded), when only changes are stored.
-    pub parent: Option<Box<dyn std::io::BufRead + 'a>>,
+    pub parent: Option<ParentIndex<'a>>,
     /// Where the range's index goes.
     pub index: &'a mut dyn Write,
+    /// Whether the index is written as a patch of the parent's (what differs), not whole.
+    pub patch: bool,
     /// Where the paths gone since the parent go.
     pub deleted: &'a mut dyn Write,
     /// Where the files whose metadata alone changed go, with their new metadata.
@@ -124,8 +141,11 @@ pub(crate) struct ChangeTally {
     pub gone: u64,
     /// Files written to the touched list: read, their content found the parent's.
     pub touched: u64,
-    /// The bytes read of those files (the later paths of a hard-link group are not read).
+    /// The bytes of those files (of a hard-link group, once).
     pub touched_bytes: u64,
+    /// The part of `touched_bytes` not read by this task: files with other links whose content
+    /// a read in another range of the run proved ([`crate::source::fs`]'s `Proven`).
+    pub proven_bytes: u64,
     /// The range must be read whole for its hard links: a path the parent indexed as a file
     /// with other links is gone (older layers may name it in link entries), or a path joined a
     /// group whose content this read left to an older layer (its link entry would name a path

@@ -124,6 +124,7 @@ fn stage_and_store(
         fingerprint: task.fingerprint.clone(),
         warnings: read.warnings,
         index: None,
+        indexed_deltas: None,
         deltas: Vec::new(),
         dead_bytes: 0,
     };

@@ -16,7 +16,7 @@ use crate::fetch::{Fetcher, Verified};
 use crate::job::Job;
 use crate::plan::TaskSpec;
 use crate::progress::CountingWriter;
-use crate::source::{ChangeTally, Changes, RunSource, TaskRead};
+use crate::source::{ChangeTally, Changes, ParentIndex, RunSource, TaskRead, MAX_PATCHES};
 use crate::stage::Stager;
 
 /// Reads the range of `task` (whole, or its changes since `task.parent`), stages and stores its
@@ -29,28 +29,27 @@ pub(super) fn stage_and_store(
     task: &TaskSpec,
 ) -> Result<Stored> {
     let parent = task.parent.as_deref();
-    let mut parent_index = match parent.and_then(|p| p.index.as_ref()) {
-        Some(index) => match ctx.fetch(index) {
-            Ok((verified, _)) => Some(verified),
-            Err(e) => {
-                log::warn!(
-                    "task {}: the parent's index of the range cannot be read ({e}): the range \
-                     is read whole",
-                    task.id
-                );
-                None
-            }
-        },
-        None => None,
+    let mut parent_index = match parent.map(|p| fetch_index(ctx, p)).transpose() {
+        Ok(index) => index.flatten(),
+        Err(e) => {
+            log::warn!(
+                "task {}: the parent's index of the range cannot be read ({e}): the range is \
+                 read whole",
+                task.id
+            );
+            None
+        }
     };
-    let first = read_range(job, ctx, reader, task, parent_index.as_ref())?;
+    // A patch of the parent's index while its chain has few; the whole index then.
+    let patch = parent.is_some_and(|p| p.index_patches().len() < MAX_PATCHES);
+    let first = read_range(job, ctx, reader, task, parent_index.as_ref(), patch)?;
     let r = if first.tally.read_whole && parent_index.is_some() {
         // A path of a hard-link group left the range while others stayed: the parent's layers
         // may link to it. Read the range whole (into the same staged files: the first read's
         // are removed first).
         drop(first);
         parent_index = None;
-        read_range(job, ctx, reader, task, None)?
+        read_range(job, ctx, reader, task, None, false)?
     } else {
         first
     };
@@ -99,20 +98,27 @@ pub(super) fn stage_and_store(
         .chain(&touched)
         .cloned()
         .collect();
-    let (data, deltas, dead_bytes) = match parent {
+    let (data, deltas, dead_bytes, index, indexed_deltas) = match parent {
         Some(p) => {
             // The parent's bytes this snapshot does not hold as they were: gone or replaced.
             let kept = tally.unchanged_bytes + tally.touched_bytes;
             let dead = p.stats.bytes_read.saturating_sub(kept);
             let mut deltas = p.deltas.clone();
+            let (index, patch, indexed) = if patch {
+                let indexed = p.indexed_deltas.unwrap_or(p.deltas.len());
+                (p.index.clone(), Some(index), Some(indexed))
+            } else {
+                (Some(index), None, None)
+            };
             deltas.push(Delta {
                 data,
                 deleted,
                 touched,
+                index: patch,
             });
-            (p.data.clone(), deltas, p.dead_bytes + dead)
+            (p.data.clone(), deltas, p.dead_bytes + dead, index, indexed)
         }
-        None => (data, Vec::new(), 0),
+        None => (data, Vec::new(), 0, Some(index), None),
     };
     let entry = TaskEntry {
         id: task.id.clone(),
@@ -122,16 +128,38 @@ pub(super) fn stage_and_store(
         file: read.file,
         fingerprint: task.fingerprint.clone(),
         warnings: read.warnings,
-        index: Some(index),
+        index,
+        indexed_deltas,
         deltas,
         dead_bytes,
     };
     write_receipt(ctx.repo, task, &entry)?;
     Ok(Stored {
-        bytes_read: entry.stats.bytes_read.saturating_sub(tally.unchanged_bytes),
+        bytes_read: (entry.stats.bytes_read)
+            .saturating_sub(tally.unchanged_bytes + tally.proven_bytes),
         stored,
         entry,
     })
+}
+
+/// The parent's index of the range, fetched: its full index and the patches after it; `None`
+/// when it has none.
+fn fetch_index(ctx: &Fetcher<'_>, p: &TaskEntry) -> Result<Option<(Verified, Vec<Verified>)>> {
+    let Some(full) = &p.index else {
+        return Ok(None);
+    };
+    let full = ctx.fetch(full)?.0;
+    let patches = p
+        .index_patches()
+        .iter()
+        .map(|d| match &d.index {
+            Some(r) => Ok(ctx.fetch(r)?.0),
+            None => Err(crate::error::Error::integrity(
+                "a delta after the range's index has no patch of it",
+            )),
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some((full, patches)))
 }
 
 /// One read of a range, its four files staged but not finished.
@@ -152,7 +180,8 @@ fn read_range(
     ctx: &Fetcher<'_>,
     reader: &dyn RunSource,
     task: &TaskSpec,
-    parent_index: Option<&Verified>,
+    parent_index: Option<&(Verified, Vec<Verified>)>,
+    patch: bool,
 ) -> Result<RangeRead> {
     let id = task.id.as_str();
     with_attempts(|attempt| {
@@ -163,13 +192,20 @@ fn read_range(
         let mut index = stager(job, ctx, &format!("{id}.index"))?;
         let mut deleted = stager(job, ctx, &format!("{id}.deleted"))?;
         let mut touched = stager(job, ctx, &format!("{id}.touched"))?;
-        let parent: Option<Box<dyn std::io::BufRead>> = match parent_index {
-            Some(v) => Some(Box::new(BufReader::new(v.open()?))),
+        let open = |v: &Verified| -> Result<Box<dyn std::io::BufRead>> {
+            Ok(Box::new(BufReader::new(v.open()?)))
+        };
+        let parent = match parent_index {
+            Some((full, patches)) => Some(ParentIndex {
+                full: open(full)?,
+                patches: patches.iter().map(open).collect::<Result<_>>()?,
+            }),
             None => None,
         };
         let mut changes = Changes {
             parent,
             index: &mut index,
+            patch,
             deleted: &mut deleted,
             touched: &mut touched,
             tally: ChangeTally::default(),

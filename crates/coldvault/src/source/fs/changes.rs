@@ -32,7 +32,9 @@
 //! metadata go to the touched list, two NUL-terminated fields per file, the path and
 //! `<mode in octal> <uid> <gid> <mtime as seconds.nanoseconds>`, applied after the older
 //! layer's bytes are restored. Invariant: the parent's entries, minus the deleted paths, plus
-//! the entries stored or listed with new metadata, are exactly the index written.
+//! the entries stored or listed with new metadata, are exactly the snapshot's index. A delta
+//! writes that difference alone, as a patch of the parent's index ([`ParentIndex`]), until its
+//! chain has [`crate::source::MAX_PATCHES`] of them; then the whole index again.
 
 use std::fs::Metadata;
 use std::io::{BufRead, Write};
@@ -40,10 +42,13 @@ use std::io::{BufRead, Write};
 use crate::catalog::FileMeta;
 use crate::error::{Error, Result};
 use crate::path::RelPath;
-use crate::source::ChangeTally;
+use crate::source::{ChangeTally, ParentIndex};
 
 /// The digest of an entry whose times cannot prove it unchanged next time.
 pub(super) const UNPROVEN: &str = "00000000000000000000000000000000";
+
+/// The type of a patch's record of a path gone ([`ParentIndex`]).
+const GONE: u8 = b'-';
 
 /// An index record: the digest and type of one path, and its content's digest when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +129,54 @@ fn write_path(out: &mut dyn Write, rel: &RelPath) -> std::io::Result<()> {
     }
 }
 
+/// The records of a [`ParentIndex`], merged in walk order.
+struct ParentView<'a> {
+    /// The full index, then each patch, oldest first; each with its next record.
+    streams: Vec<(IndexReader<'a>, Option<Record>)>,
+}
+
+impl<'a> ParentView<'a> {
+    fn new(index: ParentIndex<'a>) -> Result<Self> {
+        let mut streams = Vec::with_capacity(1 + index.patches.len());
+        for r in std::iter::once(index.full).chain(index.patches) {
+            let mut r = IndexReader::new(r);
+            let next = r.next_record()?;
+            streams.push((r, next));
+        }
+        Ok(ParentView { streams })
+    }
+
+    /// The next path's record in the snapshot's index: the newest stream's that has the path,
+    /// unless that says it is gone; `None` at the end.
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        loop {
+            let first = self
+                .streams
+                .iter()
+                .filter_map(|(_, n)| n.as_ref())
+                .min_by(|a, b| a.path.cmp(&b.path));
+            let Some(path) = first.map(|r| r.path.clone()) else {
+                return Ok(None);
+            };
+            let mut newest = None;
+            for (reader, next) in &mut self.streams {
+                while let Some(r) = next.take_if(|r| r.path == path) {
+                    *next = reader.next_record()?;
+                    if next.as_ref().is_some_and(|n| n.path < r.path) {
+                        return Err(Error::integrity(
+                            "the index of a file-tree range is out of order",
+                        ));
+                    }
+                    newest = Some(r);
+                }
+            }
+            if let Some(r) = newest.filter(|r| r.kind != GONE) {
+                return Ok(Some(r));
+            }
+        }
+    }
+}
+
 /// Reads NUL-terminated records from an index.
 pub(super) struct IndexReader<'a> {
     inner: Box<dyn BufRead + 'a>,
@@ -177,10 +230,12 @@ impl<'a> IndexReader<'a> {
 /// A range read against the parent's index (or none: then every entry is new), writing this
 /// snapshot's index and the paths gone.
 pub(super) struct Compare<'a> {
-    parent: Option<IndexReader<'a>>,
+    parent: Option<ParentView<'a>>,
     /// The parent's next record not yet passed by the walk.
     next: Option<Record>,
     index: &'a mut dyn Write,
+    /// Whether `index` takes only the records that differ from the parent's (a patch).
+    patch: bool,
     deleted: &'a mut dyn Write,
     touched: &'a mut dyn Write,
     /// Whether the entry being decided was in the parent's index, and there a file with links.
@@ -198,18 +253,22 @@ pub(super) struct Compare<'a> {
 }
 
 impl<'a> Compare<'a> {
+    /// A compare against `parent`, writing `index` whole, or as a patch of the parent's when
+    /// `patch`.
     pub(super) fn new(
-        parent: Option<Box<dyn BufRead + 'a>>,
+        parent: Option<ParentIndex<'a>>,
         index: &'a mut dyn Write,
+        patch: bool,
         deleted: &'a mut dyn Write,
         touched: &'a mut dyn Write,
     ) -> Result<Self> {
-        let mut parent = parent.map(IndexReader::new);
+        let mut parent = parent.map(ParentView::new).transpose()?;
         let next = match parent.as_mut() {
             Some(p) => p.next_record()?,
             None => None,
         };
         Ok(Compare {
+            patch: patch && parent.is_some(),
             parent,
             next,
             index,
@@ -267,6 +326,9 @@ impl<'a> Compare<'a> {
     pub(super) fn held(&mut self, mut rec: Record) -> Result<()> {
         if std::mem::take(&mut self.storing) {
             self.tally.changed += 1;
+        } else if self.patch {
+            // The parent's record, as it is.
+            return Ok(());
         } else if rec.content.is_none() {
             rec.content = self.parent_content.take();
         }
@@ -330,7 +392,17 @@ impl<'a> Compare<'a> {
 
     fn gone(&mut self, rel: &RelPath) -> Result<()> {
         self.tally.gone += 1;
-        write_path(self.deleted, rel).map_err(index_err)
+        write_path(self.deleted, rel).map_err(index_err)?;
+        if self.patch {
+            let rec = Record {
+                path: rel.clone(),
+                digest: UNPROVEN.to_owned(),
+                kind: GONE,
+                content: None,
+            };
+            rec.write(self.index).map_err(index_err)?;
+        }
+        Ok(())
     }
 }
 
@@ -413,6 +485,30 @@ mod tests {
         out
     }
 
+    /// A parent's index that is one full index.
+    fn whole(index: &[u8]) -> ParentIndex<'_> {
+        ParentIndex {
+            full: Box::new(index),
+            patches: Vec::new(),
+        }
+    }
+
+    /// The records of `full` with `patches` applied.
+    fn view(full: &[u8], patches: &[&[u8]]) -> Result<Vec<Record>> {
+        let mut v = ParentView::new(ParentIndex {
+            full: Box::new(full),
+            patches: patches
+                .iter()
+                .map(|p| Box::new(*p) as Box<dyn BufRead>)
+                .collect(),
+        })?;
+        let mut out = Vec::new();
+        while let Some(r) = v.next_record()? {
+            out.push(r);
+        }
+        Ok(out)
+    }
+
     /// What a compare of a walk against a parent's index did.
     struct Compared {
         stored: Vec<String>,
@@ -423,16 +519,16 @@ mod tests {
 
     /// Runs a compare of `walk` against `parent`, every entry held.
     fn compare(parent: &[Record], walk: &[Record]) -> Compared {
-        let parent = index_of(parent);
+        compare_into(whole(&index_of(parent)), walk, false)
+    }
+
+    /// Runs a compare of `walk` against `parent`, every entry held, writing the index whole or
+    /// as a patch.
+    fn compare_into(parent: ParentIndex<'_>, walk: &[Record], patch: bool) -> Compared {
         let (mut index, mut deleted, mut touched) = (Vec::new(), Vec::new(), Vec::new());
         let mut stored = Vec::new();
-        let mut c = Compare::new(
-            Some(Box::new(&parent[..]) as Box<dyn BufRead>),
-            &mut index,
-            &mut deleted,
-            &mut touched,
-        )
-        .unwrap();
+        let mut c =
+            Compare::new(Some(parent), &mut index, patch, &mut deleted, &mut touched).unwrap();
         for r in walk {
             if c.must_store(r).unwrap() {
                 stored.push(r.path.lossy());
@@ -448,31 +544,113 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_new_and_changed_entries_are_stored_and_passed_paths_are_gone() {
-        let parent = [
+    /// A parent's index and a walk of the same range after a change: `b` edited, `bb` added, `c`
+    /// turned from a directory into a file (`c/x` gone with it), `z` deleted.
+    fn a_change() -> (Vec<Record>, Vec<Record>) {
+        let parent = vec![
             rec(".", 'a', b'd'),
             rec("a", 'a', b'f'),
-            rec("b", 'b', b'f'),
+            with_content(rec("b", 'b', b'f'), 'b'),
             rec("c", 'c', b'd'),
             rec("c/x", 'c', b'f'),
             rec("d", 'd', b'f'),
             rec("z", 'f', b'f'),
         ];
-        let walk = [
+        let walk = vec![
             rec(".", 'a', b'd'),
             rec("a", 'a', b'f'),
-            rec("b", 'e', b'f'),
+            with_content(rec("b", 'e', b'f'), 'e'),
             rec("bb", 'b', b'f'),
             rec("c", 'c', b'f'),
             rec("d", 'd', b'f'),
         ];
+        (parent, walk)
+    }
+
+    /// The records of an index or a patch.
+    fn records(index: &[u8]) -> Vec<Record> {
+        let mut r = IndexReader::new(Box::new(index));
+        std::iter::from_fn(|| r.next_record().unwrap()).collect()
+    }
+
+    #[test]
+    fn only_new_and_changed_entries_are_stored_and_passed_paths_are_gone() {
+        let (parent, walk) = a_change();
         let c = compare(&parent, &walk);
         assert_eq!(c.stored, ["b", "bb", "c"]);
         assert_eq!(c.index, index_of(&walk));
         let gone = read_deleted(&mut &c.deleted[..]).unwrap();
         let gone: Vec<String> = gone.iter().map(|p| p.lossy()).collect();
         assert_eq!(gone, ["c", "c/x", "z"], "a type change is gone too");
+    }
+
+    #[test]
+    fn a_patch_applied_to_the_parents_index_is_the_index_written_whole() {
+        let (parent, walk) = a_change();
+        let parent = index_of(&parent);
+        let patch = compare_into(whole(&parent), &walk, true);
+        let whole = compare_into(whole(&parent), &walk, false);
+        assert_eq!(patch.stored, whole.stored);
+        assert_eq!(patch.deleted, whole.deleted);
+        let expected = records(&whole.index);
+        assert_eq!(view(&parent, &[&patch.index]).unwrap(), expected);
+        let in_patch: Vec<(String, char)> = records(&patch.index)
+            .iter()
+            .map(|r| (r.path.lossy(), char::from(r.kind)))
+            .collect();
+        let want = [
+            ("b", 'f'),
+            ("bb", 'f'),
+            ("c", '-'),
+            ("c", 'f'),
+            ("c/x", '-'),
+            ("z", '-'),
+        ];
+        let want: Vec<(String, char)> = want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
+        assert_eq!(in_patch, want, "what changed, and no unchanged entry");
+        // A second delta against that view: `c` becomes a directory again, `bb` is gone.
+        let walk2 = [
+            rec(".", 'a', b'd'),
+            rec("a", 'a', b'f'),
+            with_content(rec("b", 'e', b'f'), 'e'),
+            rec("c", 'c', b'd'),
+            rec("d", 'd', b'f'),
+        ];
+        let parent2 = ParentIndex {
+            full: Box::new(&parent[..]),
+            patches: vec![Box::new(&patch.index[..])],
+        };
+        let second = compare_into(parent2, &walk2, true);
+        assert_eq!(second.stored, ["c"]);
+        let gone = read_deleted(&mut &second.deleted[..]).unwrap();
+        assert_eq!(
+            gone.iter().map(|p| p.lossy()).collect::<Vec<_>>(),
+            ["bb", "c"]
+        );
+        let index2 = &second.index;
+        assert_eq!(view(&parent, &[&patch.index, index2]).unwrap(), walk2);
+    }
+
+    #[test]
+    fn a_path_gone_in_one_patch_and_back_in_a_later_one_is_in_the_view() {
+        let full = index_of(&[rec("a", 'a', b'f'), rec("b", 'b', b'f')]);
+        let gone = |p: &str| Record {
+            digest: UNPROVEN.to_owned(),
+            ..rec(p, '0', GONE)
+        };
+        let p1 = index_of(&[gone("a"), rec("c", 'c', b'f')]);
+        let p2 = index_of(&[rec("a", 'd', b'd'), gone("c")]);
+        assert_eq!(
+            view(&full, &[&p1]).unwrap(),
+            [rec("b", 'b', b'f'), rec("c", 'c', b'f')]
+        );
+        assert_eq!(
+            view(&full, &[&p1, &p2]).unwrap(),
+            [rec("a", 'd', b'd'), rec("b", 'b', b'f')]
+        );
+        let disordered = index_of(&[rec("c", 'c', b'f'), rec("a", 'c', b'f')]);
+        let e = view(&full, &[&disordered]).unwrap_err();
+        assert!(e.to_string().contains("out of order"), "{e}");
     }
 
     #[test]
@@ -488,8 +666,9 @@ mod tests {
         let parent = index_of(&[rec("a", 'a', b'f')]);
         let (mut index, mut deleted, mut touched) = (Vec::new(), Vec::new(), Vec::new());
         let mut c = Compare::new(
-            Some(Box::new(&parent[..]) as Box<dyn BufRead>),
+            Some(whole(&parent)),
             &mut index,
+            false,
             &mut deleted,
             &mut touched,
         )
@@ -537,8 +716,9 @@ mod tests {
         ]);
         let (mut index, mut deleted, mut touched) = (Vec::new(), Vec::new(), Vec::new());
         let mut c = Compare::new(
-            Some(Box::new(&parent[..]) as Box<dyn BufRead>),
+            Some(whole(&parent)),
             &mut index,
+            false,
             &mut deleted,
             &mut touched,
         )

@@ -118,6 +118,7 @@ impl SourceKind for FsSource {
             select: Selector::new(job, root, select)?,
             fail_unreadable: select.on_unreadable == OnUnreadable::Fail,
             careful: Mutex::new(BTreeSet::new()),
+            proven: special::Proven::default(),
             spool_dir: &job.run.staging,
         }))
     }
@@ -152,6 +153,7 @@ struct TreeReader<'a> {
     select: Selector,
     fail_unreadable: bool,
     careful: Mutex<BTreeSet<RelPath>>,
+    proven: special::Proven,
     spool_dir: &'a Path,
 }
 
@@ -161,6 +163,7 @@ impl TreeReader<'_> {
         Reading {
             walk: Walk::new(self.root, &self.select, self.fail_unreadable),
             careful: &self.careful,
+            proven: &self.proven,
             attempt,
             spool_dir: self.spool_dir,
         }
@@ -220,6 +223,7 @@ impl RunSource for TreeReader<'_> {
         let mut compare = changes::Compare::new(
             changes.parent.take(),
             changes.index,
+            changes.patch,
             changes.deleted,
             changes.touched,
         )?;

@@ -91,6 +91,7 @@ mod tests {
                 nodes: Vec::new(),
             },
             dead_bytes: 0,
+            indexed_deltas: None,
             stats: ReadStats::default(),
             file: size.map(|size| FileMeta {
                 mode: 0o644,

@@ -20,11 +20,12 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::sync::Mutex;
 
 use rustix::fs::{FileType, Mode, OFlags, CWD};
 
 use super::notes::{cause, Notes};
-use crate::catalog::{FileMeta, Problem, ReadStats};
+use crate::catalog::{FileMeta, FileVersion, Problem, ReadStats};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 
@@ -58,6 +59,46 @@ pub(super) fn leave_out(rel: &RelPath, meta: &Metadata, stats: &mut ReadStats, n
         ("entry not stored", "a file of a type tar cannot hold")
     };
     notes.note(rel, Problem::NotStored, problem, detail);
+}
+
+/// The content digests of files with other links that a task of the run read whole, with the
+/// version each was read at, by device and inode: a group whose paths fall in several ranges is
+/// read once, not once per range, to learn that a touch left its content the parent's. Only a
+/// settled read whose times prove the next change is noted ([`super::read::racy_at`]), and a
+/// digest is only given for a file still at that version. At most [`PROVEN_FILES`] are kept.
+#[derive(Default)]
+pub(super) struct Proven(Mutex<HashMap<(u64, u64), (FileVersion, String)>>);
+
+/// How many files [`Proven`] remembers (about 100 bytes each).
+const PROVEN_FILES: usize = 4096;
+
+impl Proven {
+    /// The content digest of the file of `meta`, when a read in this run proved it at this
+    /// version.
+    pub(super) fn get(&self, meta: &Metadata) -> Option<String> {
+        if meta.nlink() < 2 {
+            return None;
+        }
+        let known = self.0.lock().ok()?;
+        let (version, content) = known.get(&(meta.dev(), meta.ino()))?;
+        (*version == FileVersion::of(meta)).then(|| content.clone())
+    }
+
+    /// Notes `content` as the content of the file of `meta`, just read whole and settled.
+    pub(super) fn note(&self, meta: &Metadata, content: &str) {
+        if meta.nlink() < 2 || super::read::racy_at(meta, std::time::SystemTime::now()).is_some() {
+            return;
+        }
+        if let Ok(mut known) = self.0.lock() {
+            if known.len() >= PROVEN_FILES {
+                known.clear();
+            }
+            known.insert(
+                (meta.dev(), meta.ino()),
+                (FileVersion::of(meta), content.to_owned()),
+            );
+        }
+    }
 }
 
 /// The files of one task that have other links, by device and inode.
