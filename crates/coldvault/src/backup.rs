@@ -486,7 +486,7 @@ fn range_of(kind: &crate::plan::TaskKind) -> Option<RangeKey> {
 /// Whether the parent's entry `e` for a range may take one more delta: it has an index, fewer
 /// than `max_deltas` deltas, and files gone or replaced in its chain ([`TaskEntry::dead_bytes`])
 /// adding up to no more than `rewrite_percent` of the range. Otherwise the range is read whole.
-fn extendable(job: &Job, e: &TaskEntry) -> bool {
+pub(crate) fn extendable(job: &Job, e: &TaskEntry) -> bool {
     e.index.is_some()
         && (e.deltas.len() as u64) < job.split.max_deltas
         && u128::from(e.dead_bytes) * 100

@@ -89,7 +89,7 @@ impl SourceKind for FsSource {
     fn plan(&self, job: &Job, parent: Option<&crate::catalog::Manifest>) -> Result<SourcePlan> {
         let (root, select) = tree(job)?;
         let selector = Selector::new(job, root, select)?;
-        let cuts = parent.map(plan::Cuts::of);
+        let cuts = parent.map(|p| plan::Cuts::of(p, job));
         let (tasks, excluded) =
             plan::plan_fingerprinted(root, &selector, job.split.target_bytes, cuts)?;
         let mut notes = selector.notes;

@@ -1,6 +1,7 @@
 //! Planning a file tree: ranges of the walk order of about `target_bytes`, and parts of larger
 //! files, each with a fingerprint of the metadata of what it reads.
 
+use std::collections::HashSet;
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -9,28 +10,42 @@ use super::select::Selector;
 use super::{read_err, Walk, ENTRY_OVERHEAD};
 use crate::catalog::{FilesTask, Manifest, PartTask, TaskKind};
 use crate::error::Result;
+use crate::job::Job;
 use crate::path::RelPath;
 use crate::source::Planned;
 
 /// The range boundaries of the parent snapshot, which a plan after it keeps: a range whose
 /// boundaries stay can store only what changed in it.
-pub(crate) struct Cuts(Vec<RelPath>);
+#[derive(Default)]
+pub(crate) struct Cuts {
+    /// The starts of the parent's ranges, in walk order.
+    pub(super) starts: Vec<RelPath>,
+    /// The starts (`None`: the first range's) of the parent's ranges whose entry a delta may
+    /// extend ([`crate::backup::extendable`]).
+    pub(super) extendable: HashSet<Option<RelPath>>,
+}
 
 impl Cuts {
-    /// The starts of the parent's ranges, in walk order.
-    pub(crate) fn of(parent: &Manifest) -> Cuts {
-        let mut starts: Vec<RelPath> = parent
-            .tasks
-            .iter()
-            .filter_map(|t| match &t.kind {
-                TaskKind::Files(f) => f.start.clone(),
-                _ => None,
-            })
-            .collect();
-        starts.sort();
-        Cuts(starts)
+    /// The parent's range boundaries, and which of its ranges `job` may extend with a delta.
+    pub(crate) fn of(parent: &Manifest, job: &Job) -> Cuts {
+        let mut cuts = Cuts::default();
+        for t in &parent.tasks {
+            if let TaskKind::Files(f) = &t.kind {
+                cuts.starts.extend(f.start.clone());
+                if crate::backup::extendable(job, t) {
+                    cuts.extendable.insert(f.start.clone());
+                }
+            }
+        }
+        cuts.starts.sort();
+        cuts
     }
 }
+
+/// How many times `target` a range may grow to while a delta can extend its entry: cutting it
+/// reads both parts whole, so that waits until the range is rewritten anyway (past its chain's
+/// bounds) or this large.
+const EXTENDABLE_GROWTH: u64 = 8;
 
 /// Plans a tree into ranges of about `target` bytes and parts of larger files. Each task comes
 /// with a fingerprint of the metadata of what it reads (path, mode, owner, size, modification and
@@ -38,9 +53,12 @@ impl Cuts {
 /// takes from the parent snapshot without reading them.
 ///
 /// After a parent (`cuts`), its boundaries stay where they were, whatever was added or removed
-/// around them: a range is cut at the parent's boundaries, and also where it has grown past
-/// twice `target`; a parent's boundary is dropped when the range before it has shrunk under an
-/// eighth of `target` (the two ranges become one).
+/// around them: a range is cut at the parent's boundaries, and a range that has grown past twice
+/// `target` (past [`EXTENDABLE_GROWTH`] times while its entry can take a delta) is cut where it
+/// passed `target`, leaving two ranges of about `target` (cut where it
+/// passed twice, the rest would be a sliver that the next parent boundary drops, re-cutting the
+/// next range too, and every later growth would cut it again); a parent's boundary is dropped
+/// when the range before it has shrunk under an eighth of `target` (the two ranges become one).
 pub(crate) fn plan_fingerprinted(
     root: &Path,
     select: &Selector,
@@ -48,8 +66,10 @@ pub(crate) fn plan_fingerprinted(
     cuts: Option<Cuts>,
 ) -> Result<(Vec<Planned>, u64)> {
     let hinted = cuts.is_some();
-    let cuts = cuts.map(|c| c.0).unwrap_or_default();
-    let mut cuts = cuts.iter().peekable();
+    let Cuts { starts, extendable } = cuts.unwrap_or_default();
+    let mut cuts = starts.iter().peekable();
+    // Whether the parent's range the walk is in can take a delta.
+    let mut in_extendable = extendable.contains(&None);
     let mut tasks = Vec::new();
     let mut start: Option<RelPath> = None;
     let mut split_files = Vec::new();
@@ -58,6 +78,10 @@ pub(crate) fn plan_fingerprinted(
     let root_meta = fs::symlink_metadata(root).map_err(|e| read_err("cannot stat", root, e))?;
     let mut print = blake3::Hasher::new();
     fingerprint(&mut print, &RelPath::root(), &root_meta);
+    // After a parent: where the range being planned passed `target`, with its fingerprint,
+    // bytes and entries up to there, and the fingerprint of its entries since.
+    let mut passed: Option<(RelPath, blake3::Hasher, u64, u64)> = None;
+    let mut since = blake3::Hasher::new();
     // Entries that cannot be read are the read's to report; the plan only leaves them out.
     let mut walk = Walk::new(root, select, false);
     walk.run(None, None, &mut |rel, _path, meta| {
@@ -66,14 +90,38 @@ pub(crate) fn plan_fingerprinted(
         let mut at_cut = None;
         while let Some(c) = cuts.next_if(|c| *c <= rel) {
             at_cut = Some(c);
+            in_extendable = extendable.contains(&Some(c.clone()));
         }
+        let grown = if in_extendable {
+            EXTENDABLE_GROWTH * target
+        } else {
+            2 * target
+        };
         let boundary = match at_cut {
             Some(c) if bytes >= target / 8 => Some(c.clone()),
-            _ if (hinted && bytes >= 2 * target) || (!hinted && bytes >= target) => {
-                Some(rel.clone())
+            _ if hinted && bytes >= grown => {
+                if let Some((at, first, first_bytes, first_items)) = passed.take() {
+                    // Cut where it passed `target`; the rest goes on as the next range.
+                    let kind = TaskKind::Files(FilesTask {
+                        start: start.take(),
+                        end: Some(at.clone()),
+                        split_files: split_files.extract_if(.., |f| *f < at).collect(),
+                    });
+                    tasks.push(planned(kind, first_bytes, first_items, &first));
+                    start = Some(at);
+                    print = std::mem::replace(&mut since, blake3::Hasher::new());
+                    bytes -= first_bytes;
+                    items -= first_items;
+                }
+                None
             }
+            _ if !hinted && bytes >= target => Some(rel.clone()),
             _ => None,
         };
+        if hinted && passed.is_none() && bytes >= target && items > 0 {
+            passed = Some((rel.clone(), print.clone(), bytes, items));
+            since = blake3::Hasher::new();
+        }
         if let Some(boundary) = boundary.filter(|_| items > 0) {
             let kind = TaskKind::Files(FilesTask {
                 start: start.take(),
@@ -85,6 +133,7 @@ pub(crate) fn plan_fingerprinted(
             start = Some(boundary);
             bytes = 0;
             items = 0;
+            passed = None;
         }
         bytes += ENTRY_OVERHEAD;
         items += 1;
@@ -107,6 +156,9 @@ pub(crate) fn plan_fingerprinted(
             }
         } else {
             fingerprint(&mut print, rel, meta);
+            if passed.is_some() {
+                fingerprint(&mut since, rel, meta);
+            }
             if meta.is_file() {
                 bytes += meta.len().div_ceil(512) * 512;
             }

@@ -26,13 +26,45 @@ fn walk(
 
 /// Plans the tree at `root`, taking everything: (kind, estimated bytes, estimated items).
 fn plan(root: &Path, target: u64) -> Result<Vec<(TaskKind, u64, u64)>> {
+    plan_after(root, target, None)
+}
+
+/// [`plan`] after a parent whose ranges start at `cuts`, none of which a delta may extend.
+fn plan_after(
+    root: &Path,
+    target: u64,
+    cuts: Option<Vec<RelPath>>,
+) -> Result<Vec<(TaskKind, u64, u64)>> {
+    let cuts = cuts.map(|starts| super::plan::Cuts {
+        starts,
+        extendable: Default::default(),
+    });
+    plan_cut(root, target, cuts)
+}
+
+fn plan_cut(
+    root: &Path,
+    target: u64,
+    cuts: Option<super::plan::Cuts>,
+) -> Result<Vec<(TaskKind, u64, u64)>> {
     Ok(
-        super::plan::plan_fingerprinted(root, &everything(), target, None)?
+        super::plan::plan_fingerprinted(root, &everything(), target, cuts)?
             .0
             .into_iter()
             .map(|p| (p.kind, p.bytes, p.items))
             .collect(),
     )
+}
+
+/// The starts of a plan's ranges (the first's is none).
+fn starts(tasks: &[(TaskKind, u64, u64)]) -> Vec<RelPath> {
+    tasks
+        .iter()
+        .filter_map(|(k, _, _)| match k {
+            TaskKind::Files(f) => f.start.clone(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Builds a tree from (path, size) pairs; paths use '/' and may nest.
@@ -57,8 +89,8 @@ fn all_entries(root: &Path) -> Vec<RelPath> {
     v
 }
 
-fn check_cover(root: &Path, target: u64) {
-    let tasks = plan(root, target).unwrap();
+fn check_cover(root: &Path, target: u64, cuts: Option<Vec<RelPath>>) {
+    let tasks = plan_after(root, target, cuts).unwrap();
     let all = all_entries(root);
     let mut seen: BTreeMap<RelPath, usize> = BTreeMap::new();
     let mut parts: BTreeMap<RelPath, Vec<(u64, u64, u32, u32)>> = BTreeMap::new();
@@ -171,7 +203,53 @@ fn a_large_file_is_split_into_parts() {
         .filter(|(k, _, _)| matches!(k, TaskKind::FilePart { .. }))
         .count();
     assert_eq!(parts, 3);
-    check_cover(tmp.path(), 4096);
+    check_cover(tmp.path(), 4096, None);
+}
+
+#[test]
+fn a_range_grown_past_twice_the_target_is_cut_in_two_when_read_whole_and_its_neighbours_stay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files: Vec<(String, usize)> = (0..40)
+        .map(|i| (format!("d{}/f{i:02}", i / 10), 1000))
+        .collect();
+    build(tmp.path(), &files);
+    let target = 16 << 10;
+    let first = plan(tmp.path(), target).unwrap();
+    let cuts = starts(&first);
+    // A range of `d1` grows to about three times the target.
+    let grown: Vec<(String, usize)> = (0..16).map(|i| (format!("d1/g{i:02}"), 1000)).collect();
+    build(tmp.path(), &grown);
+    // While a delta can extend the grown range's entry, it is not cut (that would read it whole).
+    let grown_start = cuts
+        .iter()
+        .rev()
+        .find(|c| c.lossy().as_str() < "d1/g00")
+        .unwrap();
+    let extendable = super::plan::Cuts {
+        starts: cuts.clone(),
+        extendable: [Some(grown_start.clone())].into_iter().collect(),
+    };
+    let kept = plan_cut(tmp.path(), target, Some(extendable)).unwrap();
+    assert_eq!(starts(&kept), cuts);
+    let second = plan_after(tmp.path(), target, Some(cuts.clone())).unwrap();
+    let new = starts(&second);
+    assert!(cuts.iter().all(|c| new.contains(c)), "{cuts:?} -> {new:?}");
+    let added: Vec<&RelPath> = new.iter().filter(|c| !cuts.contains(c)).collect();
+    assert!(!added.is_empty(), "{cuts:?} -> {new:?}");
+    for (k, bytes, _) in &second {
+        if let TaskKind::Files(f) = k {
+            let at_new = |c: Option<&RelPath>| c.is_some_and(|c| added.contains(&c));
+            if at_new(f.start.as_ref()) || at_new(f.end.as_ref()) {
+                assert!(*bytes >= target / 2, "a half, not a sliver: {f:?} {bytes}");
+            }
+        }
+    }
+    // A little more growth at the start of the grown range moves nothing (cut where it passed
+    // twice the target, the first piece would pass it again, cut again, and so on).
+    build(tmp.path(), &[(format!("{}0", grown_start.lossy()), 1000)]);
+    let third = plan_after(tmp.path(), target, Some(new.clone())).unwrap();
+    assert_eq!(starts(&third), new);
+    check_cover(tmp.path(), target, Some(new));
 }
 
 #[test]
@@ -207,6 +285,9 @@ proptest! {
             kept.push((p, s));
         }
         build(tmp.path(), &kept);
-        check_cover(tmp.path(), target);
+        check_cover(tmp.path(), target, None);
+        // After a parent planned with a larger target: its ranges past twice this one are cut.
+        let parent = starts(&plan(tmp.path(), target * 4).unwrap());
+        check_cover(tmp.path(), target, Some(parent));
     }
 }
