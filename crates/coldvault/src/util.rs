@@ -55,7 +55,7 @@ pub(crate) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
         .map_err(|e| Error::internal(format!("cannot encode {what} as JSON")).with_source(e))
 }
 
-/// `value` as indented JSON (files people may read: manifests, markers).
+/// `value` as indented JSON (the repository marker, which people may read).
 pub(crate) fn to_json_pretty<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value)
         .map_err(|e| Error::internal(format!("cannot encode {what} as JSON")).with_source(e))

@@ -286,7 +286,9 @@ struct FormatOnly {
 impl Manifest {
     /// Encodes as stored: JSON in its self-checking envelope.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let body = crate::util::to_json_pretty(self, "a manifest")?;
+        // Compact: a manifest names every data file of every task's chain, and one is written
+        // per snapshot to every node (`jq .` shows it indented).
+        let body = crate::util::to_json(self, "a manifest")?;
         Ok(checked::wrap(FORMAT_VERSION, &body))
     }
 
