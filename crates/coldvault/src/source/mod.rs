@@ -146,10 +146,8 @@ pub(crate) struct ChangeTally {
     /// The part of `touched_bytes` not read by this task: files with other links whose content
     /// a read in another range of the run proved ([`crate::source::fs`]'s `Proven`).
     pub proven_bytes: u64,
-    /// The range must be read whole for its hard links: a path the parent indexed as a file
-    /// with other links is gone (older layers may name it in link entries), or a path joined a
-    /// group whose content this read left to an older layer (its link entry would name a path
-    /// of that layer).
+    /// The range must be read whole for its hard links: a path joined a group whose content
+    /// this read left to an older layer (its link entry would name a path of that layer).
     pub read_whole: bool,
 }
 

@@ -169,10 +169,10 @@ impl<'a> Restorer<'a> {
             return self.restore_chain(ctx, t);
         }
         let (data, problems) = ctx.fetch(&t.data)?;
-        let mut reader = data.open()?;
         let (stats, notes) = match &t.kind {
-            TaskKind::Files { .. } => self.extract(&mut reader, ctx, None)?,
+            TaskKind::Files { .. } => self.extract(&|| data.open(), ctx, None)?,
             TaskKind::FilePart(p) => {
+                let mut reader = data.open()?;
                 let (path, offset) = (&p.path, &p.offset);
                 let meta = t.file.clone().ok_or_else(|| {
                     Error::integrity(format!("file part of {path} has no file metadata"))
@@ -276,7 +276,7 @@ impl<'a> Restorer<'a> {
                 touched: &touched,
                 written: Vec::new(),
             };
-            let (s, n) = self.extract(&mut verified.open()?, ctx, Some(&mut layer))?;
+            let (s, n) = self.extract(&|| verified.open(), ctx, Some(&mut layer))?;
             stats.add(&s);
             notes.extend(n);
             shadow.extend(layer.written);
@@ -300,22 +300,33 @@ impl<'a> Restorer<'a> {
         Ok((stats, problems, notes))
     }
 
-    /// Extracts one tar data file; returns what it wrote and what it could not restore as it was.
-    /// With `layer` (a delta or the data file under deltas), leaves out the paths the newer
-    /// layers shadow, gives a file a newer layer touched that layer's metadata, and lists the
-    /// paths this one holds.
-    fn extract(
+    /// Extracts one tar data file, which `open` reads from its start; returns what it wrote and
+    /// what it could not restore as it was. With `layer` (a delta or the data file under deltas),
+    /// leaves out the paths the newer layers shadow, gives a file a newer layer touched that
+    /// layer's metadata, and lists the paths this one holds.
+    ///
+    /// A link entry whose first path was left out (a newer layer deleted or replaced it, or
+    /// `--include` does not want it) gets that path's bytes: the data file is read a second
+    /// time, for those entries alone ([`Self::relink`]).
+    fn extract<'r>(
         &self,
-        reader: &mut dyn Read,
+        open: &dyn Fn() -> Result<Box<dyn Read + Send + 'r>>,
         ctx: &Fetcher<'_>,
         mut layer: Option<&mut Layer<'_>>,
     ) -> Result<(ReadStats, Notes)> {
         let mut x = Extraction::default();
-        let mut tar = Untar::new(reader);
+        let mut tar = Untar::new(open()?);
+        // The regular files of this data file left out, and the link entries naming them.
+        let (mut left_out, mut relinks) = (HashSet::new(), Relinks::new());
         while let Some(head) = tar.next()? {
             let mut info = entry::info(&head)?;
+            let kind = tar::EntryType::new(head.kind);
+            let regular = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
             if let Some(layer) = layer.as_mut() {
                 if layer.shadow.contains(&info.rel) {
+                    if regular {
+                        left_out.insert(info.rel);
+                    }
                     continue;
                 }
                 if let Some(m) = layer.touched.get(&info.rel) {
@@ -325,7 +336,6 @@ impl<'a> Restorer<'a> {
                 }
                 layer.written.push(info.rel.clone());
             }
-            let kind = tar::EntryType::new(head.kind);
             if info.rel.is_root() {
                 // The tree's root ("./"): only its directory metadata, for the target itself.
                 if kind == tar::EntryType::Directory {
@@ -335,11 +345,72 @@ impl<'a> Restorer<'a> {
                 }
                 continue;
             }
-            if self.include.matches(&info.rel) {
-                self.extract_entry(&mut tar, &head, &info, &mut x, ctx)?;
+            if !self.include.matches(&info.rel) {
+                if regular {
+                    left_out.insert(info.rel);
+                }
+                continue;
             }
+            if kind == tar::EntryType::Link && !left_out.is_empty() {
+                let target = RelPath::from_untrusted(&head.link)?;
+                if left_out.contains(&target) {
+                    relinks.entry(target).or_default().push(info);
+                    continue;
+                }
+            }
+            self.extract_entry(&mut tar, &head, &info, &mut x, ctx)?;
+        }
+        if !relinks.is_empty() {
+            self.relink(Untar::new(open()?), relinks, &mut x, ctx)?;
         }
         Ok((x.stats, x.notes))
+    }
+
+    /// Restores the link entries of `relinks` from a second read of their data file: the first
+    /// link of a group gets its left-out first path's bytes and attributes (and the link
+    /// entry's own mode, owner and times, a newer layer's touched list applied), the others
+    /// are linked to it.
+    fn relink(
+        &self,
+        mut tar: Untar<Box<dyn Read + Send + '_>>,
+        mut relinks: Relinks,
+        x: &mut Extraction,
+        ctx: &Fetcher<'_>,
+    ) -> Result<()> {
+        while let Some(head) = tar.next()? {
+            let info = entry::info(&head)?;
+            let Some(links) = relinks.remove(&info.rel) else {
+                continue;
+            };
+            let mut links = links.into_iter();
+            let Some(first) = links.next() else { continue };
+            let path = first.rel.to_path(self.root);
+            self.ensure_parents(&first.rel, &mut x.checked_dir)?;
+            self.clear(&path)?;
+            let with_bytes = EntryInfo {
+                meta: FileMeta {
+                    attrs: info.meta.attrs,
+                    size: info.meta.size,
+                    ..first.meta
+                },
+                realsize: info.realsize,
+                rel: first.rel,
+            };
+            self.write_file(&mut tar, head.size, &with_bytes, &path, x, ctx)?;
+            for link in links {
+                let path = link.rel.to_path(self.root);
+                self.ensure_parents(&link.rel, &mut x.checked_dir)?;
+                self.clear(&path)?;
+                let (root, rel, first) = (self.root, &link.rel, &with_bytes.rel);
+                if special::link(root, rel, &path, first, &x.created, &mut x.notes)? {
+                    x.stats.files += 1;
+                }
+            }
+            if relinks.is_empty() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Restores one entry; `data` reads its bytes.
@@ -486,6 +557,9 @@ struct Layer<'a> {
     touched: &'a HashMap<RelPath, FileMeta>,
     written: Vec<RelPath>,
 }
+
+/// Link entries whose first path an extraction left out: by that path, the entries in tar order.
+type Relinks = HashMap<RelPath, Vec<EntryInfo>>;
 
 /// What extracting one data file keeps track of.
 #[derive(Default)]

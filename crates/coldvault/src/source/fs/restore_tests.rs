@@ -80,7 +80,7 @@ fn extract_into(dir: &Path, tar: &[u8]) -> (std::path::PathBuf, Result<(ReadStat
     };
     let include = Include::new(&[]).unwrap();
     let restorer = Restorer::new(&target, &include, true);
-    let result = restorer.extract(&mut &tar[..], &ctx, None);
+    let result = restorer.extract(&|| Ok(Box::new(tar) as Box<dyn Read + Send>), &ctx, None);
     (target, result)
 }
 
