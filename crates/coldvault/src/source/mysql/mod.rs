@@ -227,6 +227,11 @@ pub(crate) fn range_query(
     columns: &[MyColumn],
 ) -> String {
     let cond = match split {
+        // A key range bounded at neither end still leaves out the NULL keys: with `split_by`,
+        // they are a range of their own.
+        MySplit::Key(k) if start.is_none() && end.is_none() => {
+            vec![format!("{} IS NOT NULL", ident(k))]
+        }
         MySplit::Key(k) => super::range::bounds(&ident(k), start, end),
         MySplit::Null(k) => vec![format!("{} IS NULL", ident(k))],
         MySplit::Whole => Vec::new(),

@@ -31,7 +31,7 @@ use super::{
     database, EntryRestored, EntryWork, RestoreRun, Restored, RunRecord, RunSource, Sessions,
     SourceKind, SourcePlan, TaskRead,
 };
-use crate::catalog::{PgSplit, ReadStats, Schema, TaskKind};
+use crate::catalog::{PgRangeTask, PgSplit, ReadStats, Schema, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::job::{Database, Job, PasswordSource};
@@ -152,18 +152,11 @@ impl RunSource for Held<'_> {
                 kind.name()
             )));
         };
-        let query = range_query(
-            &t.table,
-            &t.split,
-            t.start,
-            t.end,
-            t.filter.as_deref(),
-            &t.columns,
-        );
+        let copy = copy_out(t);
         if t.small {
-            return Ok(read_kept(&self.kept, &self.server, snapshot, &query, out)?.into());
+            return Ok(read_kept(&self.kept, &self.server, snapshot, &copy, out)?.into());
         }
-        Ok(read_range(&self.server, snapshot, &query, out)?.into())
+        Ok(read_range(&self.server, snapshot, &copy, out)?.into())
     }
 
     fn snapshot(&self) -> Option<&str> {
@@ -374,6 +367,11 @@ pub(crate) fn range_query(
     columns: &[String],
 ) -> String {
     let cond = match split {
+        // A key range bounded at neither end still leaves out the NULL keys: with `split_by`,
+        // they are a range of their own.
+        PgSplit::Key(k) if start.is_none() && end.is_none() => {
+            vec![format!("{} IS NOT NULL", ident(k))]
+        }
         PgSplit::Key(k) => super::range::bounds(&ident(k), start, end),
         PgSplit::Ctid => super::range::bounds(
             "ctid",
@@ -393,6 +391,35 @@ pub(crate) fn range_query(
     };
     // ONLY: an inheritance parent's own rows; each child is a table of its own.
     super::range::select(&cols, &format!("ONLY {}", qualified(table)), cond, filter)
+}
+
+/// The `COPY … TO STDOUT` of one range. A table read whole is copied by name, as pg_dump does:
+/// the server then sends the rows of its heap without planning and running a query, which costs
+/// it about a twentieth less CPU per row than `COPY (SELECT …)`. Both read the table's own rows
+/// only (`COPY t TO` as `SELECT … FROM ONLY t`).
+pub(crate) fn copy_out(t: &PgRangeTask) -> String {
+    let whole = matches!(t.split, PgSplit::Ctid)
+        && t.start.is_none()
+        && t.end.is_none()
+        && t.filter.is_none();
+    if whole {
+        let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
+        let list = if cols.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", cols.join(", "))
+        };
+        return format!("COPY {}{list} TO STDOUT", qualified(&t.table));
+    }
+    let query = range_query(
+        &t.table,
+        &t.split,
+        t.start,
+        t.end,
+        t.filter.as_deref(),
+        &t.columns,
+    );
+    format!("COPY ({query}) TO STDOUT")
 }
 
 /// The statements that open a read-only transaction in `snapshot` (the run's exported one).
@@ -422,13 +449,13 @@ struct Reading {
     client: Client,
 }
 
-/// Streams `query` with `COPY … TO STDOUT` into `out` on a connection in `snapshot` kept in
-/// `kept`.
+/// Streams the rows of `copy` (a `COPY … TO STDOUT`) into `out` on a connection in `snapshot`
+/// kept in `kept`.
 fn read_kept(
     kept: &Sessions,
     server: &PgServer<'_>,
     snapshot: Option<&str>,
-    query: &str,
+    copy: &str,
     out: &mut dyn Write,
 ) -> Result<ReadStats> {
     let mut session = match kept.take(|s: &Reading| s.snapshot.as_deref() == snapshot) {
@@ -451,7 +478,7 @@ fn read_kept(
     };
     let mut rows = session
         .client
-        .copy_out(&format!("COPY ({query}) TO STDOUT"))
+        .copy_out(copy)
         .map_err(sql_err("reading a range failed".into()))?;
     std::io::copy(&mut rows, &mut counted).map_err(|e| {
         Error::source_err(format!(
@@ -484,22 +511,22 @@ impl Write for Counted<'_> {
     }
 }
 
-/// Streams one range with `COPY … TO STDOUT` (text format) into `out`, inside the shared snapshot.
+/// Streams the rows of `copy` (a `COPY … TO STDOUT`, text format) into `out`, inside the shared
+/// snapshot.
 ///
 /// The rows come through `psql`: its C client moves COPY data at a fraction of the CPU a
 /// message-by-message Rust client spends, and the bytes pass through untouched.
 pub(crate) fn read_range(
     t: &PgServer<'_>,
     snapshot: Option<&str>,
-    query: &str,
+    copy: &str,
     out: &mut dyn Write,
 ) -> Result<ReadStats> {
     let mut psql = client::PgTool::psql(t);
     for statement in reading_in(snapshot) {
         psql.args(["-c", &statement]);
     }
-    psql.args(["-c".to_owned(), format!("COPY ({query}) TO STDOUT")])
-        .args(["-c", "COMMIT"]);
+    psql.args(["-c", copy]).args(["-c", "COMMIT"]);
     let mut stats = ReadStats::default();
     let mut counted = Counted {
         out,
@@ -515,4 +542,52 @@ pub(crate) fn read_range(
         "reading a range failed",
     )?;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(start: Option<i64>, end: Option<i64>, filter: Option<&str>) -> PgRangeTask {
+        PgRangeTask {
+            table: "s.t".into(),
+            split: PgSplit::Ctid,
+            start,
+            end,
+            columns: vec!["a".into(), "b c".into()],
+            filter: filter.map(str::to_owned),
+            small: false,
+        }
+    }
+
+    #[test]
+    fn a_table_read_whole_is_copied_by_name_and_a_range_or_filter_by_query() {
+        assert_eq!(
+            copy_out(&task(None, None, None)),
+            r#"COPY "s"."t" ("a", "b c") TO STDOUT"#
+        );
+        assert_eq!(
+            copy_out(&task(Some(8), None, None)),
+            r#"COPY (SELECT "a", "b c" FROM ONLY "s"."t" WHERE ctid >= '(8,0)'::tid) TO STDOUT"#
+        );
+        assert_eq!(
+            copy_out(&task(None, None, Some("a > 1"))),
+            r#"COPY (SELECT "a", "b c" FROM ONLY "s"."t" WHERE (a > 1)) TO STDOUT"#
+        );
+        let mut keyed = task(None, None, None);
+        keyed.split = PgSplit::Key("a".into());
+        assert_eq!(
+            copy_out(&keyed),
+            r#"COPY (SELECT "a", "b c" FROM ONLY "s"."t" WHERE "a" IS NOT NULL) TO STDOUT"#
+        );
+        let mut nulls = task(None, None, None);
+        nulls.split = PgSplit::Null("a".into());
+        assert_eq!(
+            copy_out(&nulls),
+            r#"COPY (SELECT "a", "b c" FROM ONLY "s"."t" WHERE "a" IS NULL) TO STDOUT"#
+        );
+        let mut no_columns = task(None, None, None);
+        no_columns.columns.clear();
+        assert_eq!(copy_out(&no_columns), r#"COPY "s"."t" TO STDOUT"#);
+    }
 }

@@ -5,7 +5,8 @@
 //!    changed nothing, unless `force` is given; then the snapshot's `DROP … IF EXISTS` block
 //!    runs first, in the same transaction, and replaces exactly the snapshot's objects (nothing
 //!    cascades: an object of the target that depends on one of them stops the restore);
-//! 2. every range's rows with `COPY … FROM STDIN` naming their columns, in parallel;
+//! 2. every range's rows with `COPY … FROM STDIN` naming their columns, in parallel; a table
+//!    whose rows are one range with `COPY … FREEZE` after a `TRUNCATE` in the same transaction;
 //! 3. the post-data section (indexes, constraints, triggers, rules, policies, built once over
 //!    the loaded rows), the materialized views' refresh and the sequences' values, in one
 //!    transaction.
@@ -263,17 +264,30 @@ pub(super) fn load_range(
         Some(s) => s,
         None => Loading::open(&t)?,
     };
-    let client = &mut session.client;
     let load_err = |e| sql_err(format!("cannot load {table}"))(e);
-    let mut writer = client
-        .copy_in(&format!(
-            "COPY {}{column_list} FROM STDIN",
-            qualified(table)
-        ))
-        .map_err(load_err)?;
+    let copy = format!("COPY {}{column_list} FROM STDIN", qualified(table));
+    let mut tx = session.client.transaction().map_err(load_err)?;
+    // A table loaded from one range is emptied in the loading transaction (`TRUNCATE ONLY`:
+    // step 1 created it empty, and no other range loads it), so that its rows can be loaded
+    // with `COPY … FREEZE`: written frozen and all-visible, as `VACUUM FREEZE` would leave them.
+    // Neither the index builds of step 3 nor the first reads after the restore then rewrite
+    // every page to set hint bits, no anti-wraparound vacuum rewrites them later, and where
+    // `wal_level` is `minimal` the rows skip the WAL. A retried load replaces, never adds.
+    let frozen = only_range(range);
+    if frozen {
+        tx.batch_execute(&format!("TRUNCATE ONLY {}", qualified(table)))
+            .map_err(load_err)?;
+    }
+    let mut writer = if frozen {
+        tx.copy_in(&format!("{copy} (FREEZE)"))
+    } else {
+        tx.copy_in(&copy)
+    }
+    .map_err(load_err)?;
     let n = std::io::copy(&mut reader, &mut writer)
         .map_err(|e| Error::source_err(format!("cannot load {table}")).with_source(e))?;
     let rows = writer.finish().map_err(load_err)?;
+    tx.commit().map_err(load_err)?;
     sessions.put(session);
     ctx.progress.add_bytes(n);
     Ok((
@@ -284,6 +298,14 @@ pub(super) fn load_range(
         },
         problems,
     ))
+}
+
+/// Whether `range` holds every row of its table: a table the snapshot read whole by blocks.
+/// A table split by a `split_by` key has a second range, of the rows whose key is NULL.
+fn only_range(range: &crate::catalog::PgRangeTask) -> bool {
+    matches!(range.split, crate::catalog::PgSplit::Ctid)
+        && range.start.is_none()
+        && range.end.is_none()
 }
 
 /// A connection loading rows into the database at `url`, kept between ranges.
