@@ -542,6 +542,10 @@ fn a_table_restored_from_one_large_range_comes_back_frozen_and_a_split_by_tables
              CREATE TABLE events (id int PRIMARY KEY, account int);
              INSERT INTO events SELECT i, CASE WHEN i % 3 = 0 THEN NULL ELSE i END
                FROM generate_series(1, 600) i;
+             CREATE TABLE og (g int GENERATED ALWAYS AS (7) STORED);
+             INSERT INTO og SELECT FROM generate_series(1, 30);
+             CREATE TABLE og_split (g int GENERATED ALWAYS AS (7) STORED);
+             INSERT INTO og_split SELECT FROM generate_series(1, 250000);
              ANALYZE;",
         )
         .unwrap();
@@ -560,6 +564,8 @@ fn a_table_restored_from_one_large_range_comes_back_frozen_and_a_split_by_tables
         tasks.iter().filter(named).cloned().collect()
     };
     assert!(of("big").len() > 1, "{plan}");
+    // Only generated columns, read in ranges: nothing to read but the rows themselves.
+    assert!(of("og_split").len() > 1, "{plan}");
     assert_eq!(of("small").len(), 1, "{plan}");
     // The case a careless freeze would lose rows in: a whole key range beside the NULL keys.
     let events = of("events");
@@ -568,7 +574,7 @@ fn a_table_restored_from_one_large_range_comes_back_frozen_and_a_split_by_tables
         .iter()
         .all(|t| t["start"].is_null() && t["end"].is_null()));
     let r = backup(&pg, &env);
-    assert_eq!(r["rows"], 60000 + 150000 + 150 + 600, "{r}");
+    assert_eq!(r["rows"], 60000 + 150000 + 150 + 600 + 30 + 250000, "{r}");
     let restored = restore_into_new_db(&pg, &env, "frozen_r");
     let tables = [
         ("small", "id"),
@@ -576,6 +582,8 @@ fn a_table_restored_from_one_large_range_comes_back_frozen_and_a_split_by_tables
         ("ONLY parent", "id"),
         ("child", "id"),
         ("events", "id"),
+        ("og", "g"),
+        ("og_split", "g"),
     ];
     assert_eq!(
         pg.fingerprint(&db, &tables),
@@ -598,4 +606,56 @@ fn a_table_restored_from_one_large_range_comes_back_frozen_and_a_split_by_tables
         let want = if frozen_pages { pages } else { 0 };
         assert_eq!(frozen, want, "frozen pages of {table}");
     }
+}
+
+#[test]
+fn a_role_that_may_not_truncate_still_restores_a_large_table_unfrozen() {
+    let pg = Postgres::from_env();
+    let db = pg.create_db("notrunc");
+    pg.client(&db)
+        .batch_execute(
+            "CREATE TABLE big_plain (id int, v text);
+             INSERT INTO big_plain SELECT i, md5(i::text) FROM generate_series(1, 70000) i;",
+        )
+        .unwrap();
+    let env = pg_env(&pg, &db, "", 100_000);
+    backup(&pg, &env);
+    // A restoring role that owns the target database but has given up TRUNCATE on its tables.
+    let role = format!("cv_no_truncate_{}", std::process::id());
+    let to = pg.create_db("notrunc_r");
+    pg.client(&to)
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{}'; ALTER DATABASE {to} OWNER TO {role};",
+            pg.password()
+        ))
+        .unwrap();
+    let url = pg.url(&to).replace("postgres@", &format!("{role}@"));
+    let mut as_role = postgres::Config::new();
+    as_role
+        .host("127.0.0.1")
+        .port(pg.port().parse().unwrap())
+        .user(&role)
+        .password(pg.password())
+        .dbname(&to);
+    as_role
+        .connect(postgres::NoTls)
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER DEFAULT PRIVILEGES REVOKE TRUNCATE ON TABLES FROM {role}"
+        ))
+        .unwrap();
+    let (c, out, err) = run(&pg, &env, &["restore", "latest", "--to", &url]);
+    assert_eq!(c, 0, "{out}{err}");
+    let tables = [("big_plain", "id")];
+    assert_eq!(pg.fingerprint(&db, &tables), pg.fingerprint(&to, &tables));
+    let mut c = pg.client(&to);
+    c.batch_execute("CREATE EXTENSION pg_visibility").unwrap();
+    let frozen: i64 = c
+        .query_one(
+            "SELECT all_frozen FROM pg_visibility_map_summary('big_plain')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(frozen, 0, "loaded as before, not frozen");
 }

@@ -380,8 +380,11 @@ pub(crate) fn range_query(
         ),
         PgSplit::Null(k) => vec![format!("{} IS NULL", ident(k))],
     };
+    // No columns: a table without any, or whose every column is generated. Its rows are empty
+    // lines, as `COPY table TO` writes them (`*` would read the generated values, which the
+    // restore's COPY refuses).
     let cols = if columns.is_empty() {
-        "*".to_owned()
+        String::new()
     } else {
         columns
             .iter()
@@ -589,5 +592,10 @@ mod tests {
         let mut no_columns = task(None, None, None);
         no_columns.columns.clear();
         assert_eq!(copy_out(&no_columns), r#"COPY "s"."t" TO STDOUT"#);
+        no_columns.end = Some(4);
+        assert_eq!(
+            copy_out(&no_columns),
+            r#"COPY (SELECT  FROM ONLY "s"."t" WHERE ctid < '(4,0)'::tid) TO STDOUT"#
+        );
     }
 }

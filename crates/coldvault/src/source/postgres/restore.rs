@@ -275,11 +275,9 @@ pub(super) fn load_range(
     // after the restore then rewrite every page to set hint bits, no anti-wraparound vacuum
     // rewrites them later, and where `wal_level` is `minimal` the rows skip the WAL. A retried
     // load replaces, never adds.
-    let frozen = only_range(range) && task.stats.bytes_read >= FREEZE_FROM;
-    if frozen {
-        tx.batch_execute(&format!("TRUNCATE ONLY {}", qualified(table)))
-            .map_err(load_err)?;
-    }
+    let frozen = only_range(range)
+        && task.stats.bytes_read >= FREEZE_FROM
+        && emptied(&mut tx, table).map_err(load_err)?;
     let mut writer = if frozen {
         tx.copy_in(&format!("{copy} (FREEZE)"))
     } else {
@@ -300,6 +298,26 @@ pub(super) fn load_range(
         },
         problems,
     ))
+}
+
+/// Empties `table` in `tx` for a frozen load. `false`, with nothing changed, when the server
+/// refuses (a role that may insert into the table but not truncate it) or another session
+/// holds a lock on the table for more than 5 s: the rows are then loaded as any other range's,
+/// as they were before loads were frozen.
+fn emptied(
+    tx: &mut postgres::Transaction<'_>,
+    table: &str,
+) -> std::result::Result<bool, postgres::Error> {
+    let truncate = format!(
+        "SAVEPOINT coldvault_freeze; SET LOCAL lock_timeout = '5s'; TRUNCATE ONLY {}; \
+         RELEASE SAVEPOINT coldvault_freeze",
+        qualified(table)
+    );
+    if tx.batch_execute(&truncate).is_ok() {
+        return Ok(true);
+    }
+    tx.batch_execute("ROLLBACK TO SAVEPOINT coldvault_freeze; RELEASE SAVEPOINT coldvault_freeze")?;
+    Ok(false)
 }
 
 /// The COPY text of a range from which it is loaded frozen. A `TRUNCATE` gives the table a
