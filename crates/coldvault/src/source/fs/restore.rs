@@ -28,7 +28,7 @@ use super::sparse::{self, HoleWriter};
 use super::special::{self, Created};
 use super::untar::{Head, Untar};
 use super::xattr::{self, On};
-use crate::catalog::{FileMeta, Problem, ReadStats, TaskEntry, TaskKind};
+use crate::catalog::{FileAttrs, FileMeta, Problem, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
 use crate::path::RelPath;
@@ -316,7 +316,9 @@ impl<'a> Restorer<'a> {
     ) -> Result<(ReadStats, Notes)> {
         let mut x = Extraction::default();
         let mut tar = Untar::new(open()?);
-        // The regular files of this data file left out, and the link entries naming them.
+        // The regular files of this data file left out (as hashes of their paths: 8 bytes each,
+        // however many; one that collides only sends a link to the second read, which matches
+        // by path), and the link entries naming them.
         let (mut left_out, mut relinks) = (HashSet::new(), Relinks::new());
         while let Some(head) = tar.next()? {
             let mut info = entry::info(&head)?;
@@ -325,7 +327,7 @@ impl<'a> Restorer<'a> {
             if let Some(layer) = layer.as_mut() {
                 if layer.shadow.contains(&info.rel) {
                     if regular {
-                        left_out.insert(info.rel);
+                        left_out.insert(path_hash(&info.rel));
                     }
                     continue;
                 }
@@ -347,13 +349,16 @@ impl<'a> Restorer<'a> {
             }
             if !self.include.matches(&info.rel) {
                 if regular {
-                    left_out.insert(info.rel);
+                    left_out.insert(path_hash(&info.rel));
                 }
                 continue;
             }
             if kind == tar::EntryType::Link && !left_out.is_empty() {
                 let target = RelPath::from_untrusted(&head.link)?;
-                if left_out.contains(&target) {
+                if left_out.contains(&path_hash(&target)) {
+                    // The bytes' attributes come from the target on the second read: a link
+                    // entry's own (up to a pax record's size each) are not kept meanwhile.
+                    info.meta.attrs = FileAttrs::default();
                     relinks.entry(target).or_default().push(info);
                     continue;
                 }
@@ -378,6 +383,10 @@ impl<'a> Restorer<'a> {
         ctx: &Fetcher<'_>,
     ) -> Result<()> {
         while let Some(head) = tar.next()? {
+            let kind = tar::EntryType::new(head.kind);
+            if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+                continue;
+            }
             let info = entry::info(&head)?;
             let Some(links) = relinks.remove(&info.rel) else {
                 continue;
@@ -408,6 +417,21 @@ impl<'a> Restorer<'a> {
             }
             if relinks.is_empty() {
                 break;
+            }
+        }
+        // Only a damaged or forged data file names a target it does not hold as a file.
+        for (target, links) in relinks {
+            for link in links {
+                let detail = format!(
+                    "its data file holds no file {}",
+                    String::from_utf8_lossy(target.as_bytes())
+                );
+                x.notes.note(
+                    &link.rel,
+                    Problem::NotStored,
+                    "hard link not restored",
+                    detail,
+                );
             }
         }
         Ok(())
@@ -560,6 +584,14 @@ struct Layer<'a> {
 
 /// Link entries whose first path an extraction left out: by that path, the entries in tar order.
 type Relinks = HashMap<RelPath, Vec<EntryInfo>>;
+
+/// A path's hash, for the set of paths an extraction left out.
+fn path_hash(rel: &RelPath) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    rel.as_bytes().hash(&mut h);
+    h.finish()
+}
 
 /// What extracting one data file keeps track of.
 #[derive(Default)]
