@@ -659,3 +659,45 @@ fn a_role_that_may_not_truncate_still_restores_a_large_table_unfrozen() {
         .get(0);
     assert_eq!(frozen, 0, "loaded as before, not frozen");
 }
+
+#[test]
+fn dates_and_intervals_come_back_the_same_whatever_the_source_servers_datestyle() {
+    let pg = Postgres::from_env();
+    let db = pg.create_db("styles");
+    pg.client(&db)
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET datestyle = 'SQL, DMY';
+             ALTER DATABASE {db} SET intervalstyle = 'sql_standard';
+             ALTER DATABASE {db} SET extra_float_digits = 0;"
+        ))
+        .unwrap();
+    // A new session, so the database's settings apply to what the backup reads.
+    pg.client(&db)
+        .batch_execute(
+            "CREATE TABLE d (id int PRIMARY KEY, day date, at timestamptz, span interval, f float8);
+             INSERT INTO d SELECT i, date '2026-01-04' + i, timestamptz '2026-01-04 10:00+00' + i * interval '1 day',
+               make_interval(months => i, days => -i, secs => i * 1.5), 1.0 / (i + 3)
+               FROM generate_series(1, 40) i;
+             CREATE TABLE big_d (id int PRIMARY KEY, day date);
+             INSERT INTO big_d SELECT i, date '2000-01-01' + (i % 9000) FROM generate_series(1, 30000) i;
+             ANALYZE;",
+        )
+        .unwrap();
+    let env = pg_env(&pg, &db, "", 10_000);
+    backup(&pg, &env);
+    let restored = restore_into_new_db(&pg, &env, "styles_r");
+    let check = |db: &str, q: &str| -> String {
+        let mut c = pg.client(db);
+        c.batch_execute(
+            "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3",
+        )
+        .unwrap();
+        c.query_one(q, &[]).unwrap().get(0)
+    };
+    for q in [
+        "SELECT md5(string_agg(d::text, '|' ORDER BY id)) FROM d",
+        "SELECT md5(string_agg(big_d::text, '|' ORDER BY id)) FROM big_d",
+    ] {
+        assert_eq!(check(&db, q), check(&restored, q), "{q}");
+    }
+}

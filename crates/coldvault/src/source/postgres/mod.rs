@@ -437,6 +437,12 @@ pub(super) fn reading_in(snapshot: Option<&str>) -> Vec<String> {
         ));
     }
     statements.push("SET row_security = off".to_owned());
+    // As pg_dump sets them: dates, times and intervals in the styles every server reads back
+    // the same whatever its own settings (`SQL, DMY` output read back under `ISO, MDY` swaps
+    // day and month), and floats with every digit before PostgreSQL 12.
+    statements.push("SET datestyle = ISO".to_owned());
+    statements.push("SET intervalstyle = postgres".to_owned());
+    statements.push("SET extra_float_digits = 3".to_owned());
     statements.push(format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"));
     // Block ranges are TID range scans only where the planner may use them.
     statements.push("SET LOCAL enable_tidscan = on".to_owned());
