@@ -24,6 +24,7 @@ mod plan;
 mod preflight;
 mod restore;
 mod schema;
+mod wire;
 
 use std::sync::Mutex;
 
@@ -521,35 +522,27 @@ impl Write for Counted<'_> {
 }
 
 /// Streams the rows of `copy` (a `COPY … TO STDOUT`, text format) into `out`, inside the shared
-/// snapshot.
-///
-/// The rows come through `psql`: its C client moves COPY data at a fraction of the CPU a
-/// message-by-message Rust client spends, and the bytes pass through untouched.
+/// snapshot, on a connection of its own that speaks the wire protocol ([`wire`]): the bytes of
+/// the rows pass through untouched, gathered into large chunks.
 pub(crate) fn read_range(
     t: &PgServer<'_>,
     snapshot: Option<&str>,
     copy: &str,
     out: &mut dyn Write,
 ) -> Result<ReadStats> {
-    let mut psql = client::PgTool::psql(t);
-    for statement in reading_in(snapshot) {
-        psql.args(["-c", &statement]);
-    }
-    psql.args(["-c", copy]).args(["-c", "COMMIT"]);
     let mut stats = ReadStats::default();
     let mut counted = Counted {
         out,
         stats: &mut stats,
     };
-    psql.run(
-        None,
-        Some(&mut |chunk: &[u8]| {
-            counted
-                .write_all(chunk)
-                .map_err(|e| Error::io("cannot write staged data", e))
-        }),
-        "reading a range failed",
-    )?;
+    wire::copy_out(t, &reading_in(snapshot), copy, &mut |chunk: &[u8]| {
+        counted
+            .write_all(chunk)
+            .map_err(|e| Error::io("cannot write staged data", e))
+    })
+    .map_err(|e| {
+        Error::source_err(format!("reading a range failed on {}", where_of(t.url))).with_source(e)
+    })?;
     Ok(stats)
 }
 
