@@ -27,12 +27,14 @@ use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::store::Receipt;
 
-/// The manifest and marker format this build writes and the newest it reads: 4 may hold deltas
+/// The manifest and marker format this build writes and the newest it reads: 6 records the inode
+/// of a file with other links in indexes (a reader of 5 would take them for damaged indexes); 5
+/// writes a delta's index as a patch; 4 may hold deltas
 /// with a touched list (files whose metadata alone changed, which a reader of 3 would restore
 /// with their old metadata); 3 may hold ranges stored as deltas (which a reader of 2 would
 /// restore as their first data file alone: it must refuse them); 2 stores each document in a
 /// self-checking envelope ([`checked`]); 1 (read still) had none.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// A snapshot's id: 16 hex digits; a unique prefix names it too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

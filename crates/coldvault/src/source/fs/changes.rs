@@ -75,6 +75,32 @@ pub(super) fn content_hasher(pax: &[(String, Vec<u8>)]) -> blake3::Hasher {
     h
 }
 
+/// A content digest as the index records it: for a file with other links, followed by `@` and
+/// its inode, so that the next backup can tell a path that stayed in its group from one that
+/// moved to another group of the same bytes (a copy linked anew, `ln -f` onto another group).
+pub(super) fn indexed(content: String, meta: &Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    if meta.nlink() > 1 {
+        format!("{content}@{}", meta.ino())
+    } else {
+        content
+    }
+}
+
+/// The parent's content digest of a file now at `meta`, to compare with its content now: for a
+/// file with other links, only when the parent recorded it in the same inode (else `None`: its
+/// group may have split or merged, which metadata alone cannot restore, so it is stored again;
+/// so is, once, a file of an index written before inodes were recorded).
+pub(super) fn same_group<'a>(parent: Option<&'a str>, meta: &Metadata) -> Option<&'a str> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = parent?;
+    if meta.nlink() <= 1 {
+        return Some(parent.split_once('@').map_or(parent, |(c, _)| c));
+    }
+    let (content, ino) = parent.split_once('@')?;
+    (ino.parse::<u64>().ok()? == meta.ino()).then_some(content)
+}
+
 /// The content digest `h` gives, as an index holds it.
 pub(super) fn content_digest(h: &blake3::Hasher) -> String {
     h.finalize().to_hex()[..32].to_owned()
@@ -211,12 +237,22 @@ impl<'a> IndexReader<'a> {
                 .all(|b| b.is_ascii_hexdigit())
                 .then(|| s.to_owned())
         };
-        let (content, rest) = match rec.get(32) {
+        let (mut content, mut rest) = match rec.get(32) {
             Some(b' ') => (None, &rec[32..]),
             // Written since format 4: the content's digest too.
             Some(b':') if rec.len() > 65 => (Some(hex(&rec[33..65]).ok_or_else(bad)?), &rec[65..]),
             _ => return Err(bad()),
         };
+        // Since format 6, a file with other links: `@` and its inode after the content digest.
+        if let (Some(c), Some(digits)) = (content.as_mut(), rest.strip_prefix(b"@")) {
+            let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+            let ino = std::str::from_utf8(&digits[..n])
+                .ok()
+                .filter(|d| !d.is_empty());
+            c.push('@');
+            c.push_str(ino.ok_or_else(bad)?);
+            rest = &digits[n..];
+        }
         if rest.len() < 4 || rest[0] != b' ' || rest[2] != b' ' {
             return Err(bad());
         }

@@ -134,15 +134,19 @@ impl Reading<'_> {
                 files: &mut files,
             };
             let unsettled = e.files.unsettled.len();
-            match e.entry(rel, path, meta, compare.parent_content())? {
+            let parent = super::changes::same_group(compare.parent_content(), meta);
+            match e.entry(rel, path, meta, parent)? {
                 Held::Left => return compare.not_held(rel),
                 Held::Relink => {
                     compare.tally.read_whole = true;
                     return compare.not_held(rel);
                 }
-                Held::Stored(content) => rec.content = content,
-                Held::Touched(content, meta, read) => {
-                    rec.content = Some(content);
+                Held::Stored(content) => {
+                    rec.content = content.map(|c| super::changes::indexed(c, meta));
+                }
+                Held::Touched(content, touched, read) => {
+                    rec.content = Some(super::changes::indexed(content, meta));
+                    let meta = touched;
                     compare.tally.touched_bytes += read;
                     return compare.touched(rec, &meta);
                 }
