@@ -87,6 +87,14 @@ pub struct PgRangeTask {
     pub small: bool,
 }
 
+impl PgRangeTask {
+    /// Whether this range holds every row of its table the snapshot read: a table read whole by
+    /// blocks. (A table split by a `split_by` key has a second range, of its NULL keys.)
+    pub fn whole_table(&self) -> bool {
+        matches!(self.split, PgSplit::Ctid) && self.start.is_none() && self.end.is_none()
+    }
+}
+
 /// How a table's rows are split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

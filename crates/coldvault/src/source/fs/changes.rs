@@ -95,7 +95,7 @@ pub(super) fn same_group<'a>(parent: Option<&'a str>, meta: &Metadata) -> Option
     use std::os::unix::fs::MetadataExt;
     let parent = parent?;
     if meta.nlink() <= 1 {
-        return Some(parent.split_once('@').map_or(parent, |(c, _)| c));
+        return Some(parent);
     }
     let (content, ino) = parent.split_once('@')?;
     (ino.parse::<u64>().ok()? == meta.ino()).then_some(content)

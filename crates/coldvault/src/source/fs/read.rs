@@ -146,9 +146,8 @@ impl Reading<'_> {
                 }
                 Held::Touched(content, touched, read) => {
                     rec.content = Some(super::changes::indexed(content, meta));
-                    let meta = touched;
                     compare.tally.touched_bytes += read;
-                    return compare.touched(rec, &meta);
+                    return compare.touched(rec, &touched);
                 }
             }
             // Stored as a read during which it kept changing: its bytes may be of no version

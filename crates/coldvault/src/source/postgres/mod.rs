@@ -402,17 +402,8 @@ pub(crate) fn range_query(
 /// it about a twentieth less CPU per row than `COPY (SELECT …)`. Both read the table's own rows
 /// only (`COPY t TO` as `SELECT … FROM ONLY t`).
 pub(crate) fn copy_out(t: &PgRangeTask) -> String {
-    let whole = matches!(t.split, PgSplit::Ctid)
-        && t.start.is_none()
-        && t.end.is_none()
-        && t.filter.is_none();
-    if whole {
-        let cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
-        let list = if cols.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", cols.join(", "))
-        };
+    if t.whole_table() && t.filter.is_none() {
+        let list = column_list(&t.columns);
         return format!("COPY {}{list} TO STDOUT", qualified(&t.table));
     }
     let query = range_query(
@@ -424,6 +415,15 @@ pub(crate) fn copy_out(t: &PgRangeTask) -> String {
         &t.columns,
     );
     format!("COPY ({query}) TO STDOUT")
+}
+
+/// ` ("a", "b")`: the column list of a `COPY`, empty for every column.
+pub(crate) fn column_list(columns: &[String]) -> String {
+    if columns.is_empty() {
+        return String::new();
+    }
+    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    format!(" ({})", cols.join(", "))
 }
 
 /// The statements that open a read-only transaction in `snapshot` (the run's exported one).

@@ -21,7 +21,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 
-use super::{client, connect, ident, qualified, sql_err, where_of, PgServer};
+use super::{client, column_list, connect, qualified, sql_err, where_of, PgServer};
 use crate::catalog::{PostgresSchema, ReadStats, TaskEntry, TaskKind};
 use crate::error::{Error, Result};
 use crate::fetch::Fetcher;
@@ -246,12 +246,6 @@ pub(super) fn load_range(
         )?,
         password: &password,
     };
-    let column_list = if columns.is_empty() {
-        String::new()
-    } else {
-        let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-        format!(" ({})", cols.join(", "))
-    };
     let (data, problems) = ctx.fetch(&task.data)?;
     let mut reader = BufReader::with_capacity(256 << 10, data.open()?);
     // A kept session the server or the network dropped while idle is replaced, not used.
@@ -266,7 +260,11 @@ pub(super) fn load_range(
         None => Loading::open(&t)?,
     };
     let load_err = |e| sql_err(format!("cannot load {table}"))(e);
-    let copy = format!("COPY {}{column_list} FROM STDIN", qualified(table));
+    let copy = format!(
+        "COPY {}{} FROM STDIN",
+        qualified(table),
+        column_list(columns)
+    );
     let mut tx = session.client.transaction().map_err(load_err)?;
     // A table loaded from one range of at least FREEZE_FROM bytes is emptied in the loading
     // transaction (`TRUNCATE ONLY`: step 1 created it empty, and no other range loads it), so
@@ -275,7 +273,7 @@ pub(super) fn load_range(
     // after the restore then rewrite every page to set hint bits, no anti-wraparound vacuum
     // rewrites them later, and where `wal_level` is `minimal` the rows skip the WAL. A retried
     // load replaces, never adds.
-    let frozen = only_range(range)
+    let frozen = range.whole_table()
         && task.stats.bytes_read >= FREEZE_FROM
         && emptied(&mut tx, table).map_err(load_err)?;
     let mut writer = if frozen {
@@ -326,14 +324,6 @@ fn emptied(
 /// that no longer set hint bits). Below this size, the 615 small tables of PostgreSQL's
 /// regression database restored in 1.8–3.2 s frozen against 1.2–2.2 s not.
 const FREEZE_FROM: u64 = 2 << 20;
-
-/// Whether `range` holds every row of its table: a table the snapshot read whole by blocks.
-/// A table split by a `split_by` key has a second range, of the rows whose key is NULL.
-fn only_range(range: &crate::catalog::PgRangeTask) -> bool {
-    matches!(range.split, crate::catalog::PgSplit::Ctid)
-        && range.start.is_none()
-        && range.end.is_none()
-}
 
 /// A connection loading rows into the database at `url`, kept between ranges.
 struct Loading {
